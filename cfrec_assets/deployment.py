@@ -1,0 +1,364 @@
+"""Promote trained model versions to a serving directory, and roll back.
+
+Layout of a serving directory::
+
+    <serving>/manifest.json              points at the current version
+    <serving>/versions/<version>/        svd_model.pkl, cf_trainset.pkl, version.json
+    <serving>/.deploy.lock               flock() target serialising deployers
+
+Every version ever promoted is kept, so a rollback is only a manifest rewrite.
+Version folders appear atomically (copied to a temp dir, then renamed) and the
+manifest is replaced atomically (temp file + fsync + ``os.replace``), so readers
+never see a half-copied version or a torn manifest. A failed promote leaves the
+directory as it was: anything it created is removed again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ARTIFACT_FILES = ("svd_model.pkl", "cf_trainset.pkl")
+MANIFEST_FILE = "manifest.json"
+VERSION_FILE = "version.json"
+VERSIONS_DIR = "versions"
+LOCK_FILE = ".deploy.lock"
+_TEMP_PREFIX = ".tmp-"
+# Version names become directory names: no separators, no leading dot (temp dirs use one).
+_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class DeploymentError(RuntimeError):
+    """A promote/rollback was refused or failed; the serving dir is unchanged."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks so large models don't need to fit in memory twice."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_records(directory: Path) -> dict[str, dict[str, Any]]:
+    """``{name: {"sha256", "bytes"}}`` for the artifact files in ``directory``."""
+    records = {}
+    for name in ARTIFACT_FILES:
+        path = directory / name
+        if not path.is_file():
+            raise DeploymentError(f"missing artifact {path}")
+        records[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return records
+
+
+def verification_problems(directory: Path, expected: Mapping[str, Any]) -> list[str]:
+    """Human-readable reasons why ``directory``'s artifacts don't match ``expected`` (empty = OK)."""
+    if not isinstance(expected, Mapping) or set(expected) != set(ARTIFACT_FILES):
+        return [f"file list {sorted(expected) if isinstance(expected, Mapping) else expected!r} "
+                f"is not {sorted(ARTIFACT_FILES)}"]
+    problems = []
+    for name in ARTIFACT_FILES:
+        path = directory / name
+        record = expected[name]
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif not isinstance(record, Mapping) or "sha256" not in record:
+            problems.append(f"{name} has no recorded sha256")
+        elif path.stat().st_size != record.get("bytes", path.stat().st_size):
+            problems.append(f"{name} is {path.stat().st_size} bytes, expected {record['bytes']}")
+        elif sha256_file(path) != record["sha256"]:
+            problems.append(f"{name} sha256 does not match the recorded {record['sha256'][:12]}…")
+    return problems
+
+
+def validate_version_name(version: str) -> str:
+    """Refuse names that could escape ``versions/`` or collide with temp dirs."""
+    if not isinstance(version, str) or not _VERSION_NAME.fullmatch(version):
+        raise DeploymentError(
+            f"invalid version name {version!r}: use letters, digits, '.', '_' or '-', not starting with '.'"
+        )
+    return version
+
+
+def version_dir(serving_dir: Path | str, version: str) -> Path:
+    """Folder holding one promoted version."""
+    return Path(serving_dir) / VERSIONS_DIR / validate_version_name(version)
+
+
+def read_manifest(serving_dir: Path | str) -> dict[str, Any] | None:
+    """The current manifest, or None when nothing has been deployed yet."""
+    path = Path(serving_dir) / MANIFEST_FILE
+    if not path.exists():
+        return None
+    manifest = _read_json(path)
+    if not isinstance(manifest.get("version"), str) or not isinstance(manifest.get("files"), dict):
+        raise DeploymentError(f"{path} has no 'version'/'files': not a deployment manifest")
+    return manifest
+
+
+def list_versions(serving_dir: Path | str) -> list[dict[str, Any]]:
+    """Every kept version's ``version.json`` (oldest first by name) plus ``current: bool``.
+
+    A version folder whose ``version.json`` cannot be read is listed with an
+    ``error`` key instead of being hidden.
+    """
+    versions_root = Path(serving_dir) / VERSIONS_DIR
+    if not versions_root.is_dir():
+        return []
+    manifest = read_manifest(serving_dir)
+    current = manifest["version"] if manifest else None
+    listed = []
+    for folder in sorted(versions_root.iterdir()):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        try:
+            record = _read_json(folder / VERSION_FILE)
+        except DeploymentError as error:
+            record = {"version": folder.name, "error": str(error)}
+        listed.append({**record, "current": folder.name == current})
+    return listed
+
+
+def promote(
+    source_dir: Path | str,
+    serving_dir: Path | str,
+    *,
+    version: str,
+    metrics: Mapping[str, Any],
+    counts: Mapping[str, Any],
+    trained_at: str | datetime,
+    expected_sha256: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Copy a trained version into ``serving_dir`` and make it current; return the new manifest.
+
+    The source files are hashed first (and compared with ``expected_sha256`` when
+    given, which must name every artifact). If ``versions/<version>`` already
+    exists it is reused only when its files are identical; a different one is an
+    error, versions are never overwritten. Promoting the current version again
+    returns the manifest unchanged.
+    """
+    source_dir = Path(source_dir)
+    serving_dir = Path(serving_dir)
+    validate_version_name(version)
+    files = file_records(source_dir)
+    if expected_sha256 is not None:
+        _check_expected(files, expected_sha256, source_dir)
+    record = {
+        "version": version,
+        "files": files,
+        "metrics": _json_safe(dict(metrics), "metrics"),
+        "counts": _json_safe(dict(counts), "counts"),
+        "trained_at": _iso_utc(trained_at),
+    }
+    serving_dir.mkdir(parents=True, exist_ok=True)
+    with deploy_lock(serving_dir):
+        _remove_stray_temp_files(serving_dir)
+        current = read_manifest(serving_dir)  # refuse a corrupt manifest before copying anything
+        target = version_dir(serving_dir, version)
+        created = False
+        try:
+            if target.exists():
+                record = _reuse_existing_version(target, files)
+            else:
+                record = {**record, "deployed_at": _now_iso()}
+                _copy_version_atomically(source_dir, target, record)
+                created = True
+                _fsync_dir(target.parent)
+            if current is not None and current["version"] == version and current["files"] == record["files"]:
+                return current
+            manifest = {
+                **record,
+                "deployed_at": _now_iso(),
+                "previous_version": current["version"] if current else None,
+            }
+            _write_json_atomically(serving_dir / MANIFEST_FILE, manifest)
+        except BaseException:
+            if created:  # the manifest never pointed at it: undo so the dir is as before
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        return manifest
+
+
+def rollback(serving_dir: Path | str, version: str) -> dict[str, Any]:
+    """Point the manifest at a kept ``version`` after re-verifying its files; return the manifest.
+
+    Refuses (``DeploymentError``) when the version is missing or its files no
+    longer match its ``version.json``. Rolling back to the current version only
+    re-verifies it and returns the manifest unchanged.
+    """
+    serving_dir = Path(serving_dir)
+    target = version_dir(serving_dir, version)
+    if not target.is_dir():
+        kept = [v["version"] for v in list_versions(serving_dir)]
+        raise DeploymentError(f"cannot roll back to {version!r}: not deployed here (kept: {kept or 'none'})")
+    with deploy_lock(serving_dir):
+        record = _read_json(target / VERSION_FILE)
+        if record.get("version") != version:
+            raise DeploymentError(f"{target / VERSION_FILE} describes {record.get('version')!r}, not {version!r}")
+        problems = verification_problems(target, record.get("files"))
+        if problems:
+            raise DeploymentError(f"refusing to roll back to {version!r}: " + "; ".join(problems))
+        current = read_manifest(serving_dir)
+        if current is not None and current["version"] == version and current["files"] == record["files"]:
+            return current
+        manifest = {
+            **record,
+            "deployed_at": _now_iso(),
+            "previous_version": current["version"] if current else None,
+        }
+        _write_json_atomically(serving_dir / MANIFEST_FILE, manifest)
+        return manifest
+
+
+@contextmanager
+def deploy_lock(serving_dir: Path) -> Iterator[None]:
+    """Exclusive, blocking ``flock`` on ``<serving>/.deploy.lock`` (released on close, even on crash)."""
+    with open(Path(serving_dir) / LOCK_FILE, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _check_expected(files: Mapping[str, Mapping[str, Any]], expected: Mapping[str, str], source: Path) -> None:
+    if set(expected) != set(ARTIFACT_FILES):
+        raise DeploymentError(f"expected_sha256 must name exactly {sorted(ARTIFACT_FILES)}, got {sorted(expected)}")
+    mismatched = [name for name in ARTIFACT_FILES if files[name]["sha256"] != expected[name]]
+    if mismatched:
+        raise DeploymentError(
+            f"{', '.join(mismatched)} in {source} changed since training (sha256 mismatch); not promoting"
+        )
+
+
+def _reuse_existing_version(target: Path, files: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the kept record if ``target`` holds exactly ``files``; refuse otherwise."""
+    record = _read_json(target / VERSION_FILE)
+    if record.get("files") != files:
+        raise DeploymentError(
+            f"version {target.name!r} is already deployed with different files; versions are never "
+            "overwritten, train a new version instead"
+        )
+    problems = verification_problems(target, record["files"])
+    if problems:
+        raise DeploymentError(f"kept version {target.name!r} is damaged: " + "; ".join(problems))
+    return record
+
+
+def _copy_version_atomically(source: Path, target: Path, record: Mapping[str, Any]) -> None:
+    target.parent.mkdir(exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{target.name}-", dir=target.parent))
+    try:
+        for name in ARTIFACT_FILES:
+            shutil.copyfile(source / name, staging / name)
+            _fsync_file(staging / name)
+        # Hash the copies: catches a source file rewritten between hashing and copying.
+        problems = verification_problems(staging, record["files"])
+        if problems:
+            raise DeploymentError(f"copy of {source} does not match its hashes: " + "; ".join(problems))
+        _write_json_durably(staging / VERSION_FILE, record)
+        staging.chmod(0o755)  # mkdtemp makes 0700; serving processes may run as another user
+        os.rename(staging, target)  # the last step: nothing can fail after the rename
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_json_atomically(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write to a temp file in the same dir, fsync, then ``os.replace`` over ``path``."""
+    handle, temp_name = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{path.name}-", dir=path.parent)
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        _write_json_durably(temp, payload)
+        temp.chmod(0o644)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _write_json_durably(path: Path, payload: Mapping[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DeploymentError(f"{path} is missing") from None
+    except (OSError, ValueError) as error:
+        raise DeploymentError(f"{path} is unreadable: {error}") from None
+    if not isinstance(payload, dict):
+        raise DeploymentError(f"{path} does not hold a JSON object")
+    return payload
+
+
+def _remove_stray_temp_files(serving_dir: Path) -> None:
+    """Drop leftovers of deployers that crashed mid-copy (safe: we hold the lock)."""
+    for folder in (serving_dir, serving_dir / VERSIONS_DIR):
+        if folder.is_dir():
+            for stray in folder.glob(f"{_TEMP_PREFIX}*"):
+                if stray.is_dir():
+                    shutil.rmtree(stray, ignore_errors=True)
+                else:
+                    stray.unlink(missing_ok=True)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist a rename/replace in ``path`` (the directory entry) across power loss."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _json_safe(values: dict[str, Any], label: str) -> dict[str, Any]:
+    """Plain JSON values only (numpy scalars converted), so the manifest always serialises."""
+    try:
+        return json.loads(json.dumps(values, default=_numpy_scalar, allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise DeploymentError(f"{label} must be JSON-serialisable finite values: {error}") from None
+
+
+def _numpy_scalar(value: Any) -> Any:
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _iso_utc(moment: str | datetime) -> str:
+    if isinstance(moment, str):
+        try:
+            moment = datetime.fromisoformat(moment)
+        except ValueError:
+            raise DeploymentError(f"trained_at {moment!r} is not an ISO timestamp") from None
+    if moment.tzinfo is None:
+        raise DeploymentError("trained_at must be timezone-aware (UTC)")
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
