@@ -105,6 +105,8 @@ def _stream(url: str, out, timeout_seconds: float) -> None:
                 raise DownloadError(
                     f"GET {url} was truncated: received {received} of {expected} bytes"
                 )
+    except httpx.RemoteProtocolError as exc:
+        raise DownloadError(f"GET {url} was truncated: {exc}") from None
     except httpx.HTTPError as exc:
         raise DownloadError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
 
