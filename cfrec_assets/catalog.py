@@ -8,6 +8,7 @@ refuses every other global with a clear error, before anything could run.
 from __future__ import annotations
 
 import csv
+import _compat_pickle
 import json
 import pickle
 from pathlib import Path
@@ -57,6 +58,9 @@ class RestrictedUnpickler(NumpyUnpickler):
     """Reads plain pickles and uncompressed joblib files, resolving only allow-listed globals."""
 
     def find_class(self, module: str, name: str):
+        if self.proto < 3 and self.fix_imports:  # protocol 0-2 name Python 2 modules
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:

@@ -1,0 +1,77 @@
+"""Strict parsing of the MovieLens formats, on small files written here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cfrec_assets.movielens import MovieLensFormatError, parse_links, parse_movies, parse_u_data, parse_u_item
+
+GENRES = "|0" * 19
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_u_data_parses_types_and_values(tmp_path: Path) -> None:
+    frame = parse_u_data(write(tmp_path / "u.data", "196\t242\t3\t881250949\n186\t302\t5\t891717742\n"))
+    assert frame.to_dict("list") == {
+        "user_id": [196, 186], "item_id": [242, 302], "rating": [3, 5], "timestamp": [881250949, 891717742],
+    }  # fmt: skip
+    assert str(frame["rating"].dtype) == "int8"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("1\t2\t3\t4\n1\t2\t3\n", "u.data line 2: expected 4 tab-separated fields, got 3"),
+        ("1\t2\t3\t4\n1\t2\tthree\t4\n", "u.data line 2: non-integer field"),
+        ("1\t2\t6\t4\n", "u.data line 1: rating 6 outside 1..5"),
+        ("1\t2\t0\t4\n", "u.data line 1: rating 0 outside 1..5"),
+        ("0\t2\t3\t4\n", "u.data line 1: ids must be positive"),
+        ("", "u.data: no ratings"),
+    ],
+)
+def test_u_data_errors_name_file_and_line(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(MovieLensFormatError, match=message):
+        parse_u_data(write(tmp_path / "u.data", body))
+
+
+def test_u_item_reads_latin1_titles(tmp_path: Path) -> None:
+    text = f"1|Café Society (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Caf%E9{GENRES}\n"
+    frame = parse_u_item(write(tmp_path / "u.item", text, "latin-1"))
+    assert frame.loc[0, "title"] == "Café Society (1995)"
+    assert frame.loc[0, "item_id"] == 1 and frame.loc[0, "drama"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (f"1|A (1995)|||url{GENRES}\n2|B (1995)|||url|0\n", r"u.item line 2: expected 24 '\|'-separated fields, got 6"),
+        (f"x|A (1995)|||url{GENRES}\n", "u.item line 1: item id and genre flags must be integers"),
+        (f"1|A (1995)|||url{GENRES}\n1|B (1995)|||url{GENRES}\n", "u.item line 2: duplicate item id 1"),
+    ],
+)
+def test_u_item_errors_name_file_and_line(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(MovieLensFormatError, match=message):
+        parse_u_item(write(tmp_path / "u.item", body, "latin-1"))
+
+
+def test_links_keep_missing_tmdb_ids_as_na(tmp_path: Path) -> None:
+    frame = parse_links(write(tmp_path / "links.csv", "movieId,imdbId,tmdbId\n1,0114709,862\n2,0113497,\n"))
+    assert frame["imdbId"].tolist() == [114709, 113497]
+    assert frame["tmdbId"].iloc[0] == 862 and frame["tmdbId"].isna().iloc[1]
+
+
+def test_links_and_movies_errors(tmp_path: Path) -> None:
+    with pytest.raises(MovieLensFormatError, match="links.csv line 1: expected header"):
+        parse_links(write(tmp_path / "links.csv", "id,imdb,tmdb\n1,2,3\n"))
+    with pytest.raises(MovieLensFormatError, match="links.csv line 3: non-integer id"):
+        parse_links(write(tmp_path / "links.csv", "movieId,imdbId,tmdbId\n1,2,3\nx,2,3\n"))
+    with pytest.raises(MovieLensFormatError, match="movies.csv line 2: expected 3 fields"):
+        parse_movies(write(tmp_path / "movies.csv", "movieId,title,genres\n1,Toy Story (1995)\n"))
+    movies = parse_movies(write(tmp_path / "movies.csv", 'movieId,title,genres\n1,"Usual Suspects, The (1995)",Crime\n'))
+    assert movies.loc[0, "title"] == "Usual Suspects, The (1995)"
