@@ -1,0 +1,245 @@
+"""Load the deployed SVD model safely and answer predict / top-N queries fast.
+
+This is what the app imports. Pickles are code, so every artifact's sha256 is
+checked against the manifest *before* it is unpickled, and the bytes that were
+hashed are the bytes that get loaded (no window to swap the file in between).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from surprise import SVD, Trainset
+
+from cfrec_assets.deployment import ARTIFACT_FILES, DeploymentError, read_manifest, version_dir
+
+MODEL_FILE, TRAINSET_FILE = ARTIFACT_FILES
+
+
+class ServingError(RuntimeError):
+    """Base class for errors that stop the deployed model from being served."""
+
+
+class NoDeployedModelError(ServingError):
+    """The serving directory has no manifest: nothing has been promoted yet."""
+
+
+class ArtifactVerificationError(ServingError):
+    """A manifest or artifact is missing, tampered with, or not the expected kind of model."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A predicted rating; ``fallback`` says which defined fallback was used, if any.
+
+    Fallbacks: ``"unknown_user"`` -> mu + b_i, ``"unknown_movie"`` -> mu + b_u,
+    ``"unknown_user_and_movie"`` -> mu. ``None`` means the full model was used.
+    """
+
+    user_id: str
+    tmdb_id: int
+    rating: float
+    fallback: str | None
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """Top-N movies, best first, with their predicted ratings (clipped to the scale).
+
+    ``fallback="unknown_user"`` means the user is not in the model and the list
+    is the movies with the highest learned bias (mu + b_i). Catalog movies the
+    model never saw cannot be scored and are counted in ``skipped_unknown_movies``.
+    """
+
+    user_id: str
+    items: tuple[int, ...]
+    scores: tuple[float, ...]
+    fallback: str | None
+    model_version: str | None
+    skipped_unknown_movies: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "items": list(self.items), "scores": list(self.scores)}
+
+
+class DeployedModel:
+    """A fitted biased ``surprise.SVD`` plus its trainset, with id lookups precomputed."""
+
+    def __init__(self, algo: SVD, trainset: Trainset, manifest: Mapping[str, Any] | None = None) -> None:
+        _check_compatible(algo, trainset)
+        self.manifest = dict(manifest or {})
+        self.version: str | None = self.manifest.get("version")
+        self.rating_scale: tuple[float, float] = tuple(trainset.rating_scale)
+        self._trainset = trainset
+        self._mu = trainset.global_mean
+        self._bu, self._bi = np.asarray(algo.bu), np.asarray(algo.bi)
+        self._pu, self._qi = np.asarray(algo.pu), np.asarray(algo.qi)
+        self._user_index = {trainset.to_raw_uid(inner): inner for inner in trainset.all_users()}
+        self._item_ids = np.array([trainset.to_raw_iid(inner) for inner in trainset.all_items()], dtype=np.int64)
+        self._item_index = {int(raw): inner for inner, raw in enumerate(self._item_ids)}
+
+    @property
+    def n_users(self) -> int:
+        return len(self._user_index)
+
+    @property
+    def n_movies(self) -> int:
+        return len(self._item_ids)
+
+    def knows_user(self, user_id: str) -> bool:
+        return user_id in self._user_index
+
+    def predict(self, user_id: str, tmdb_id: int) -> Prediction:
+        """Predicted rating, identical to ``algo.predict(user_id, tmdb_id).est``, fallback flagged."""
+        _check_user_id(user_id)
+        tmdb_id = _check_tmdb_id(tmdb_id)
+        user = self._user_index.get(user_id)
+        item = self._item_index.get(tmdb_id)
+        # Same operations in the same order as SVD.estimate, so results match bit for bit.
+        estimate = self._mu
+        if user is not None:
+            estimate += self._bu[user]
+        if item is not None:
+            estimate += self._bi[item]
+        if user is not None and item is not None:
+            estimate += np.dot(self._qi[item], self._pu[user])
+        return Prediction(user_id, tmdb_id, self._clip(estimate), _fallback(user is None, item is None))
+
+    def recommend(
+        self,
+        user_id: str,
+        n: int = 10,
+        catalog: Iterable[int] | None = None,
+        exclude_seen: bool = True,
+    ) -> Recommendations:
+        """Top-``n`` movies for ``user_id`` among ``catalog`` (default: every movie the model knows).
+
+        Ranked by the unclipped score ``mu + b_u + b_i + q_i . p_u`` (clipping would
+        tie everything above the scale's top), ties broken by ascending tmdb id.
+        With ``exclude_seen`` the user's training ratings are left out.
+        """
+        _check_user_id(user_id)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        candidates, skipped = self._candidates(catalog)
+        user = self._user_index.get(user_id)
+        if user is None:
+            scores = self._mu + self._bi[candidates]
+        else:
+            if exclude_seen:
+                unseen = np.ones(self.n_movies, dtype=bool)
+                unseen[[item for item, _ in self._trainset.ur[user]]] = False
+                candidates = candidates[unseen[candidates]]
+            scores = self._mu + self._bu[user] + self._bi[candidates] + self._qi[candidates] @ self._pu[user]
+        best = top_n_indices(scores, self._item_ids[candidates], int(n))
+        return Recommendations(
+            user_id=user_id,
+            items=tuple(int(item) for item in self._item_ids[candidates[best]]),
+            scores=tuple(float(score) for score in np.clip(scores[best], *self.rating_scale)),
+            fallback="unknown_user" if user is None else None,
+            model_version=self.version,
+            skipped_unknown_movies=skipped,
+        )
+
+    def _candidates(self, catalog: Iterable[int] | None) -> tuple[np.ndarray, int]:
+        """Inner ids to score, and how many catalog movies were unknown to the model."""
+        if catalog is None:
+            return np.arange(self.n_movies), 0
+        wanted = {_check_tmdb_id(tmdb_id) for tmdb_id in catalog}
+        known = [self._item_index[tmdb_id] for tmdb_id in wanted if tmdb_id in self._item_index]
+        return np.array(sorted(known), dtype=np.int64), len(wanted) - len(known)
+
+    def _clip(self, estimate: float) -> float:
+        low, high = self.rating_scale
+        return float(max(low, min(high, estimate)))
+
+
+def top_n_indices(scores: np.ndarray, tie_keys: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` highest scores, best first, equal scores ordered by ``tie_keys``.
+
+    ``argpartition`` picks the top ``n`` in linear time; everything tied with the
+    n-th score is then kept in the pool so tie-breaking never depends on it.
+    """
+    if n < len(scores):
+        cutoff = scores[np.argpartition(-scores, n - 1)[n - 1]]
+        pool = np.flatnonzero(scores >= cutoff)
+    else:
+        pool = np.arange(len(scores))
+    return pool[np.lexsort((tie_keys[pool], -scores[pool]))][:n]
+
+
+def load_deployed(serving_dir: Path | str) -> DeployedModel:
+    """Load the version the manifest points at, verifying each file's sha256 before unpickling."""
+    try:
+        manifest = read_manifest(serving_dir)
+        if manifest is None:
+            raise NoDeployedModelError(f"no model is deployed in {serving_dir} (no manifest.json)")
+        folder = version_dir(serving_dir, manifest["version"])
+    except DeploymentError as error:
+        raise ArtifactVerificationError(f"cannot trust the deployment manifest: {error}") from None
+    files = manifest["files"]
+    if set(files) != set(ARTIFACT_FILES):
+        raise ArtifactVerificationError(f"manifest lists {sorted(files)}, expected {sorted(ARTIFACT_FILES)}")
+    loaded = {name: _load_verified(folder / name, files[name], manifest["version"]) for name in ARTIFACT_FILES}
+    return DeployedModel(loaded[MODEL_FILE], loaded[TRAINSET_FILE], manifest)
+
+
+def _load_verified(path: Path, record: Any, version: str) -> Any:
+    expected = record.get("sha256") if isinstance(record, Mapping) else None
+    if not isinstance(expected, str):
+        raise ArtifactVerificationError(f"manifest has no sha256 for {path.name}")
+    try:
+        payload = path.read_bytes()
+    except OSError as error:
+        raise ArtifactVerificationError(f"{path.name} of version {version} is unreadable: {error}") from None
+    if hashlib.sha256(payload).hexdigest() != expected:
+        raise ArtifactVerificationError(
+            f"{path} does not match the sha256 in the manifest (tampered or swapped); refusing to unpickle it"
+        )
+    return joblib.load(io.BytesIO(payload))
+
+
+def _check_compatible(algo: Any, trainset: Any) -> None:
+    """Refuse objects the vectorised scoring would silently mis-handle."""
+    if not isinstance(algo, SVD) or not algo.biased:
+        raise ArtifactVerificationError(f"{MODEL_FILE} holds {type(algo).__name__}, expected a biased surprise.SVD")
+    if not isinstance(trainset, Trainset):
+        raise ArtifactVerificationError(f"{TRAINSET_FILE} holds {type(trainset).__name__}, expected a Trainset")
+    shapes = (len(algo.bu), len(algo.pu), len(algo.bi), len(algo.qi))
+    if shapes != (trainset.n_users, trainset.n_users, trainset.n_items, trainset.n_items):
+        raise ArtifactVerificationError(
+            f"{MODEL_FILE} and {TRAINSET_FILE} come from different training runs "
+            f"(model users/items {shapes[0]}/{shapes[2]}, trainset {trainset.n_users}/{trainset.n_items})"
+        )
+    raw_items = (trainset.to_raw_iid(inner) for inner in trainset.all_items())
+    if not all(isinstance(raw, (int, np.integer)) and not isinstance(raw, bool) for raw in raw_items):
+        raise ArtifactVerificationError(f"{TRAINSET_FILE} has non-integer movie ids; expected TMDB ids")
+
+
+def _check_user_id(user_id: Any) -> None:
+    if not isinstance(user_id, str):
+        raise TypeError(f"user_id must be a str, got {type(user_id).__name__}")
+
+
+def _check_tmdb_id(tmdb_id: Any) -> int:
+    # A str "862" would silently miss every movie (the keys are ints), so refuse it.
+    if isinstance(tmdb_id, bool) or not isinstance(tmdb_id, (int, np.integer)):
+        raise TypeError(f"tmdb_id must be an int, got {type(tmdb_id).__name__}")
+    return int(tmdb_id)
+
+
+def _fallback(unknown_user: bool, unknown_movie: bool) -> str | None:
+    if unknown_user and unknown_movie:
+        return "unknown_user_and_movie"
+    if unknown_user:
+        return "unknown_user"
+    if unknown_movie:
+        return "unknown_movie"
+    return None
