@@ -1,0 +1,367 @@
+"""Read the app's ratings from Supabase completely, and say exactly what was read.
+
+PostgREST caps every response at ``db-max-rows`` (1,000 on Supabase), so one
+request silently truncates. :class:`SupabaseResource` therefore pages with
+``.range()`` over a total order (created_at, then primary key) until a page
+comes back *empty* (a short page proves nothing: a page size above the server
+cap comes back short too), and checks the rows read against an exact count.
+
+Retries: supabase-py's own retry (GET/HEAD on 503/520 and network errors,
+sleeping 1, 2, 4 s) is switched off (``postgrest_client_retry=False``) and
+replaced by :meth:`_RestSession.execute`, which retries the same cases plus
+502/504 with a configurable backoff and can then name the HTTP status in its
+error. Timeouts are not retried: each one already cost ``timeout_seconds``.
+
+The Postgres-direct twin lives in :mod:`cfrec_assets.supabase_postgres`; both
+share :func:`validate_ratings` and :class:`SupabaseReadError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+import dagster as dg
+import httpx
+import pandas as pd
+from postgrest.exceptions import APIError
+from pydantic import Field, model_validator
+
+logger = logging.getLogger(__name__)
+
+RATINGS_COLUMNS = ("user_id", "tmdb_id", "rating", "created_at")
+DROP_REASONS = ("dropped_missing_ids", "dropped_invalid_ids", "dropped_missing_rating",
+                "dropped_invalid_rating", "dropped_rating_out_of_range")
+RETRY_STATUSES = frozenset({502, 503, 504, 520})
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class SupabaseReadError(Exception):
+    """Reading from Supabase failed; the message names the cause, never a secret."""
+
+
+class RatingsTableSettings(dg.ConfigurableResource):
+    """Where the ratings live and what a valid rating is (shared by both readers)."""
+
+    table: str = Field(default="ratings", description="Ratings table name.")
+    user_column: str = "user_id"
+    movie_column: str = "tmdb_id"
+    rating_column: str = "rating"
+    created_at_column: str = "created_at"
+    id_column: str = Field(default="id", description="Primary key, the order tiebreak.")
+    rating_min: float = Field(default=0.5, description="Lowest valid rating (inclusive).")
+    rating_max: float = Field(default=5.0, description="Highest valid rating (inclusive).")
+
+    @model_validator(mode="after")
+    def _check_rating_range(self) -> RatingsTableSettings:
+        if not self.rating_min < self.rating_max:
+            raise ValueError(f"rating_min ({self.rating_min}) must be below "
+                             f"rating_max ({self.rating_max})")
+        return self
+
+    @property
+    def source_columns(self) -> tuple[str, str, str, str]:
+        """Table columns feeding user_id, tmdb_id, rating, created_at (in that order)."""
+        return (self.user_column, self.movie_column, self.rating_column,
+                self.created_at_column)
+
+
+def validate_ratings(raw: pd.DataFrame, rating_min: float,
+                     rating_max: float) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Keep valid rating rows; count the others by their first failing reason.
+
+    ``raw`` holds raw values in columns user_id, tmdb_id, rating, created_at.
+    Nothing is coerced: a blank user id, a non-integer movie id, a rating that
+    is not a number or lies outside [rating_min, rating_max] drops the row.
+    Returns the typed frame (user_id str, tmdb_id int64, rating float64,
+    created_at UTC datetime) and counts: ``rows_read``, one per
+    :data:`DROP_REASONS` entry, and ``valid_rows``.
+    """
+    users, movies, ratings = (raw[c].tolist() for c in RATINGS_COLUMNS[:3])
+    reasons = [_drop_reason(u, m, r, rating_min, rating_max)
+               for u, m, r in zip(users, movies, ratings)]
+    keep = [reason is None for reason in reasons]
+    valid = raw.loc[keep]
+    frame = pd.DataFrame({
+        "user_id": valid["user_id"].map(str).astype(str),
+        "tmdb_id": valid["tmdb_id"].map(int).astype("int64"),
+        "rating": valid["rating"].map(float).astype("float64"),
+        "created_at": _utc_datetimes(valid["created_at"]),
+    }).reset_index(drop=True)
+    stats = {"rows_read": len(raw)}
+    stats.update({reason: reasons.count(reason) for reason in DROP_REASONS})
+    stats["valid_rows"] = len(frame)
+    return frame, stats
+
+
+def _drop_reason(user: Any, movie: Any, rating: Any, low: float, high: float) -> str | None:
+    if _is_missing(user) or (isinstance(user, str) and not user.strip()) or _is_missing(movie):
+        return "dropped_missing_ids"
+    if _as_integer(movie) is None or _as_integer(movie) <= 0:
+        return "dropped_invalid_ids"
+    if _is_missing(rating):
+        return "dropped_missing_rating"
+    if not _is_number(rating) or not math.isfinite(float(rating)):
+        return "dropped_invalid_rating"
+    if not low <= float(rating) <= high:
+        return "dropped_rating_out_of_range"
+    return None
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
+
+
+def _as_integer(value: Any) -> int | None:
+    """The integer a JSON/SQL number stands for; None for 1.5, "12", True, ..."""
+    if not _is_number(value) or not math.isfinite(float(value)):
+        return None
+    return int(value) if value == int(value) else None
+
+
+def _utc_datetimes(values: pd.Series) -> pd.Series:
+    # Microseconds: PostgreSQL's precision, and equal for both readers' inputs.
+    try:
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError) as error:
+        raise SupabaseReadError(f"unparseable created_at value: {error}") from error
+    return pd.Series(pd.DatetimeIndex(parsed).as_unit("us"), index=values.index)
+
+
+def utc_isoformat(value: Any) -> str | None:
+    """One spelling of a timestamp whichever reader produced it (watermarks compare)."""
+    if value is None:
+        return None
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.isoformat()
+
+
+def catalog_ids_from_values(values: Iterable[Any], table: str, column: str) -> list[int]:
+    """Sorted distinct integer ids; nulls skipped, anything else is an error."""
+    ids: set[int] = set()
+    bad = 0
+    for value in values:
+        if _is_missing(value):
+            continue
+        as_int = _as_integer(value)
+        if as_int is None:
+            bad += 1
+        else:
+            ids.add(as_int)
+    if bad:
+        raise SupabaseReadError(f"{table}.{column} holds {bad} non-integer value(s)")
+    return sorted(ids)
+
+
+def check_complete(rows_read: int, server_count: int, table: str) -> None:
+    """Raise unless every counted row was read exactly once."""
+    if rows_read != server_count:
+        raise SupabaseReadError(
+            f"read {rows_read} rows from '{table}' but the server counts {server_count}: "
+            "the table changed during the read or responses were truncated")
+
+
+class SupabaseResource(RatingsTableSettings):
+    """Reads through Supabase's REST API (PostgREST) with the official client."""
+
+    url: Optional[str] = Field(default=None, description="Project URL (SUPABASE_URL).")
+    key: Optional[str] = Field(default=None, repr=False,
+                               description="Service-role key (SUPABASE_KEY).")
+    page_size: int = Field(default=1000, ge=1, le=1000,
+                           description="Rows per request; at most PostgREST's 1,000 cap.")
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, description="Retries of transient failures.")
+    retry_backoff_seconds: float = Field(default=1.0, ge=0,
+                                         description="First retry delay; doubles each time.")
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.url and self.key)
+
+    def read_ratings(self) -> tuple[pd.DataFrame, dict[str, int]]:
+        """Every rating row, validated; see :func:`validate_ratings` for the stats."""
+        columns = self.source_columns
+        with self._session() as session:
+            server_count = session.count(self.table)
+            rows, pages = session.read_all(
+                self.table, (self.id_column, *columns),
+                (self.created_at_column, self.id_column), server_count)
+        check_complete(len(rows), server_count, self.table)
+        if len({row.get(self.id_column) for row in rows}) != len(rows):
+            raise SupabaseReadError(f"rows of '{self.table}' were read twice: the table "
+                                    "changed during the read (offset pages shifted)")
+        raw = pd.DataFrame([[row.get(c) for c in columns] for row in rows],
+                           columns=list(RATINGS_COLUMNS), dtype=object)
+        frame, stats = validate_ratings(raw, self.rating_min, self.rating_max)
+        stats.update(server_count=server_count, pages=pages)
+        logger.info("read %s rows of '%s' in %s pages: %s", len(rows), self.table, pages, stats)
+        return frame, stats
+
+    def ratings_watermark(self) -> dict[str, Any]:
+        """Row count and newest (created_at, id): cheap change detection for a sensor."""
+        with self._session() as session:
+            count = session.count(self.table)
+            newest = session.execute(self.table, lambda q: q.select(
+                self.created_at_column, self.id_column)
+                .order(self.created_at_column, desc=True, nullsfirst=False)
+                .order(self.id_column, desc=True).limit(1))
+        row = newest[0] if newest else {}
+        latest_id = row.get(self.id_column)
+        return {"count": count,
+                "latest_created_at": utc_isoformat(row.get(self.created_at_column)),
+                "latest_id": int(latest_id) if latest_id is not None else None}
+
+    def read_catalog_ids(self, table: str, column: str = "tmdb_id") -> list[int]:
+        """Sorted distinct ids in ``table.column``, read completely (nulls skipped)."""
+        with self._session() as session:
+            server_count = session.count(table)
+            rows, _ = session.read_all(table, (column,), (column,), server_count)
+        check_complete(len(rows), server_count, table)
+        return catalog_ids_from_values((row.get(column) for row in rows), table, column)
+
+    @contextmanager
+    def _session(self) -> Iterator[_RestSession]:
+        if not self.is_configured:
+            raise SupabaseReadError("Supabase is not configured: set SUPABASE_URL and "
+                                    "SUPABASE_KEY")
+        session = _RestSession(self)
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+class _RestSession:
+    """One supabase client plus the HTTP status of its latest response."""
+
+    def __init__(self, settings: SupabaseResource) -> None:
+        from supabase import ClientOptions, create_client  # slow import; only when used
+
+        self._settings = settings
+        self._last_status: int | None = None
+        self._http = httpx.Client(timeout=settings.timeout_seconds,
+                                  event_hooks={"response": [self._remember_status]})
+        failure = None
+        try:
+            self._client = create_client(settings.url, settings.key, ClientOptions(
+                httpx_client=self._http, postgrest_client_retry=False))
+        except Exception as error:  # SupabaseException for a malformed URL or key
+            failure = f"invalid Supabase settings: {type(error).__name__}: {error}"
+        if failure is not None:  # raised outside `except`: no chained secrets
+            self._http.close()
+            raise SupabaseReadError(self._scrub(failure))
+
+    def _remember_status(self, response: httpx.Response) -> None:
+        self._last_status = response.status_code
+
+    def close(self) -> None:
+        self._http.close()
+
+    def count(self, table: str) -> int:
+        """Exact row count from a HEAD request's Content-Range."""
+        response = self.execute(table, lambda q: q.select("*", count="exact", head=True),
+                                full_response=True)
+        if response.count is None:
+            raise SupabaseReadError(f"no row count for '{table}' in the response "
+                                    f"(HTTP {self._last_status}, no Content-Range total)")
+        return response.count
+
+    def read_all(self, table: str, columns: tuple[str, ...], order: tuple[str, ...],
+                 expected: int) -> tuple[list[dict[str, Any]], int]:
+        """All rows by ``.range()`` pages until an empty page; also the pages requested.
+
+        ``order`` must be a total order when the rows matter individually (offset
+        paging over ties may repeat or skip rows). Reading more than ``expected``
+        rows stops at once: the table is growing, or the server ignores offsets.
+        """
+        page_size = self._settings.page_size
+        rows: list[dict[str, Any]] = []
+        pages = 0
+        while True:
+            start = len(rows)
+
+            def page_query(q: Any, start: int = start) -> Any:
+                q = q.select(",".join(columns))
+                for column in order:
+                    q = q.order(column)
+                return q.range(start, start + page_size - 1)
+
+            page = self.execute(table, page_query)
+            pages += 1
+            if not page:
+                return rows, pages
+            rows.extend(page)
+            if len(rows) > expected:
+                check_complete(len(rows), expected, table)
+
+    def execute(self, table: str, build: Callable[[Any], Any],
+                full_response: bool = False) -> Any:
+        """Run ``build(client.table(table)).execute()`` with retries and clean errors."""
+        settings = self._settings
+        for attempt in range(settings.max_retries + 1):
+            retryable = False
+            self._last_status = None
+            try:
+                response = build(self._client.table(table)).execute()
+            except APIError as error:
+                failure = self._describe_api_error(table, error)
+                retryable = self._last_status in RETRY_STATUSES
+            except httpx.TimeoutException:
+                failure = f"timed out after {settings.timeout_seconds:g}s"
+            except httpx.TransportError as error:
+                failure = f"unreachable: {self._host()} ({type(error).__name__})"
+                retryable = True
+            else:
+                if full_response:
+                    return response
+                if isinstance(response.data, list) and all(
+                        isinstance(row, dict) for row in response.data):
+                    return response.data
+                failure = (f"unexpected response body (HTTP {self._last_status}): "
+                           "not a JSON array of rows")
+            if not retryable or attempt == settings.max_retries:
+                break
+            time.sleep(min(settings.retry_backoff_seconds * 2 ** attempt, MAX_BACKOFF_SECONDS))
+        if retryable and settings.max_retries:
+            failure += f" (after {settings.max_retries} retries)"
+        raise SupabaseReadError(self._scrub(f"Supabase read from '{table}' failed: {failure}"))
+
+    def _describe_api_error(self, table: str, error: APIError) -> str:
+        status = self._last_status
+        code = error.code if error.code and error.code != str(status) else ""
+        text = f"HTTP {status} {code}".rstrip() + f": {error.message or 'no message'}"
+        if error.details and status not in (None, 502, 503, 504, 520):
+            text += f" ({str(error.details)[:200]})"  # proxies put whole HTML pages here
+        if error.code in ("PGRST205", "42P01"):
+            return f"unknown table '{table}': {text}"
+        if status in (401, 403):
+            return f"{text} (check SUPABASE_KEY: the service-role key is needed)"
+        return text
+
+    def _host(self) -> str:
+        parts = urlsplit(self._settings.url or "")
+        return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+    def _scrub(self, text: str) -> str:
+        key = self._settings.key
+        return text.replace(key, "[redacted]") if key else text
+
+
+def __getattr__(name: str) -> Any:
+    """``SupabasePostgresResource`` importable from here too (lazily: no import cycle)."""
+    if name == "SupabasePostgresResource":
+        from cfrec_assets.supabase_postgres import SupabasePostgresResource
+
+        return SupabasePostgresResource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
