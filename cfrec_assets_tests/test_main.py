@@ -95,7 +95,9 @@ def test_tampered_deployment_exits_3_and_refuses_to_serve(deployed, tmp_path):
     assert "refusing to serve" in result.stderr and "cf_trainset.pkl does not match the sha256" in result.stderr
 
 
-@pytest.mark.parametrize("args", [("recommend", "--user", "ml_1", "-n", "0"), ("predict", "--user", "ml_1", "--movie", "x")])
+@pytest.mark.parametrize(
+    "args", [("recommend", "--user", "ml_1", "-n", "0"), ("predict", "--user", "ml_1", "--movie", "x")]
+)
 def test_usage_errors_exit_2(args, tmp_path):
     result = run_cli(*args, "--serving-dir", str(tmp_path))
     assert result.returncode == 2
