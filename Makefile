@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine:
+#   make materialize   # build .venv, then materialise the whole asset graph
+#   make test          # build .venv, install PostgreSQL/Chromium if missing, run pytest
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: venv materialize dev test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(DAGSTER_HOME):
+	mkdir -p $@
+
+materialize: venv $(DAGSTER_HOME)
+	$(VENV)/bin/dagster asset materialize -m cfrec_assets.definitions --select '*'
+
+dev: venv $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev
+
+test: venv
+	scripts/install-system-deps.sh
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .dagster_home data/cache data/movielens data/ratings data/models

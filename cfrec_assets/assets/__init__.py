@@ -1,0 +1,7 @@
+"""The asset graph, one module per stage: movielens -> ratings -> model -> deployment."""
+
+from cfrec_assets.assets.model import cv_metrics, svd_model
+from cfrec_assets.assets.movielens import ml100k_raw, tmdb_links
+from cfrec_assets.assets.ratings import catalog_ids, combined_ratings, supabase_ratings
+
+ALL_ASSETS = [ml100k_raw, tmdb_links, catalog_ids, supabase_ratings, combined_ratings, svd_model, cv_metrics]

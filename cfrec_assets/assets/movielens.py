@@ -1,0 +1,116 @@
+"""MovieLens assets: the raw ML-100K ratings and the ML-100K item -> TMDB id mapping."""
+
+
+import urllib.parse
+
+import dagster as dg
+import pandas as pd
+
+from cfrec_assets.downloads import CachedArchive, fetch_archive, safe_extract
+from cfrec_assets.movielens import (
+    ML100K_ARCHIVE,
+    ML100K_MEMBERS,
+    ML_LATEST_ARCHIVE,
+    ML_LATEST_MEMBERS,
+    parse_links,
+    parse_movies,
+    parse_u_data,
+    parse_u_item,
+)
+from cfrec_assets.resources import DataStore, MovieLensSource
+from cfrec_assets.storage import write_parquet
+from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, mapping_summary
+
+GROUP = "movielens"
+ML100K_RATINGS = "ml100k_ratings.parquet"
+ML100K_ITEMS = "ml100k_items.parquet"
+TMDB_LINKS = "tmdb_links.parquet"
+
+
+def display_url(url: str) -> str:
+    """The URL without any user:password part, safe for logs and metadata."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+
+def _archive_metadata(archive: CachedArchive) -> dict:
+    return {
+        "sha256": archive.sha256,
+        "source_url": display_url(archive.source_url),
+        "from_cache": archive.from_cache,
+        "archive_bytes": archive.bytes,
+        "archive_path": dg.MetadataValue.path(str(archive.path)),
+    }
+
+
+def _fetch(movielens: MovieLensSource, store: DataStore, filename: str, members: tuple[str, ...]):
+    archive = fetch_archive(movielens.base_url, filename, store.cache_dir, members, movielens.timeout_seconds)
+    return archive, safe_extract(archive.path, store.movielens_dir, members)
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"})
+def ml100k_raw(context: dg.AssetExecutionContext, movielens: MovieLensSource, store: DataStore) -> dg.MaterializeResult:
+    """MovieLens 100K ratings (u.data) and items (u.item), downloaded once and parsed strictly.
+
+    The archive is cached only after it verifies, so a later run reuses it without a network call.
+    """
+    archive, files = _fetch(movielens, store, ML100K_ARCHIVE, ML100K_MEMBERS)
+    context.log.info(f"ml-100k.zip {'reused from cache' if archive.from_cache else 'downloaded'}: {archive.path}")
+    ratings = parse_u_data(files["ml-100k/u.data"])
+    items = parse_u_item(files["ml-100k/u.item"])
+    unknown_items = set(ratings["item_id"].unique()) - set(items["item_id"])
+    if unknown_items:
+        raise ValueError(f"u.data rates {len(unknown_items)} item id(s) missing from u.item, e.g. {min(unknown_items)}")
+    write_parquet(ratings, store.movielens_dir / ML100K_RATINGS)
+    write_parquet(items, store.movielens_dir / ML100K_ITEMS)
+    return dg.MaterializeResult(
+        metadata={
+            "ratings": len(ratings),
+            "users": int(ratings["user_id"].nunique()),
+            "items": len(items),
+            "rated_items": int(ratings["item_id"].nunique()),
+            "mean_rating": round(float(ratings["rating"].mean()), 4),
+            "rating_histogram": dg.MetadataValue.json(
+                {str(k): int(v) for k, v in ratings["rating"].value_counts().sort_index().items()}
+            ),
+            "dagster/row_count": len(ratings),
+            "path": dg.MetadataValue.path(str(store.movielens_dir / ML100K_RATINGS)),
+            **_archive_metadata(archive),
+        }
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"}, deps=[ml100k_raw])
+def tmdb_links(context: dg.AssetExecutionContext, movielens: MovieLensSource, store: DataStore) -> dg.MaterializeResult:
+    """ML-100K item id -> TMDB id, matched by embedded IMDb id, then title and year.
+
+    The two MovieLens releases number films differently, so ids are never joined across them:
+    ml-latest-small only contributes its (title, year) -> tmdbId and imdbId -> tmdbId tables.
+    """
+    archive, files = _fetch(movielens, store, ML_LATEST_ARCHIVE, ML_LATEST_MEMBERS)
+    links = parse_links(files["ml-latest-small/links.csv"])
+    movies = parse_movies(files["ml-latest-small/movies.csv"])
+    items = pd.read_parquet(store.movielens_dir / ML100K_ITEMS)
+    ratings = pd.read_parquet(store.movielens_dir / ML100K_RATINGS)
+
+    mapping = build_tmdb_mapping(items, links, movies, load_overrides())
+    summary = mapping_summary(mapping, ratings)
+    path = write_parquet(mapping, store.movielens_dir / TMDB_LINKS)
+    top_unmatched = summary.pop("top_unmatched")
+    context.log.info(
+        f"mapped {summary['items_mapped']}/{summary['items_total']} items, "
+        f"{summary['ratings_mapped']}/{summary['ratings_total']} ratings"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **{k: (dg.MetadataValue.json(v) if isinstance(v, dict) else v) for k, v in summary.items()},
+            "item_coverage": round(summary["items_mapped"] / summary["items_total"], 4),
+            "rating_coverage": round(summary["ratings_mapped"] / summary["ratings_total"], 4),
+            "most_rated_unmatched": dg.MetadataValue.md(top_unmatched.to_markdown(index=False)),
+            "dagster/row_count": len(mapping),
+            "path": dg.MetadataValue.path(str(path)),
+            **_archive_metadata(archive),
+        }
+    )

@@ -1,0 +1,143 @@
+"""Fitting, cross-validating and saving Surprise SVD models."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from surprise import SVD, Dataset, Reader, accuracy
+from surprise.model_selection import KFold
+
+from cfrec_assets.combine import RATING_MAX, RATING_MIN
+from cfrec_assets.downloads import sha256_file
+from cfrec_assets.ranking import ranking_metrics
+
+MODEL_FILE = "svd_model.pkl"
+TRAINSET_FILE = "cf_trainset.pkl"
+ARTIFACT_FILES = (MODEL_FILE, TRAINSET_FILE)
+# The exact table the model was fitted on, so cross-validation evaluates the same data.
+TRAINING_RATINGS_FILE = "training_ratings.parquet"
+
+
+@dataclass(frozen=True)
+class SVDParams:
+    n_factors: int = 100
+    n_epochs: int = 20
+    lr_all: float = 0.005
+    reg_all: float = 0.02
+    random_state: int = 42
+
+    def build(self) -> SVD:
+        return SVD(**asdict(self))
+
+
+def to_dataset(ratings: pd.DataFrame, rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX)) -> Dataset:
+    """Surprise dataset with string user ids and int TMDB ids, as the app's serving code expects."""
+    frame = pd.DataFrame(
+        {
+            "user_id": ratings["user_id"].astype(str),
+            "tmdb_id": ratings["tmdb_id"].astype("int64"),
+            "rating": ratings["rating"].astype("float64"),
+        }
+    )
+    return Dataset.load_from_df(frame, Reader(rating_scale=rating_range))
+
+
+def fit_svd(ratings: pd.DataFrame, params: SVDParams):
+    """Fit on every rating; returns (algo, trainset, fit_seconds)."""
+    trainset = to_dataset(ratings).build_full_trainset()
+    algo = params.build()
+    started = time.perf_counter()
+    algo.fit(trainset)
+    return algo, trainset, time.perf_counter() - started
+
+
+def save_artifacts(algo, trainset, ratings: pd.DataFrame, models_dir: Path, version: str) -> dict[str, dict]:
+    """Write a new version folder atomically: fill a temp folder, then rename it into place.
+
+    An existing version is never overwritten (the rename fails), and a crash leaves only a
+    hidden temp folder behind, never a half-written version.
+    """
+    models_dir.mkdir(parents=True, exist_ok=True)
+    final = models_dir / version
+    if final.exists():
+        raise FileExistsError(f"model version {version} already exists at {final}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=models_dir))
+    try:
+        joblib.dump(algo, staging / MODEL_FILE)
+        joblib.dump(trainset, staging / TRAINSET_FILE)
+        ratings.to_parquet(staging / TRAINING_RATINGS_FILE, index=False)
+        files = {}
+        for name in (*ARTIFACT_FILES, TRAINING_RATINGS_FILE):
+            with (staging / name).open("rb+") as fh:
+                os.fsync(fh.fileno())
+            files[name] = {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
+        os.rename(staging, final)  # atomic; fails if a version of that name appeared meanwhile
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return files
+
+
+def _evaluate_fold(params: SVDParams, trainset, testset, k: int, threshold: float) -> dict[str, float]:
+    algo = params.build()
+    started = time.perf_counter()
+    algo.fit(trainset)
+    fit_seconds = time.perf_counter() - started
+    predictions = algo.test(testset)
+    ranked = ranking_metrics(predictions, k=k, threshold=threshold)
+    metrics = {
+        "rmse": accuracy.rmse(predictions, verbose=False),
+        "mae": accuracy.mae(predictions, verbose=False),
+        f"precision_at_{k}": ranked["precision_at_k"],
+        f"ndcg_at_{k}": ranked["ndcg_at_k"],
+        "fit_seconds": fit_seconds,
+    }
+    return {name: float(value) for name, value in metrics.items()}  # numpy scalars don't serialize
+
+
+def cross_validate_svd(
+    ratings: pd.DataFrame,
+    params: SVDParams,
+    n_folds: int = 3,
+    n_jobs: int = 1,
+    seed: int = 42,
+    k: int = 10,
+    relevance_threshold: float = 4.0,
+) -> list[dict[str, float]]:
+    """Per-fold RMSE, MAE, precision@k and NDCG@k on shuffled K-fold splits."""
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be at least 2, got {n_folds}")
+    folds = KFold(n_splits=n_folds, random_state=seed, shuffle=True).split(to_dataset(ratings))
+    jobs = (delayed(_evaluate_fold)(params, train, test, k, relevance_threshold) for train, test in folds)
+    return Parallel(n_jobs=n_jobs)(jobs)
+
+
+def summarize_folds(folds: list[dict[str, float]]) -> dict[str, float]:
+    """Mean and (population) std of every per-fold metric, as Surprise's cross_validate reports."""
+    out: dict[str, float] = {}
+    for name in folds[0]:
+        values = np.array([fold[name] for fold in folds], dtype=float)
+        out[f"{name}_mean"] = float(values.mean())
+        out[f"{name}_std"] = float(values.std())
+    return out
+
+
+def sanity_prediction(algo, trainset) -> dict[str, float | str | int]:
+    """Predict the most active user's rating of the most-rated movie: must be finite and in range."""
+    inner_user = max(trainset.all_users(), key=lambda u: len(trainset.ur[u]))
+    inner_item = max(trainset.all_items(), key=lambda i: len(trainset.ir[i]))
+    user, item = trainset.to_raw_uid(inner_user), trainset.to_raw_iid(inner_item)
+    est = float(algo.predict(user, item).est)
+    if not math.isfinite(est):
+        raise ValueError(f"sanity prediction for ({user}, {item}) is not finite: {est}")
+    return {"user_id": str(user), "tmdb_id": int(item), "estimate": round(est, 4)}
