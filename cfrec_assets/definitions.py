@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from cfrec_assets.assets import ALL_ASSETS
+from cfrec_assets.checks import ALL_CHECKS
 from cfrec_assets.resources import (
     CatalogSource,
     DataStore,
@@ -28,7 +29,7 @@ def _from_env(**fields: str) -> dict:
 def build_resources() -> dict:
     return {
         "movielens": MovieLensSource(**_from_env(base_url="CFREC_MOVIELENS_BASE_URL")),
-        "store": DataStore(**_from_env(data_dir="CFREC_DATA_DIR")),
+        "store": DataStore(**_from_env(data_dir="CFREC_DATA_DIR", serving_dir_path="CFREC_SERVING_DIR")),
         "catalog": CatalogSource(**_from_env(path="CFREC_CATALOG_PATH", supabase_table="CFREC_CATALOG_TABLE")),
         "supabase": SupabaseResource(**_from_env(url="SUPABASE_URL", key="SUPABASE_KEY", table="SUPABASE_RATINGS_TABLE")),
         "supabase_db": SupabasePostgresResource(**_from_env(db_url="SUPABASE_DB_URL", table="SUPABASE_RATINGS_TABLE")),
@@ -37,6 +38,7 @@ def build_resources() -> dict:
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
+    asset_checks=ALL_CHECKS,
     resources=build_resources(),
     executor=dg.in_process_executor,
 )

@@ -40,6 +40,10 @@ class DataStore(dg.ConfigurableResource):
     """The local folder holding download caches, intermediate tables and model versions."""
 
     data_dir: str = Field(default="data", description="Relative paths resolve against the working directory.")
+    serving_dir_path: Optional[str] = Field(
+        default=None,
+        description="Where deployed_model promotes versions and the app loads them (default <data_dir>/serving).",
+    )
 
     @property
     def root(self) -> Path:
@@ -63,6 +67,8 @@ class DataStore(dg.ConfigurableResource):
 
     @property
     def serving_dir(self) -> Path:
+        if self.serving_dir_path:
+            return Path(self.serving_dir_path).expanduser().resolve()
         return self.root / "serving"
 
 

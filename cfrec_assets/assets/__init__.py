@@ -1,7 +1,17 @@
 """The asset graph, one module per stage: movielens -> ratings -> model -> deployment."""
 
+from cfrec_assets.assets.deployment import deployed_model
 from cfrec_assets.assets.model import cv_metrics, svd_model
 from cfrec_assets.assets.movielens import ml100k_raw, tmdb_links
 from cfrec_assets.assets.ratings import catalog_ids, combined_ratings, supabase_ratings
 
-ALL_ASSETS = [ml100k_raw, tmdb_links, catalog_ids, supabase_ratings, combined_ratings, svd_model, cv_metrics]
+ALL_ASSETS = [
+    ml100k_raw,
+    tmdb_links,
+    catalog_ids,
+    supabase_ratings,
+    combined_ratings,
+    svd_model,
+    cv_metrics,
+    deployed_model,
+]
