@@ -409,6 +409,9 @@ def validate_overrides(overrides: pd.DataFrame, name: str = "overrides") -> pd.D
         if numbers.isna().any() or (numbers % 1 != 0).any() or (numbers <= 0).any():
             raise ValueError(f"{name}: {column} must hold positive integers")
         clean[column] = numbers.astype("int64")
+    clean["reason"] = clean["reason"].fillna("").astype(str).str.strip()
+    if (clean["reason"] == "").any():
+        raise ValueError(f"{name}: reason must be non-empty; say how each override was verified")
     duplicated = clean.loc[clean["ml100k_item_id"].duplicated(), "ml100k_item_id"].tolist()
     if duplicated:
         raise ValueError(f"{name}: several overrides for items {duplicated}")
