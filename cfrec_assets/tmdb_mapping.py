@@ -77,7 +77,9 @@ _POSSESSIVE_CREDIT = re.compile(r"^(?P<owner>[^\s']+(?:\s+[^\s']+){1,3})'s\s+(?P
 _EMBEDDED_IMDB = re.compile(r"imdb-title-(\d+)")
 _URL_TITLE = re.compile(r"(?:title-exact|Title)\?(?P<query>.+)$")
 # Letters NFKD does not decompose into a base letter plus accents.
-_EXTRA_FOLDS = str.maketrans({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ð": "d", "þ": "th", "ł": "l", "đ": "d"})
+_EXTRA_FOLDS = str.maketrans(
+    {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ð": "d", "þ": "th", "ł": "l", "đ": "d"}
+)
 
 
 @dataclass(frozen=True)
@@ -483,7 +485,7 @@ def build_tmdb_mapping(
         elif kind in MAPPED_KINDS:  # several candidate films
             kind = "ambiguous"
         override = override_by_item.get(item_id)
-        if override is not None and _override_applies(override, item_id, title):
+        if override is not None and _override_applies(override.ml100k_title, item_id, title):
             tmdb = int(override.tmdb_id)
             same_tmdb = movies_by_tmdb.get(tmdb, [])
             movie = min(same_tmdb) if same_tmdb else None
@@ -493,7 +495,7 @@ def build_tmdb_mapping(
                 "ml100k_item_id": item_id,
                 "tmdb_id": tmdb,
                 "match_kind": kind,
-                "ml_latest_movie_id": movie if kind in MAPPED_KINDS or kind == "no_tmdb_id" else None,
+                "ml_latest_movie_id": movie,
                 "ml100k_title": title,
                 "matched_title": title_by_movie.get(movie) if movie is not None else None,
                 "embedded_imdb_id": imdb,
@@ -504,7 +506,6 @@ def build_tmdb_mapping(
     for column in ("tmdb_id", "ml_latest_movie_id", "embedded_imdb_id", "embedded_imdb_movie_id"):
         mapping[column] = mapping[column].astype("Int64")
     mapping["ml100k_item_id"] = mapping["ml100k_item_id"].astype("int64")
-    mapping.loc[~mapping["match_kind"].isin(MAPPED_KINDS | {"no_tmdb_id"}), "matched_title"] = None
     return mapping
 
 
@@ -528,11 +529,10 @@ def _match_item(title: str, url: str, imdb_movies: list[int], index: _MovieIndex
     return _title_tiers(item, index)
 
 
-def _override_applies(override: object, item_id: int, title: str) -> bool:
-    expected = getattr(override, "ml100k_title")
-    if expected and expected != title.strip():
+def _override_applies(expected_title: str, item_id: int, title: str) -> bool:
+    if expected_title and expected_title != title.strip():
         # Expected when the packaged overrides meet another data set (e.g. test fixtures).
-        log.info("override for item %d skipped: title %r is not %r", item_id, title, expected)
+        log.info("override for item %d skipped: title %r is not %r", item_id, title, expected_title)
         return False
     if _is_unknown(title):
         raise ValueError(f"override for item {item_id}: items titled 'unknown' are never mapped")
@@ -542,8 +542,8 @@ def _override_applies(override: object, item_id: int, title: str) -> bool:
 def mapping_summary(mapping: pd.DataFrame, ratings: pd.DataFrame | None = None) -> dict[str, object]:
     """Coverage figures for a mapping from :func:`build_tmdb_mapping`.
 
-    ``ratings`` (``item_id`` column, one row per rating) is optional; without it the rating
-    counts are 0 and ``top_unmatched`` ranks nothing. ``top_unmatched`` is a DataFrame of the
+    ``ratings`` (``item_id`` column, one row per rating) is optional; without it every item
+    counts 0 ratings. ``top_unmatched`` is a DataFrame of the
     10 most-rated items without a TMDB id (``item_id, title, match_kind, ratings``).
     """
     mapped = mapping["tmdb_id"].notna()

@@ -139,7 +139,9 @@ TIER_CASES: tuple[TierCase, ...] = (
         (LatestRow("Dolores Claiborne (1995)", 110017, 700017),), "year_off_by_one", 0,
     ),
     # Only a year away, but "The Fear" is not "Fear": articles are never dropped.
-    TierCase("year_off_by_one_keeps_article", "Fear, The (1995)", (LatestRow("Fear (1996)", 110018, 700018),), "unmatched"),
+    TierCase(
+        "year_off_by_one_keeps_article", "Fear, The (1995)", (LatestRow("Fear (1996)", 110018, 700018),), "unmatched"
+    ),
     TierCase(
         "fuzzy", "Children of the Corn: The Gathering (1996)",
         (LatestRow("Children of the Corn IV: The Gathering (1996)", 110019, 700019),), "fuzzy", 0,
@@ -174,7 +176,9 @@ TIER_CASES: tuple[TierCase, ...] = (
     ),
     TierCase("title_without_tmdb", "Nico Icon (1995)", (LatestRow("Nico Icon (1995)", 110028, None),), "no_tmdb_id", 0),
     # A same-titled ml-latest row makes sure the guard, not a missing candidate, refuses it.
-    TierCase("unknown_title", "unknown", (LatestRow("unknown", 110029, 700029),), "unknown_title", url="", release_date=""),
+    TierCase(
+        "unknown_title", "unknown", (LatestRow("unknown", 110029, 700029),), "unknown_title", url="", release_date=""
+    ),
     TierCase(
         "override_where_titles_fail", "Grand Day Out, A (1992)",
         (LatestRow("Grand Day Out with Wallace and Gromit, A (1989)", 110030, 700030),),
@@ -182,7 +186,9 @@ TIER_CASES: tuple[TierCase, ...] = (
     ),
     TierCase("unmatched", "Invented Lost Reel (1994)", (), "unmatched"),
     # ML-100K lists some films twice under two item ids; both copies map to the same film.
-    TierCase("ml100k_duplicate_first", "Chasing Amy (1997)", (LatestRow("Chasing Amy (1997)", 110031, 700031),), "exact", 0),
+    TierCase(
+        "ml100k_duplicate_first", "Chasing Amy (1997)", (LatestRow("Chasing Amy (1997)", 110031, 700031),), "exact", 0
+    ),
     TierCase("ml100k_duplicate_second", "Chasing Amy (1997)", (), "exact"),
 )  # fmt: skip
 
@@ -392,12 +398,11 @@ def _expectations(
     for film in films:
         case = cases.get(film.item_id)
         kind = case.expected_kind if case else "exact"
-        row = film.latest_index
-        tmdb = latest[row].tmdb_id if row is not None and kind not in ("ambiguous", "unmatched", "unknown_title") else None
-        movie = movie_ids[row] if row is not None and kind not in ("ambiguous", "unmatched", "unknown_title") else None
+        row = film.latest_index if kind not in ("ambiguous", "unmatched", "unknown_title") else None
+        tmdb = latest[row].tmdb_id if row is not None else None
+        movie = movie_ids[row] if row is not None else None
         if case and case.name == "duplicate_rows_same_tmdb":  # the lower of the two rows is reported
-            first = film.latest_index
-            movie = min(movie_ids[first], movie_ids[first + 1])
+            movie = min(movie_ids[row], movie_ids[row + 1])
         pinned = case.override_tmdb if case else None
         if pinned is not None:
             overrides.append((film.item_id, pinned, f"fixture case {case.name}", film.title))
