@@ -8,6 +8,7 @@ import dagster as dg
 
 from cfrec_assets.assets import ALL_ASSETS
 from cfrec_assets.checks import ALL_CHECKS
+from cfrec_assets.sensors import retrain_sensor_from_env
 from cfrec_assets.resources import (
     CatalogSource,
     DataStore,
@@ -39,6 +40,7 @@ def build_resources() -> dict:
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
+    sensors=[retrain_sensor_from_env()],
     resources=build_resources(),
     executor=dg.in_process_executor,
 )

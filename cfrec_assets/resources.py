@@ -12,7 +12,8 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from cfrec_assets.supabase_client import SupabasePostgresResource, SupabaseResource
+from cfrec_assets.supabase_client import SupabaseResource
+from cfrec_assets.supabase_postgres import SupabasePostgresResource
 
 GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
 

@@ -52,7 +52,7 @@ def svd_model(context: dg.AssetExecutionContext, config: SVDConfig, store: DataS
     algo, trainset, fit_seconds = fit_svd(ratings, params)
     sanity = sanity_prediction(algo, trainset)
     trained_at = datetime.now(timezone.utc)
-    version = model_version(context.run_id, trained_at)
+    version = model_version(context.run.run_id, trained_at)
     files = save_artifacts(algo, trainset, ratings, store.models_dir, version)
     version_dir = store.models_dir / version
     real = int((ratings["source"] == "app").sum())

@@ -106,6 +106,7 @@ def tmdb_links(context: dg.AssetExecutionContext, movielens: MovieLensSource, st
     return dg.MaterializeResult(
         metadata={
             **{k: (dg.MetadataValue.json(v) if isinstance(v, dict) else v) for k, v in summary.items()},
+            **{f"match_{kind}": count for kind, count in summary["match_kinds"].items()},
             "item_coverage": round(summary["items_mapped"] / summary["items_total"], 4),
             "rating_coverage": round(summary["ratings_mapped"] / summary["ratings_total"], 4),
             "most_rated_unmatched": dg.MetadataValue.md(top_unmatched.to_markdown(index=False)),

@@ -1,0 +1,129 @@
+"""The whole asset graph, materialized for real on generated MovieLens-format fixtures."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import dagster as dg
+import joblib
+import pytest
+
+from cfrec_assets.definitions import defs
+from cfrec_assets.deployment import read_manifest
+from cfrec_assets.resources import CatalogSource
+from cfrec_assets.serving import load_deployed
+from cfrec_assets_tests.support.graph import check_results, failure_messages, make_graph_env, materialized, metadata
+
+ASSETS = {
+    "ml100k_raw", "tmdb_links", "catalog_ids", "supabase_ratings",
+    "combined_ratings", "svd_model", "cv_metrics", "deployed_model",
+}  # fmt: skip
+
+
+def test_definitions_load_with_every_asset_check_and_sensor() -> None:
+    repo = defs.get_repository_def()
+    assert {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()} == ASSETS
+    checks = {key.name for key in repo.asset_graph.asset_check_keys}
+    assert {"ml100k_is_official_release", "challenger_no_worse_than_champion", "svd_artifacts_load_and_predict"} <= checks
+    assert [s.name for s in repo.sensor_defs] == ["supabase_ratings_sensor"]
+
+
+def test_whole_graph_materializes_with_metadata(tmp_path: Path) -> None:
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance)
+    assert result.success
+    assert materialized(result) == ASSETS
+    assert all(check_results(result).values()), check_results(result)
+
+    raw = metadata(result, "ml100k_raw")
+    assert raw["ratings"] == len(env.mirror.ratings) and raw["from_cache"] is False
+    links = metadata(result, "tmdb_links")
+    expected_mapped = sum(1 for e in env.mirror.expected.values() if e.tmdb_id is not None)
+    assert links["items_mapped"] == expected_mapped
+    assert links["match_exact"] >= 1 and links["embedded_imdb_ids_honoured"] == links["embedded_imdb_ids_in_links"]
+    assert metadata(result, "supabase_ratings")["status"] == "not_configured"
+    combined = metadata(result, "combined_ratings")
+    assert combined["real_ratings"] == 0 and combined["ml_ratings"] == combined["ratings"]
+    assert combined["ratings"] + sum(combined["dropped"].values()) == raw["ratings"]
+    model = metadata(result, "svd_model")
+    assert model["params"] == {"n_factors": 100, "n_epochs": 20, "lr_all": 0.005, "reg_all": 0.02, "random_state": 42}
+    cv = metadata(result, "cv_metrics")
+    assert cv["version"] == model["version"] and 0 < cv["rmse_mean"] < 2
+    assert {f"fold_{i}_rmse" for i in (1, 2, 3)} <= cv.keys() and 0 <= cv["ndcg_at_10_mean"] <= 1
+
+    # The pickles the app loads, and the deployment it reads
+    version_dir = Path(model["path"])
+    algo = joblib.load(version_dir / "svd_model.pkl")
+    assert algo.n_factors == 100
+    manifest = read_manifest(env.serving_dir)
+    assert manifest["version"] == model["version"] == metadata(result, "deployed_model")["version"]
+    served = load_deployed(env.serving_dir)
+    user = f"ml_{int(env.mirror.ratings['user_id'].iloc[0])}"
+    assert served.recommend(user, n=5).fallback is None
+
+
+def test_second_run_reuses_download_cache_and_keeps_earlier_versions(tmp_path: Path) -> None:
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        first = env.materialize(instance)
+        (env.mirror.root / "ml-100k.zip").unlink()  # a cache hit must not need the mirror
+        (env.mirror.root / "ml-latest-small.zip").unlink()
+        second = env.materialize(instance)
+    assert first.success and second.success
+    assert metadata(second, "ml100k_raw")["from_cache"] is True
+    v1, v2 = metadata(first, "svd_model")["version"], metadata(second, "svd_model")["version"]
+    assert v1 != v2
+    assert sorted(p.name for p in (env.data_dir / "models").iterdir()) == sorted([v1, v2])
+    manifest = read_manifest(env.serving_dir)
+    assert (manifest["version"], manifest["previous_version"]) == (v2, v1)
+
+
+def test_svd_config_is_honoured_and_recorded(tmp_path: Path) -> None:
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance, ops={"svd_model": {"config": {"n_factors": 7, "n_epochs": 3}}})
+    assert result.success
+    model = metadata(result, "svd_model")
+    assert model["params"]["n_factors"] == 7
+    assert joblib.load(Path(model["path"]) / "svd_model.pkl").n_factors == 7
+
+
+@pytest.mark.parametrize("catalog_kind", ["json", "pkl"])
+def test_catalog_file_filters_training(tmp_path: Path, catalog_kind: str) -> None:
+    env = make_graph_env(tmp_path)
+    keep = sorted({e.tmdb_id for e in env.mirror.expected.values() if e.tmdb_id is not None})[:20]
+    path = tmp_path / f"movie_ids.{catalog_kind}"
+    if catalog_kind == "json":
+        path.write_text(str(keep))
+    else:
+        joblib.dump(keep, path)
+    env.catalog = CatalogSource(path=str(path))
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance, ops={"combined_ratings_combined_ratings_are_valid": {"config": {"min_ratings": 10, "min_users": 2}}})
+    assert result.success, check_results(result)
+    catalog = metadata(result, "catalog_ids")
+    assert catalog["catalog_size"] == 20 and catalog["filter_applied"] is True
+    combined = metadata(result, "combined_ratings")
+    assert combined["movies"] <= 20 and combined["dropped_ml_not_in_catalog"] > 0
+
+
+def test_malformed_download_fails_the_run_and_keeps_good_artifacts(tmp_path: Path) -> None:
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        assert env.materialize(instance).success
+        before = (env.data_dir / "movielens" / "ml100k_ratings.parquet").read_bytes()
+        # A new mirror file with a bad line in u.data: the cached archive is dropped to force a refetch.
+        (env.data_dir / "cache" / "ml-100k.zip").unlink()
+        src = env.mirror.root / "ml-100k.zip"
+        with zipfile.ZipFile(src) as zf:
+            members = {name: zf.read(name) for name in zf.namelist()}
+        members["ml-100k/u.data"] += b"1\t2\tfive\t3\n"
+        with zipfile.ZipFile(src, "w") as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+        result = env.materialize(instance, selection=["ml100k_raw"])
+    assert not result.success
+    assert "u.data line 2401: non-integer field" in failure_messages(result)["ml100k_raw"]
+    assert (env.data_dir / "movielens" / "ml100k_ratings.parquet").read_bytes() == before
