@@ -211,11 +211,12 @@ class SupabaseResource(RatingsTableSettings):
     def ratings_watermark(self) -> dict[str, Any]:
         """Row count and newest (created_at, id): cheap change detection for a sensor."""
         with self._session() as session:
-            count = session.count(self.table)
+            # GET first: a failing HEAD has no body, so its error says less.
             newest = session.execute(self.table, lambda q: q.select(
                 self.created_at_column, self.id_column)
                 .order(self.created_at_column, desc=True, nullsfirst=False)
                 .order(self.id_column, desc=True).limit(1))
+            count = session.count(self.table)
         row = newest[0] if newest else {}
         latest_id = row.get(self.id_column)
         return {"count": count,
@@ -343,7 +344,7 @@ class _RestSession:
         text = f"HTTP {status} {code}".rstrip() + f": {error.message or 'no message'}"
         if error.details and status not in (None, 502, 503, 504, 520):
             text += f" ({str(error.details)[:200]})"  # proxies put whole HTML pages here
-        if error.code in ("PGRST205", "42P01"):
+        if error.code in ("PGRST205", "42P01") or status == 404:
             return f"unknown table '{table}': {text}"
         if status in (401, 403):
             return f"{text} (check SUPABASE_KEY: the service-role key is needed)"

@@ -12,7 +12,8 @@ what it would see in production:
 * ``Content-Range`` on every response, ``Prefer: count=exact`` totals and the
   200 / 206 / 416 (PGRST103) status rules.
 * Supabase's gateway key check (``apikey`` header, ``Authorization: Bearer``).
-* Error bodies ``{code, details, hint, message}``; identifiers are checked
+* Error bodies ``{code, details, hint, message}`` and PostgREST 13's
+  ``Proxy-Status: PostgREST; error=<code>`` header; identifiers are checked
   against ``information_schema`` and values are bound parameters, never SQL.
 
 Differences, on purpose: the schema is read per request (no schema cache to
@@ -70,6 +71,8 @@ class ApiError(Exception):
         super().__init__(message)
         self.reply = _json_reply(status, {"code": code, "details": details,
                                           "hint": hint, "message": message})
+        if code:  # PostgREST 13+: the code survives even where the body cannot (HEAD)
+            self.reply.headers["Proxy-Status"] = f"PostgREST; error={code}"
         self.reply.headers.update(headers or {})
 
 
@@ -106,7 +109,8 @@ class PostgrestSubsetServer:
         self._stopped = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
+        # A short poll interval: shutdown() waits for it, on every test's teardown.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,),
                                         name="postgrest-subset", daemon=True)
         self._thread.start()
 
