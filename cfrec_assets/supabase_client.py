@@ -223,6 +223,21 @@ class SupabaseResource(RatingsTableSettings):
                 "latest_created_at": utc_isoformat(row.get(self.created_at_column)),
                 "latest_id": int(latest_id) if latest_id is not None else None}
 
+    def count_after(self, created_at: str | None, row_id: int | None) -> int:
+        """Rows after a watermark's (created_at, id) in read order; all rows for None.
+
+        Counted, not inferred from totals: deletions would make totals lie.
+        """
+        def same_instant_later_id(q: Any) -> Any:
+            q = q.eq(self.created_at_column, created_at)
+            return q if row_id is None else q.gt(self.id_column, row_id)
+
+        with self._session() as session:
+            if created_at is None:
+                return session.count(self.table)
+            later = session.count(self.table, lambda q: q.gt(self.created_at_column, created_at))
+            return later + session.count(self.table, same_instant_later_id)
+
     def read_catalog_ids(self, table: str, column: str = "tmdb_id") -> list[int]:
         """Sorted distinct ids in ``table.column``, read completely (nulls skipped)."""
         with self._session() as session:
@@ -269,10 +284,10 @@ class _RestSession:
     def close(self) -> None:
         self._http.close()
 
-    def count(self, table: str) -> int:
-        """Exact row count from a HEAD request's Content-Range."""
-        response = self.execute(table, lambda q: q.select("*", count="exact", head=True),
-                                full_response=True)
+    def count(self, table: str, narrow: Callable[[Any], Any] = lambda q: q) -> int:
+        """Exact row count (of rows passing ``narrow``'s filters) from a HEAD's Content-Range."""
+        response = self.execute(
+            table, lambda q: narrow(q.select("*", count="exact", head=True)), full_response=True)
         if response.count is None:
             raise SupabaseReadError(f"no row count for '{table}' in the response "
                                     f"(HTTP {self._last_status}, no Content-Range total)")

@@ -77,6 +77,19 @@ class SupabasePostgresResource(RatingsTableSettings):
         return {"count": count, "latest_created_at": utc_isoformat(latest_at),
                 "latest_id": int(latest_id) if latest_id is not None else None}
 
+    def count_after(self, created_at: str | None, row_id: int | None) -> int:
+        """Rows after a watermark's (created_at, id) in read order; all rows for None."""
+        table = _identifier(self.table)
+        if created_at is None:
+            return self._run(lambda conn: _count(conn, table))
+        query = sql.SQL(
+            "SELECT count(*) FROM {table} WHERE {at} > %(at)s"
+            " OR ({at} = %(at)s AND (%(id)s::bigint IS NULL OR {id} > %(id)s))"
+        ).format(table=table, at=sql.Identifier(self.created_at_column),
+                 id=sql.Identifier(self.id_column))
+        return self._run(lambda conn: conn.execute(
+            query, {"at": created_at, "id": row_id}).fetchone()[0])
+
     def read_catalog_ids(self, table: str, column: str = "tmdb_id") -> list[int]:
         """Sorted distinct ids in ``table.column`` (nulls skipped)."""
         source = _identifier(table)

@@ -311,6 +311,26 @@ def test_watermark_follows_inserts_and_both_readers_agree(postgrest, ratings_db)
     assert [r.ratings_watermark() for r in readers] == [expected, expected]
 
 
+def test_count_after_a_watermark_ignores_backfills_and_honours_ties(postgrest, ratings_db):
+    readers = [rest(postgrest), SupabasePostgresResource(db_url=ratings_db)]
+    insert_ratings(ratings_db, valid_rows(30))
+    assert [r.count_after(None, None) for r in readers] == [30, 30]
+    mark = readers[0].ratings_watermark()  # 12:09, id 30
+    assert [r.count_after(mark["latest_created_at"], mark["latest_id"]) for r in readers] == [0, 0]
+    latest = BASE + timedelta(minutes=9)
+    insert_ratings(ratings_db, [
+        ("tie", 1, 3.0, latest),  # same instant, higher id: after the mark
+        ("later", 2, 3.0, latest + timedelta(microseconds=1)),
+        ("later", 3, 3.0, latest + timedelta(days=1)),
+        ("backfill", 4, 3.0, BASE - timedelta(days=1)),  # before the mark: not new
+    ])
+    with psycopg.connect(ratings_db) as conn:
+        conn.execute("DELETE FROM ratings WHERE id <= 5")  # deletions do not hide new rows
+    assert [r.count_after(mark["latest_created_at"], mark["latest_id"]) for r in readers] == [3, 3]
+    # Without an id the whole instant counts as new.
+    assert [r.count_after(mark["latest_created_at"], None) for r in readers] == [6, 6]
+
+
 def test_catalog_ids_are_read_completely_by_both_readers(postgrest, ratings_db):
     ids = list(range(1, 2301)) + [5, 5, None, None]
     create_catalog_table(ratings_db, tmdb_ids=ids)
