@@ -1,4 +1,4 @@
-"""The PostgREST-subset test server must behave like PostgREST, or the client tests prove nothing."""
+"""The PostgREST-subset server must behave like PostgREST, or the client tests prove nothing."""
 
 from __future__ import annotations
 
