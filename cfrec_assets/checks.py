@@ -2,6 +2,8 @@
 
 A blocking check that fails stops the downstream steps of its run, and ``deployed_model``
 re-verifies the latest results before promoting, so the gate also holds across runs.
+Checks name their assets by key, so this module and the assets can import each other's
+neighbours without a cycle.
 """
 
 import math
@@ -11,9 +13,6 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from cfrec_assets.assets.model import cv_metrics, svd_model
-from cfrec_assets.assets.movielens import TMDB_LINKS, ml100k_raw, tmdb_links
-from cfrec_assets.assets.ratings import CATALOG_FILE, COMBINED_RATINGS, SUPABASE_RATINGS, combined_ratings, supabase_ratings
 from cfrec_assets.combine import RATING_MAX, RATING_MIN
 from cfrec_assets.deployment import read_manifest, verification_problems
 from cfrec_assets.lineage import latest_metadata
@@ -35,7 +34,7 @@ class DatasetShapeConfig(dg.Config):
     items: int = 1_682
 
 
-@dg.asset_check(asset=ml100k_raw, blocking=True)
+@dg.asset_check(asset="ml100k_raw", blocking=True)
 def ml100k_is_official_release(context: dg.AssetCheckExecutionContext, config: DatasetShapeConfig) -> dg.AssetCheckResult:
     """A mirror serving another or a cut-down archive must not silently change what we train on."""
     meta, _ = latest_metadata(context.instance, "ml100k_raw")
@@ -53,7 +52,7 @@ class MappingCoverageConfig(dg.Config):
     """Share of the 100,000 ratings whose item maps to a TMDB id."""
 
 
-@dg.asset_check(asset=tmdb_links, blocking=True)
+@dg.asset_check(asset="tmdb_links", blocking=True)
 def tmdb_mapping_coverage(context: dg.AssetCheckExecutionContext, config: MappingCoverageConfig) -> dg.AssetCheckResult:
     """Coverage above its floors, and every IMDb id embedded in u.item honoured."""
     meta, _ = latest_metadata(context.instance, "tmdb_links")
@@ -78,7 +77,7 @@ def tmdb_mapping_coverage(context: dg.AssetCheckExecutionContext, config: Mappin
     )
 
 
-@dg.asset_check(asset=supabase_ratings)
+@dg.asset_check(asset="supabase_ratings")
 def supabase_ratings_were_read(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """WARN when the app's ratings could not be read and the run continued without them."""
     meta, _ = latest_metadata(context.instance, "supabase_ratings")
@@ -101,18 +100,18 @@ class TrainingTableConfig(dg.Config):
     min_users: int = 10
 
 
-@dg.asset_check(asset=combined_ratings, blocking=True)
+@dg.asset_check(asset="combined_ratings", blocking=True)
 def combined_ratings_are_valid(
     context: dg.AssetCheckExecutionContext, config: TrainingTableConfig, store: DataStore
 ) -> dg.AssetCheckResult:
     """No phantom movie ids, ratings in range, one rating per (user, movie), enough to train on."""
-    ratings = pd.read_parquet(store.ratings_dir / COMBINED_RATINGS)
-    catalog = read_json(store.ratings_dir / CATALOG_FILE)
+    ratings = pd.read_parquet(store.combined_ratings_path)
+    catalog = read_json(store.catalog_path)
     if catalog["filter"]:
         known = set(catalog["tmdb_ids"])
     else:  # no catalog: every id must still come from the mapping or the app's ratings
-        known = set(pd.read_parquet(store.movielens_dir / TMDB_LINKS)["tmdb_id"].dropna().astype("int64"))
-        known |= set(pd.read_parquet(store.ratings_dir / SUPABASE_RATINGS)["tmdb_id"].astype("int64"))
+        known = set(pd.read_parquet(store.tmdb_links_path)["tmdb_id"].dropna().astype("int64"))
+        known |= set(pd.read_parquet(store.supabase_ratings_path)["tmdb_id"].astype("int64"))
     phantom = sorted(set(ratings["tmdb_id"].tolist()) - known)
     out_of_range = int((~ratings["rating"].between(RATING_MIN, RATING_MAX)).sum())
     duplicates = int(ratings.duplicated(["user_id", "tmdb_id"]).sum())
@@ -132,7 +131,7 @@ def combined_ratings_are_valid(
     )
 
 
-@dg.asset_check(asset=svd_model, blocking=True)
+@dg.asset_check(asset="svd_model", blocking=True)
 def svd_artifacts_load_and_predict(context: dg.AssetCheckExecutionContext, store: DataStore) -> dg.AssetCheckResult:
     """The files on disk are the ones recorded (sha256), they load, and predictions are finite and in range."""
     meta, _ = latest_metadata(context.instance, "svd_model")
@@ -159,17 +158,17 @@ class ModelQualityConfig(dg.Config):
     """The challenger's RMSE may exceed the deployed champion's by at most this much."""
 
 
-@dg.asset_check(asset=cv_metrics, blocking=True)
+@dg.asset_check(asset="cv_metrics", blocking=True)
 def cv_rmse_under_ceiling(context: dg.AssetCheckExecutionContext, config: ModelQualityConfig) -> dg.AssetCheckResult:
     """The cross-validated RMSE is under an absolute ceiling."""
     meta, _ = latest_metadata(context.instance, "cv_metrics")
     rmse = meta["rmse_mean"]
-    passed = rmse <= config.rmse_ceiling
+    passed = rmse <= config.rmse_ceiling  # False for NaN too
     verdict = f"RMSE {rmse:.4f} {'<=' if passed else '>'} ceiling {config.rmse_ceiling}"
     return _result(passed, verdict, rmse_mean=rmse, rmse_ceiling=config.rmse_ceiling, version=meta["version"])
 
 
-@dg.asset_check(asset=cv_metrics, blocking=True)
+@dg.asset_check(asset="cv_metrics", blocking=True)
 def challenger_no_worse_than_champion(
     context: dg.AssetCheckExecutionContext, config: ModelQualityConfig, store: DataStore
 ) -> dg.AssetCheckResult:
@@ -183,7 +182,7 @@ def challenger_no_worse_than_champion(
     champ_rmse = champion["metrics"].get("rmse_mean")
     champ_real = champion["counts"].get("real_ratings", 0)
     problems = []
-    if champ_rmse is not None and meta["rmse_mean"] > champ_rmse + config.champion_tolerance:
+    if champ_rmse is not None and not meta["rmse_mean"] <= champ_rmse + config.champion_tolerance:  # NaN fails
         problems.append(f"RMSE {meta['rmse_mean']:.4f} > champion {champ_rmse:.4f} + {config.champion_tolerance}")
     if meta["real_ratings"] < champ_real:
         problems.append(f"trained on {meta['real_ratings']} app ratings, fewer than the champion's {champ_real}")
@@ -211,3 +210,5 @@ ALL_CHECKS = [
     cv_rmse_under_ceiling,
     challenger_no_worse_than_champion,
 ]
+
+GATE_CHECKS = [spec.key for checks in ALL_CHECKS for spec in checks.check_specs if spec.blocking]

@@ -63,6 +63,30 @@ class DataStore(dg.ConfigurableResource):
         return self.root / "ratings"
 
     @property
+    def ml100k_ratings_path(self) -> Path:
+        return self.movielens_dir / "ml100k_ratings.parquet"
+
+    @property
+    def ml100k_items_path(self) -> Path:
+        return self.movielens_dir / "ml100k_items.parquet"
+
+    @property
+    def tmdb_links_path(self) -> Path:
+        return self.movielens_dir / "tmdb_links.parquet"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.ratings_dir / "catalog_ids.json"
+
+    @property
+    def supabase_ratings_path(self) -> Path:
+        return self.ratings_dir / "supabase_ratings.parquet"
+
+    @property
+    def combined_ratings_path(self) -> Path:
+        return self.ratings_dir / "combined_ratings.parquet"
+
+    @property
     def models_dir(self) -> Path:
         return self.root / "models"
 

@@ -6,14 +6,13 @@ from typing import Optional
 import dagster as dg
 
 from cfrec_assets.assets.model import cv_metrics, svd_model
-from cfrec_assets.checks import ALL_CHECKS
+from cfrec_assets.checks import GATE_CHECKS
 from cfrec_assets.deployment import list_versions, promote, rollback
 from cfrec_assets.lineage import latest_metadata
 from cfrec_assets.resources import DataStore
 from cfrec_assets.training import ARTIFACT_FILES
 
 GROUP = "deployment"
-GATE_CHECKS = [spec.key for checks in ALL_CHECKS for spec in checks.check_specs if spec.blocking]
 PROMOTED_METRICS = ("rmse_mean", "rmse_std", "mae_mean", "precision_at_10_mean", "ndcg_at_10_mean")
 PROMOTED_COUNTS = ("ratings", "real_ratings", "users", "movies")
 
@@ -28,13 +27,13 @@ class GateClosedError(RuntimeError):
     """The latest results of the blocking checks do not allow a promotion."""
 
 
-def gate_problems(instance: dg.DagsterInstance) -> list[str]:
+def gate_problems(instance: dg.DagsterInstance, checks: list[dg.AssetCheckKey]) -> list[str]:
     """Why the latest model may not be promoted: a blocking check that failed, never ran, or
     checked an older materialization than the latest one (e.g. a partial run re-materialized
     svd_model without its checks)."""
-    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(GATE_CHECKS)
+    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(checks)
     problems = []
-    for key in GATE_CHECKS:
+    for key in checks:
         name = f"{key.asset_key.to_user_string()}:{key.name}"
         evaluation = records[key].evaluation if key in records else None
         latest = instance.get_latest_materialization_event(key.asset_key)
@@ -67,7 +66,7 @@ def deployed_model(context: dg.AssetExecutionContext, config: DeployConfig, stor
                 f"cv_metrics evaluated version {metrics['version']} but svd_model is at {model['version']}: "
                 "materialize cv_metrics first"
             )
-        problems = gate_problems(context.instance)
+        problems = gate_problems(context.instance, GATE_CHECKS)
         if problems:
             raise GateClosedError("refusing to promote: " + "; ".join(problems))
         manifest = promote(

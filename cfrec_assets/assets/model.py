@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from cfrec_assets.assets.ratings import COMBINED_RATINGS, combined_ratings
+from cfrec_assets.assets.ratings import combined_ratings
 from cfrec_assets.lineage import latest_metadata
 from cfrec_assets.resources import DataStore
 from cfrec_assets.training import (
@@ -47,7 +47,7 @@ def svd_model(context: dg.AssetExecutionContext, config: SVDConfig, store: DataS
     ``svd_model.pkl`` and ``cf_trainset.pkl`` (joblib) are what the app's serving code loads;
     each run writes a new folder under ``data/models/`` and never touches an earlier one.
     """
-    ratings = pd.read_parquet(store.ratings_dir / COMBINED_RATINGS)
+    ratings = pd.read_parquet(store.combined_ratings_path)
     params = SVDParams(**config.model_dump())
     algo, trainset, fit_seconds = fit_svd(ratings, params)
     sanity = sanity_prediction(algo, trainset)

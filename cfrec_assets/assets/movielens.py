@@ -22,9 +22,6 @@ from cfrec_assets.storage import write_parquet
 from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, mapping_summary
 
 GROUP = "movielens"
-ML100K_RATINGS = "ml100k_ratings.parquet"
-ML100K_ITEMS = "ml100k_items.parquet"
-TMDB_LINKS = "tmdb_links.parquet"
 
 
 def display_url(url: str) -> str:
@@ -63,8 +60,8 @@ def ml100k_raw(context: dg.AssetExecutionContext, movielens: MovieLensSource, st
     unknown_items = set(ratings["item_id"].unique()) - set(items["item_id"])
     if unknown_items:
         raise ValueError(f"u.data rates {len(unknown_items)} item id(s) missing from u.item, e.g. {min(unknown_items)}")
-    write_parquet(ratings, store.movielens_dir / ML100K_RATINGS)
-    write_parquet(items, store.movielens_dir / ML100K_ITEMS)
+    write_parquet(ratings, store.ml100k_ratings_path)
+    write_parquet(items, store.ml100k_items_path)
     return dg.MaterializeResult(
         metadata={
             "ratings": len(ratings),
@@ -76,7 +73,7 @@ def ml100k_raw(context: dg.AssetExecutionContext, movielens: MovieLensSource, st
                 {str(k): int(v) for k, v in ratings["rating"].value_counts().sort_index().items()}
             ),
             "dagster/row_count": len(ratings),
-            "path": dg.MetadataValue.path(str(store.movielens_dir / ML100K_RATINGS)),
+            "path": dg.MetadataValue.path(str(store.ml100k_ratings_path)),
             **_archive_metadata(archive),
         }
     )
@@ -92,12 +89,12 @@ def tmdb_links(context: dg.AssetExecutionContext, movielens: MovieLensSource, st
     archive, files = _fetch(movielens, store, ML_LATEST_ARCHIVE, ML_LATEST_MEMBERS)
     links = parse_links(files["ml-latest-small/links.csv"])
     movies = parse_movies(files["ml-latest-small/movies.csv"])
-    items = pd.read_parquet(store.movielens_dir / ML100K_ITEMS)
-    ratings = pd.read_parquet(store.movielens_dir / ML100K_RATINGS)
+    items = pd.read_parquet(store.ml100k_items_path)
+    ratings = pd.read_parquet(store.ml100k_ratings_path)
 
     mapping = build_tmdb_mapping(items, links, movies, load_overrides())
     summary = mapping_summary(mapping, ratings)
-    path = write_parquet(mapping, store.movielens_dir / TMDB_LINKS)
+    path = write_parquet(mapping, store.tmdb_links_path)
     top_unmatched = summary.pop("top_unmatched")
     context.log.info(
         f"mapped {summary['items_mapped']}/{summary['items_total']} items, "

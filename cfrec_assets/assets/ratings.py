@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from cfrec_assets.assets.movielens import ML100K_RATINGS, TMDB_LINKS, ml100k_raw, tmdb_links
+from cfrec_assets.assets.movielens import ml100k_raw, tmdb_links
 from cfrec_assets.catalog import load_catalog_ids, normalize_ids
 from cfrec_assets.combine import REAL_RATING_COLUMNS, combine_ratings, empty_real_ratings
 from cfrec_assets.resources import CatalogSource, DataStore, SupabasePostgresResource, SupabaseResource
@@ -14,10 +14,7 @@ from cfrec_assets.storage import read_json, write_json, write_parquet
 from cfrec_assets.supabase_client import SupabaseReadError
 
 GROUP = "ratings"
-CATALOG_FILE = "catalog_ids.json"
 SUPABASE_RETRIES = 2
-SUPABASE_RATINGS = "supabase_ratings.parquet"
-COMBINED_RATINGS = "combined_ratings.parquet"
 
 
 @dg.asset(group_name=GROUP, kinds={"python"}, deps=[tmdb_links])
@@ -27,7 +24,7 @@ def catalog_ids(context: dg.AssetExecutionContext, catalog: CatalogSource, supab
     With no source configured there is no filter: the catalog is every mapped TMDB id, and
     the metadata says so.
     """
-    mapped = pd.read_parquet(store.movielens_dir / TMDB_LINKS)["tmdb_id"].dropna().astype("int64")
+    mapped = pd.read_parquet(store.tmdb_links_path)["tmdb_id"].dropna().astype("int64")
     mapped_ids = set(mapped.tolist())
     if catalog.path and catalog.supabase_table:
         raise ValueError("CatalogSource: set either path or supabase_table, not both")
@@ -40,7 +37,7 @@ def catalog_ids(context: dg.AssetExecutionContext, catalog: CatalogSource, supab
         ids, source, filtered = load_catalog_ids(Path(catalog.path).expanduser()), f"file {catalog.path}", True
     else:
         ids, source, filtered = sorted(mapped_ids), "none: no catalog configured, every mapped TMDB id is kept", False
-    path = write_json({"filter": filtered, "source": source, "tmdb_ids": ids}, store.ratings_dir / CATALOG_FILE)
+    path = write_json({"filter": filtered, "source": source, "tmdb_ids": ids}, store.catalog_path)
     overlap = len(mapped_ids.intersection(ids))
     context.log.info(f"catalog: {len(ids)} TMDB ids from {source}; {overlap} have MovieLens ratings")
     return dg.MaterializeResult(
@@ -92,7 +89,7 @@ def supabase_ratings(
                 raise
             context.log.warning(f"Supabase unreachable, continuing without app ratings (allow_fallback): {exc}")
             frame, stats, status = empty_real_ratings(), {"error": str(exc)}, "unreachable"
-    path = write_parquet(frame[REAL_RATING_COLUMNS], store.ratings_dir / SUPABASE_RATINGS)
+    path = write_parquet(frame[REAL_RATING_COLUMNS], store.supabase_ratings_path)
     latest = frame["created_at"].max() if len(frame) else None
     return dg.MaterializeResult(
         metadata={
@@ -116,16 +113,16 @@ def combined_ratings(context: dg.AssetExecutionContext, store: DataStore) -> dg.
     MovieLens users are prefixed ``ml_``; invalid rows are dropped and counted by reason; the
     latest rating per (user, movie) wins; rows are sorted by user then movie.
     """
-    ml = pd.read_parquet(store.movielens_dir / ML100K_RATINGS)
-    mapping = pd.read_parquet(store.movielens_dir / TMDB_LINKS)
-    real = pd.read_parquet(store.ratings_dir / SUPABASE_RATINGS)
-    catalog = read_json(store.ratings_dir / CATALOG_FILE)
+    ml = pd.read_parquet(store.ml100k_ratings_path)
+    mapping = pd.read_parquet(store.tmdb_links_path)
+    real = pd.read_parquet(store.supabase_ratings_path)
+    catalog = read_json(store.catalog_path)
     catalog_set = catalog["tmdb_ids"] if catalog["filter"] else None
 
     combined, dropped = combine_ratings(ml, mapping, real, catalog_set)
     if combined.empty:
         raise ValueError(f"no ratings left to train on after filtering (dropped: {dropped})")
-    path = write_parquet(combined, store.ratings_dir / COMBINED_RATINGS)
+    path = write_parquet(combined, store.combined_ratings_path)
     by_source = combined["source"].value_counts()
     movies = set(combined["tmdb_id"].unique().tolist())
     context.log.info(f"combined {len(combined)} ratings; dropped {dropped}")
