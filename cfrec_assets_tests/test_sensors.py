@@ -1,0 +1,122 @@
+"""The retrain sensor against a real PostgreSQL behind the PostgREST-subset server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from cfrec_assets.definitions import defs
+from cfrec_assets.deployment import read_manifest
+from cfrec_assets.resources import SupabasePostgresResource, SupabaseResource
+from cfrec_assets.sensors import RETRAIN_SELECTION, build_retrain_sensor
+from cfrec_assets_tests.support.graph import make_graph_env, metadata
+from cfrec_assets_tests.support.postgres import insert_ratings
+from cfrec_assets_tests.support.postgrest import TEST_API_KEY
+
+sensor = build_retrain_sensor(min_new_ratings=10)
+
+
+def rows(n: int, start: int = 0, user: str = "app-user", tmdb_ids=(862, 710, 11)):
+    return [(f"{user}-{(start + i) % 7}", tmdb_ids[(start + i) % len(tmdb_ids)], 4.0, None) for i in range(n)]
+
+
+def evaluate(instance, supabase, cursor=None):
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"supabase": supabase, "supabase_db": SupabasePostgresResource()}
+    )
+    return sensor(context), context
+
+
+@pytest.fixture
+def supabase(postgrest) -> SupabaseResource:
+    return SupabaseResource(url=postgrest.url, key=TEST_API_KEY, max_retries=0, timeout_seconds=3)
+
+
+def test_not_configured_skips() -> None:
+    with dg.instance_for_test() as instance:
+        result, _ = evaluate(instance, SupabaseResource())
+    assert isinstance(result, dg.SkipReason) and "not configured" in result.skip_message
+
+
+def test_below_threshold_skips_then_growth_requests_one_run(postgrest, ratings_db, supabase) -> None:
+    with dg.instance_for_test() as instance:
+        insert_ratings(ratings_db, rows(9))
+        result, _ = evaluate(instance, supabase)
+        assert isinstance(result, dg.SkipReason) and "9 new rating(s)" in result.skip_message
+
+        insert_ratings(ratings_db, rows(3, start=9))
+        result, _ = evaluate(instance, supabase)
+        assert isinstance(result, dg.SensorResult)
+        [request] = result.run_requests
+        cursor = json.loads(result.cursor)
+        assert cursor["count"] == 12 and cursor["latest_id"] == 12
+        assert request.run_key == f"ratings:12:{cursor['latest_created_at']}:12"
+        assert request.tags["cfrec/new_ratings"] == "12"
+
+        # Same table state again: nothing new after the cursor, no duplicate request.
+        again, _ = evaluate(instance, supabase, cursor=result.cursor)
+        assert isinstance(again, dg.SkipReason) and "0 new rating(s)" in again.skip_message
+        # With the cursor lost, the same state yields the same run_key (Dagster drops duplicates).
+        lost, _ = evaluate(instance, supabase)
+        assert lost.run_requests[0].run_key == request.run_key
+
+
+def test_new_ratings_are_counted_after_the_cursor_not_by_totals(postgrest, ratings_db, supabase) -> None:
+    with dg.instance_for_test() as instance:
+        insert_ratings(ratings_db, rows(20))
+        first, _ = evaluate(instance, supabase)
+        # 15 old ratings deleted, 10 new added: the total falls from 20 to 15, yet 10 are new.
+        with psycopg.connect(ratings_db) as conn:
+            conn.execute("DELETE FROM ratings WHERE id <= 15")
+        insert_ratings(ratings_db, rows(10, start=20))
+        result, _ = evaluate(instance, supabase, cursor=first.cursor)
+        assert isinstance(result, dg.SensorResult)
+        assert result.run_requests[0].tags["cfrec/new_ratings"] == "10"
+        assert json.loads(result.cursor)["count"] == 15
+
+
+def test_supabase_down_skips_naming_the_cause_and_keeps_the_cursor(postgrest, ratings_db, supabase) -> None:
+    with dg.instance_for_test() as instance:
+        insert_ratings(ratings_db, rows(12))
+        first, _ = evaluate(instance, supabase)
+        insert_ratings(ratings_db, rows(12, start=12))
+        postgrest.fail_next(5, status=503)
+        result, context = evaluate(instance, supabase, cursor=first.cursor)
+        assert isinstance(result, dg.SkipReason)
+        assert "unreachable" in result.skip_message and "503" in result.skip_message
+        assert TEST_API_KEY not in result.skip_message
+        assert context.cursor == first.cursor
+        postgrest.stop()
+        down, context = evaluate(instance, supabase, cursor=first.cursor)
+        assert isinstance(down, dg.SkipReason) and context.cursor == first.cursor
+
+
+def test_sensor_run_retrains_on_the_new_ratings(tmp_path: Path, postgrest, ratings_db, supabase) -> None:
+    """Insert ratings, evaluate the sensor, execute what it requested: a new model version that
+    counts the new app ratings is trained and deployed."""
+    env = make_graph_env(tmp_path)
+    env.supabase = supabase
+    mapped = sorted({e.tmdb_id for e in env.mirror.expected.values() if e.tmdb_id is not None})
+    with dg.instance_for_test() as instance:
+        baseline = env.materialize(instance)
+        assert baseline.success and metadata(baseline, "combined_ratings")["real_ratings"] == 0
+
+        insert_ratings(ratings_db, rows(40, tmdb_ids=mapped[:20]))
+        result, _ = evaluate(instance, supabase)
+        [request] = result.run_requests
+        selection = sorted(key.to_user_string() for key in RETRAIN_SELECTION.resolve(defs.get_repository_def().asset_graph))
+        assert selection == ["combined_ratings", "cv_metrics", "deployed_model", "supabase_ratings", "svd_model"]
+        retrain = env.materialize(instance, selection=selection)
+        assert retrain.success
+
+    combined = metadata(retrain, "combined_ratings")
+    assert combined["real_ratings"] == 40 and combined["real_users"] == 7  # 40 distinct (user, movie) pairs
+    new_version = metadata(retrain, "svd_model")["version"]
+    assert new_version != metadata(baseline, "svd_model")["version"]
+    assert (env.data_dir / "models" / new_version / "svd_model.pkl").is_file()
+    assert read_manifest(env.serving_dir)["counts"]["real_ratings"] == combined["real_ratings"]
+
