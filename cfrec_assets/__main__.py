@@ -4,8 +4,8 @@
     python -m cfrec_assets predict --user ml_196 --movie 862
     python -m cfrec_assets deployments
 
-Every command takes ``--serving-dir`` (default: ``$CFREC_SERVING_DIR`` or
-``data/serving``) and ``--json``. Exit codes: 0 ok, 1 nothing deployed,
+Every command takes ``--serving-dir`` (default: ``$CFREC_SERVING_DIR``, else
+``$CFREC_DATA_DIR/serving``, else ``data/serving``, as the pipeline resolves it) and ``--json``. Exit codes: 0 ok, 1 nothing deployed,
 2 usage error, 3 the deployment failed verification.
 """
 
@@ -21,15 +21,17 @@ from typing import Any
 
 EXIT_NOT_DEPLOYED = 1
 EXIT_VERIFICATION_FAILED = 3
-DEFAULT_SERVING_DIR = "data/serving"
+
+def default_serving_dir() -> str:
+    return os.environ.get("CFREC_SERVING_DIR") or os.path.join(os.environ.get("CFREC_DATA_DIR") or "data", "serving")
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--serving-dir",
-        default=os.environ.get("CFREC_SERVING_DIR") or DEFAULT_SERVING_DIR,
-        help="serving directory holding manifest.json (default: $CFREC_SERVING_DIR or %(default)s)",
+        default=default_serving_dir(),
+        help="serving directory holding manifest.json (default: $CFREC_SERVING_DIR, $CFREC_DATA_DIR/serving or data/serving)",
     )
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
