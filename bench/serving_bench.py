@@ -1,0 +1,196 @@
+"""Benchmark serving on a model trained on the real data: top-10 for every user, deploy, load.
+
+Usage: ``python bench/serving_bench.py [--repeat R] [--datasets DIR] [--n N]``
+
+The model is trained with the project's own functions (MovieLens 100K mapped to TMDB ids,
+``combine_ratings``, ``fit_svd`` with the asset's default hyper-parameters), saved with
+``save_artifacts`` and promoted into a temporary serving directory. Measured, as medians
+over ``--repeat`` runs:
+
+1. top-N for every user: ``DeployedModel.recommend`` against Surprise's documented path
+   (``build_anti_testset`` + ``algo.test`` + a sort per user), and whether they agree;
+2. ``promote`` of a new version, ``rollback``, and ``load_deployed`` (sha256 verify +
+   unpickle) against a plain ``joblib.load`` of the same two files.
+
+DIR holds ``movielens/ml-100k.zip`` and ``movielens/ml-latest-small.zip`` (default:
+``$CFREC_SHARED_DATASETS`` or ``../shared/datasets`` beside the repository). Everything is
+written to a temporary folder that is removed afterwards; nothing lands in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import joblib
+import numpy as np
+import surprise
+
+from cfrec_assets import movielens
+from cfrec_assets.combine import combine_ratings, empty_real_ratings
+from cfrec_assets.deployment import promote, rollback, sha256_file
+from cfrec_assets.serving import DeployedModel, load_deployed
+from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides
+from cfrec_assets.training import ARTIFACT_FILES, MODEL_FILE, TRAINSET_FILE, SVDParams, fit_svd, save_artifacts
+
+REPO = Path(__file__).resolve().parents[1]
+AGREEMENT_SAMPLE = 200
+
+
+def timed(work: Callable[[], object], repeat: int) -> tuple[list[float], object]:
+    """Wall seconds of each of ``repeat`` calls, and the last call's result."""
+    seconds, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = work()
+        seconds.append(time.perf_counter() - started)
+    return seconds, result
+
+
+def train_on_real_data(datasets: Path, scratch: Path) -> tuple[Path, dict]:
+    """Fit the production model on ML-100K (TMDB ids, no app ratings); return its version folder."""
+    folder = scratch / "movielens"
+    for archive, members in ((movielens.ML100K_ARCHIVE, movielens.ML100K_MEMBERS),
+                             (movielens.ML_LATEST_ARCHIVE, movielens.ML_LATEST_MEMBERS)):
+        with zipfile.ZipFile(datasets / archive) as bundle:
+            bundle.extractall(folder, members=members)
+    items = movielens.parse_u_item(folder / "ml-100k/u.item")
+    ratings = movielens.parse_u_data(folder / "ml-100k/u.data")
+    mapping = build_tmdb_mapping(items, movielens.parse_links(folder / "ml-latest-small/links.csv"),
+                                 movielens.parse_movies(folder / "ml-latest-small/movies.csv"), load_overrides())
+    combined, _ = combine_ratings(ratings, mapping, empty_real_ratings())
+    algo, trainset, fit_seconds = fit_svd(combined, SVDParams())
+    save_artifacts(algo, trainset, combined, scratch / "models", "trained")
+    info = {"ratings": len(combined), "users": trainset.n_users, "movies": trainset.n_items,
+            "fit_seconds": fit_seconds}
+    return scratch / "models" / "trained", info
+
+
+def surprise_top_n(algo: surprise.SVD, trainset: surprise.Trainset, n: int) -> dict[str, list[int]]:
+    """Surprise's FAQ recipe: predict every unrated pair, sort each user's list by estimate."""
+    predictions = algo.test(trainset.build_anti_testset())
+    per_user: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for uid, iid, _, est, _ in predictions:
+        per_user[uid].append((iid, est))
+    return {uid: [iid for iid, _ in sorted(pairs, key=lambda p: p[1], reverse=True)[:n]]
+            for uid, pairs in per_user.items()}
+
+
+def unclipped_reference(algo: surprise.SVD, trainset: surprise.Trainset, user: str, n: int) -> list[int]:
+    """Surprise's own unclipped estimates, ties by tmdb id: the ranking ``recommend`` promises."""
+    inner = trainset.to_inner_uid(user)
+    seen = {i for i, _ in trainset.ur[inner]}
+    scored = [(-algo.predict(user, trainset.to_raw_iid(i), clip=False).est, trainset.to_raw_iid(i))
+              for i in trainset.all_items() if i not in seen]
+    return [iid for _, iid in sorted(scored)[:n]]
+
+
+def bench_top_n(model: DeployedModel, algo: surprise.SVD, trainset: surprise.Trainset,
+                n: int, repeat: int) -> None:
+    users = [trainset.to_raw_uid(u) for u in trainset.all_users()]
+    fast_s, fast = timed(lambda: {u: list(model.recommend(u, n).items) for u in users}, repeat)
+    slow_s, slow = timed(lambda: surprise_top_n(algo, trainset, n), repeat)
+    fast_med, slow_med = statistics.median(fast_s), statistics.median(slow_s)
+
+    exact = sum(fast[u] == slow[u] for u in users)
+    same_set = sum(set(fast[u]) == set(slow[u]) for u in users)
+    rng = np.random.default_rng(0)
+    sample = rng.choice(users, size=min(AGREEMENT_SAMPLE, len(users)), replace=False)
+    reference_agree = sum(fast[u] == unclipped_reference(algo, trainset, u, n) for u in sample)
+
+    print(f"\n== top-{n} for every user ({len(users)} users x {trainset.n_items} movies), median of {repeat}")
+    print("\n| path | total s | per user ms | runs (s) |")
+    print("|---|---:|---:|---|")
+    print(f"| DeployedModel.recommend (vectorised) | {fast_med:.3f} | {1000 * fast_med / len(users):.3f} | "
+          f"{', '.join(f'{s:.3f}' for s in fast_s)} |")
+    print(f"| Surprise: build_anti_testset + algo.test + sort | {slow_med:.2f} | "
+          f"{1000 * slow_med / len(users):.2f} | {', '.join(f'{s:.2f}' for s in slow_s)} |")
+    print(f"\nspeed-up: {slow_med / fast_med:.0f}x")
+    print(f"agreement with the Surprise path, all {len(users)} users: identical ordered top-{n} "
+          f"{exact}/{len(users)}, same set {same_set}/{len(users)}")
+    print(f"agreement with Surprise's unclipped estimates (ties by tmdb id), {len(sample)} sampled users: "
+          f"{reference_agree}/{len(sample)}")
+    if exact < len(users):
+        print("(the FAQ path sorts *clipped* estimates: every score above 5.0 ties at 5.0 and keeps "
+              "trainset order, so its top-N differs where a user has several such movies)")
+
+
+def bench_deployment(source: Path, scratch: Path, repeat: int) -> None:
+    serving = scratch / "serving"
+    megabytes = sum((source / name).stat().st_size for name in ARTIFACT_FILES) / 1e6
+    versions = [f"v{i:03d}" for i in range(repeat + 1)]
+    pending = iter(versions)
+    trained_at = datetime.now(timezone.utc)
+
+    def promote_next() -> None:
+        promote(source, serving, version=next(pending), metrics={"rmse_mean": 0.93},
+                counts={"ratings": 1}, trained_at=trained_at)
+
+    promote_next()  # a champion first, so every timed promote replaces one, as in production
+    promote_s, _ = timed(promote_next, repeat)
+    # Alternate between the last two versions so every rollback really moves the manifest.
+    targets = itertools.cycle([versions[-2], versions[-1]])
+    rollback_s, _ = timed(lambda: rollback(serving, next(targets)), repeat)
+    load_s, model = timed(lambda: load_deployed(serving), repeat)
+    joblib_s, _ = timed(lambda: [joblib.load(source / name) for name in ARTIFACT_FILES], repeat)
+    hash_s, _ = timed(lambda: [sha256_file(source / name) for name in ARTIFACT_FILES], repeat)
+
+    print(f"\n== deployment of a {megabytes:.1f} MB version "
+          f"({MODEL_FILE} {(source / MODEL_FILE).stat().st_size / 1e6:.1f} MB, "
+          f"{TRAINSET_FILE} {(source / TRAINSET_FILE).stat().st_size / 1e6:.1f} MB), median of {repeat}")
+    print("\n| operation | median ms | runs (ms) |")
+    print("|---|---:|---|")
+    rows = [("promote (hash, copy, fsync, re-hash, manifest)", promote_s),
+            ("rollback (re-verify sha256, manifest)", rollback_s),
+            ("load_deployed (sha256 verify + unpickle + index)", load_s),
+            ("baseline: joblib.load of both files", joblib_s),
+            ("of which: sha256 of both files", hash_s)]
+    for label, seconds in rows:
+        print(f"| {label} | {1000 * statistics.median(seconds):.1f} | "
+              f"{', '.join(f'{1000 * s:.1f}' for s in seconds)} |")
+    print(f"\nload_deployed / joblib.load: {statistics.median(load_s) / statistics.median(joblib_s):.2f}x "
+          f"(warm page cache; model version {model.version})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median reported)")
+    parser.add_argument("--n", type=int, default=10, help="recommendations per user")
+    parser.add_argument("--datasets", type=Path,
+                        default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets"))
+    args = parser.parse_args(argv)
+    datasets = args.datasets / "movielens"
+    missing = [n for n in (movielens.ML100K_ARCHIVE, movielens.ML_LATEST_ARCHIVE) if not (datasets / n).is_file()]
+    if missing:
+        print(f"MovieLens zips not found in {datasets}: {missing}", file=sys.stderr)
+        return 2
+
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}, "
+          f"surprise {surprise.__version__}, numpy {np.__version__}")
+    print("reproduce: cd " + shlex.quote(str(REPO)) + " && .venv/bin/python "
+          + shlex.join(["bench/serving_bench.py", *sys.argv[1:]]))
+    with tempfile.TemporaryDirectory(prefix="cfrec-serving-bench-") as scratch:
+        version, info = train_on_real_data(datasets, Path(scratch))
+        print(f"trained on {info['ratings']:,} ratings ({info['users']} users, {info['movies']} movies) "
+              f"in {info['fit_seconds']:.1f} s")
+        algo, trainset = (joblib.load(version / name) for name in ARTIFACT_FILES)
+        bench_deployment(version, Path(scratch), args.repeat)
+        bench_top_n(load_deployed(Path(scratch) / "serving"), algo, trainset, args.n, args.repeat)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
