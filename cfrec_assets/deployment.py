@@ -16,7 +16,6 @@ directory as it was: anything it created is removed again.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -27,6 +26,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from cfrec_assets.storage import sha256_file
 
 ARTIFACT_FILES = ("svd_model.pkl", "cf_trainset.pkl")
 MANIFEST_FILE = "manifest.json"
@@ -40,15 +41,6 @@ _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 class DeploymentError(RuntimeError):
     """A promote/rollback was refused or failed; the serving dir is unchanged."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so large models don't need to fit in memory twice."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_records(directory: Path) -> dict[str, dict[str, Any]]:

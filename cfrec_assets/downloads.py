@@ -8,7 +8,6 @@ left as it was.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import httpx
+
+from cfrec_assets.storage import sha256_file
 
 CHUNK = 1 << 20
 
@@ -154,11 +155,3 @@ def safe_extract(zip_path: Path, dest_dir: Path, members: tuple[str, ...]) -> di
             os.replace(tmp, target)
             out[name] = target
     return out
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -18,7 +18,7 @@ from surprise import SVD, Dataset, Reader, accuracy
 from surprise.model_selection import KFold
 
 from cfrec_assets.combine import RATING_MAX, RATING_MIN
-from cfrec_assets.downloads import sha256_file
+from cfrec_assets.storage import sha256_file
 from cfrec_assets.ranking import ranking_metrics
 
 MODEL_FILE = "svd_model.pkl"
