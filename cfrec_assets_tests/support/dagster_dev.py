@@ -1,0 +1,225 @@
+"""Run the real ``dagster dev`` (webserver + daemon + code server) for a test, and clean it up.
+
+``dagster dev`` runs in its own session, hence its own process group, so everything it starts
+(webserver, daemon, code server, run workers) can be signalled at once and checked for
+leftovers afterwards. Each instance gets a temp ``DAGSTER_HOME`` and data dir, and a free
+loopback port; the code server talks over a socket dagster picks itself, so no fixed port is
+bound and several instances can run side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Inherited settings that would point the code location at someone's real data or database.
+_SCRUBBED_PREFIXES = ("CFREC_", "SUPABASE_", "DAGSTER_")
+_INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+# dagster dev maps SIGTERM to whatever SIGINT does, and a shell starts background jobs with
+# SIGINT ignored: reset both before exec'ing dagster so it shuts down on SIGTERM.
+_EXEC_WITH_DEFAULT_SIGNALS = (
+    "import os, signal, sys; "
+    "signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+class DagsterDevError(RuntimeError):
+    """``dagster dev`` failed to start, to answer, or to shut down cleanly."""
+
+
+@dataclass
+class DagsterDev:
+    """A running ``dagster dev``: its URL, folders, log file and process."""
+
+    url: str
+    dagster_home: Path
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen
+    forced_kill: bool = field(default=False, init=False)
+    """Set on exit when SIGTERM was not enough and the group had to be SIGKILLed."""
+
+    def graphql(self, query: str, variables: Mapping[str, Any] | None = None, timeout: float = 30.0) -> dict:
+        """POST to ``/graphql``; returns ``data``, raising on transport or GraphQL errors."""
+        body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = json.load(response)
+        if payload.get("errors"):
+            raise DagsterDevError(f"GraphQL errors: {payload['errors']}")
+        return payload["data"]
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def free_loopback_port() -> int:
+    """A port the kernel just handed out on 127.0.0.1 (tiny race until dagster binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_group_members(pgid: int) -> list[tuple[int, str]]:
+    """Live (non-zombie) processes in ``pgid`` as (pid, command name), read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited while we looked
+            continue
+        # The command name is parenthesised and may contain spaces: split after the last ')'.
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            members.append((int(entry.name), name))
+    return members
+
+
+def _wait_until_group_empty(pgid: int, timeout: float) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + timeout
+    while (members := process_group_members(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return members
+
+
+def _wait_for_server_info(dev: DagsterDev, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if dev.process.poll() is not None:
+            raise DagsterDevError(
+                f"dagster dev exited with code {dev.process.returncode} before answering:\n{dev.log_tail()}"
+            )
+        try:
+            with urllib.request.urlopen(f"{dev.url}/server_info", timeout=5) as response:
+                return json.load(response)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    raise DagsterDevError(f"dagster dev did not answer {dev.url}/server_info within {timeout:.0f}s:\n{dev.log_tail()}")
+
+
+def _stop(dev: DagsterDev, timeout: float) -> None:
+    """SIGTERM the group (dagster maps it to its Ctrl-C shutdown), then SIGKILL what is left."""
+    pgid = dev.process.pid  # start_new_session: the leader's pid is the group id
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        dev.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    left = _wait_until_group_empty(pgid, timeout=5)
+    if left:
+        dev.forced_kill = True
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        dev.process.wait(timeout=10)
+        left = _wait_until_group_empty(pgid, timeout=10)
+        if left:
+            raise DagsterDevError(f"processes of dagster dev survived SIGKILL: {left}")
+
+
+@contextmanager
+def dagster_dev(
+    tmp_dir: Path,
+    env: Mapping[str, str] | None = None,
+    workspace: Path = REPO_ROOT / "workspace.yaml",
+    startup_timeout: float = 180.0,
+    shutdown_timeout: float = 60.0,
+) -> Iterator[DagsterDev]:
+    """Start ``dagster dev`` on a free loopback port; yield once ``/server_info`` answers.
+
+    ``tmp_dir`` receives ``dagster_home/``, ``data/`` (``CFREC_DATA_DIR``) and ``dagster_dev.log``.
+    ``env`` adds variables (e.g. ``CFREC_MOVIELENS_BASE_URL``) on top of the inherited
+    environment, from which every CFREC_*, SUPABASE_* and DAGSTER_* variable is removed.
+    On exit the whole process group is stopped and checked to be gone.
+    """
+    dagster_home = tmp_dir / "dagster_home"
+    data_dir = tmp_dir / "data"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text(_INSTANCE_YAML, encoding="utf-8")
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+    child_env.update(DAGSTER_HOME=str(dagster_home), CFREC_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    child_env.update(env or {})
+
+    port = free_loopback_port()
+    log_path = tmp_dir / "dagster_dev.log"
+    command = [
+        *(sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGNALS),
+        *(sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(workspace)),
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=workspace.parent,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    dev = DagsterDev(f"http://127.0.0.1:{port}", dagster_home, data_dir, log_path, process)
+    try:
+        _wait_for_server_info(dev, startup_timeout)
+        yield dev
+    finally:
+        _stop(dev, shutdown_timeout)
+
+
+LOCATION_STATUS_QUERY = """
+query LocationStatus {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError {
+          __typename
+          ... on PythonError { message }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def wait_for_code_locations(dev: DagsterDev, timeout: float = 120.0) -> list[str]:
+    """Block until every code location has loaded; return their names, raising on a load error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        workspace = dev.graphql(LOCATION_STATUS_QUERY)["workspaceOrError"]
+        entries = workspace.get("locationEntries", [])
+        if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
+            for entry in entries:
+                loaded = entry["locationOrLoadError"] or {}
+                if loaded.get("__typename") == "PythonError":
+                    raise DagsterDevError(f"code location {entry['name']} failed to load: {loaded['message']}")
+            return [entry["name"] for entry in entries]
+        if time.monotonic() > deadline:
+            raise DagsterDevError(f"code locations not loaded after {timeout:.0f}s: {workspace}")
+        time.sleep(0.5)
