@@ -1,0 +1,411 @@
+"""Benchmark the whole asset graph against the same work done by plain function calls.
+
+Usage: ``python bench/graph_bench.py [--repeat R] [--datasets DIR] [--skip-multiprocess] [--skip-svd-order] [--skip-cv-jobs]``
+
+Everything runs in this one Python process (the multiprocess executor's step workers are its
+children), on the real MovieLens data, with a warm download cache (the archives are fetched
+once from ``file://DIR/movielens/`` before timing). Medians over ``--repeat`` rounds; the
+modes are interleaved round by round so that load from other work on the machine hits them
+alike. Reported:
+
+1. the whole graph, four ways:
+   - ``baseline``: the functions the assets call, called directly in the assets' order with
+     the same arguments and file writes (download cache check, strict parsing, TMDB mapping,
+     combine, SVD fit + save, 3-fold CV, promote). The asset checks have no plain-function
+     twin; their step time is reported separately;
+   - ``dg.materialize``: every asset and check, in-process executor;
+   - ``execute_job, in_process``: the same job through ``execute_job(reconstructable(...))``,
+     the path the multiprocess run has to take; the control for the next line;
+   - ``execute_job, multiprocess``: each of the 15 steps (8 assets, 7 checks) in its own
+     process, at most ``os.cpu_count()`` at a time.
+   All Dagster modes use one persistent SQLite instance each (created before timing, like a
+   long-lived ``dagster dev``), because the multiprocess executor cannot run on an ephemeral
+   one. "in steps" sums STEP_START -> STEP_SUCCESS of the asset steps, "checks" of the check
+   steps; wall minus both is orchestration (planning, event storage, process start-up);
+2. SVD fit time on the user-sorted combined table vs the same rows shuffled, and whether the
+   two models are identical (pu/qi/bu/bi compared aligned by raw user/movie id);
+3. cross-validation with ``n_jobs`` 1 vs 2 (``CVConfig.n_jobs``), and whether the fold
+   metrics agree.
+
+DIR holds ``movielens/ml-100k.zip`` and ``movielens/ml-latest-small.zip`` (default:
+``$CFREC_SHARED_DATASETS`` or ``../shared/datasets`` beside the repository). Everything is
+written to a temporary folder removed afterwards; nothing lands in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from cfrec_assets.assets import ALL_ASSETS
+from cfrec_assets.assets.deployment import PROMOTED_METRICS
+from cfrec_assets.assets.model import CVConfig, SVDConfig, model_version
+from cfrec_assets.checks import ALL_CHECKS
+from cfrec_assets.combine import REAL_RATING_COLUMNS, combine_ratings, empty_real_ratings
+from cfrec_assets.deployment import promote
+from cfrec_assets.downloads import fetch_archive, safe_extract
+from cfrec_assets.movielens import (
+    ML100K_ARCHIVE,
+    ML100K_MEMBERS,
+    ML_LATEST_ARCHIVE,
+    ML_LATEST_MEMBERS,
+    parse_links,
+    parse_movies,
+    parse_u_data,
+    parse_u_item,
+)
+from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, SupabasePostgresResource, SupabaseResource
+from cfrec_assets.storage import read_json, write_json, write_parquet
+from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, mapping_summary
+from cfrec_assets.training import (
+    ARTIFACT_FILES,
+    TRAINING_RATINGS_FILE,
+    SVDParams,
+    cross_validate_svd,
+    fit_svd,
+    sanity_prediction,
+    save_artifacts,
+    summarize_folds,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+# The job factories below run again in every multiprocess step worker: they read these.
+ENV_DATA_DIR = "CFREC_BENCH_DATA_DIR"
+ENV_BASE_URL = "CFREC_BENCH_BASE_URL"
+# Dagster's console logger at DEBUG prints every event; its cost is not what we measure.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+ASSET_STEPS = frozenset(spec.key.to_user_string() for asset in ALL_ASSETS for spec in asset.specs)
+N_STEPS = len(ASSET_STEPS) + sum(len(list(checks.check_specs)) for checks in ALL_CHECKS)
+
+
+# --- the graph, as Dagster runs it ------------------------------------------------------------
+
+
+def bench_resources(data_dir: str, base_url: str) -> dict:
+    """The resources of ``definitions.py``, with the data dir and mirror given explicitly and
+    Supabase left unconfigured (no app ratings), whatever the environment says."""
+    return {
+        "movielens": MovieLensSource(base_url=base_url),
+        "store": DataStore(data_dir=data_dir),
+        "catalog": CatalogSource(),
+        "supabase": SupabaseResource(),
+        "supabase_db": SupabasePostgresResource(),
+    }
+
+
+def _job(executor: dg.ExecutorDefinition) -> dg.JobDefinition:
+    defs = dg.Definitions(
+        assets=ALL_ASSETS,
+        asset_checks=ALL_CHECKS,
+        resources=bench_resources(os.environ[ENV_DATA_DIR], os.environ[ENV_BASE_URL]),
+        jobs=[dg.define_asset_job("whole_graph", selection=dg.AssetSelection.all())],  # checks come along
+        executor=executor,
+    )
+    return defs.resolve_job_def("whole_graph")
+
+
+def in_process_job() -> dg.JobDefinition:
+    return _job(dg.in_process_executor)
+
+
+def multiprocess_job() -> dg.JobDefinition:
+    return _job(dg.multiprocess_executor)
+
+
+def step_seconds(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float]:
+    """(asset steps, check steps): summed STEP_START -> STEP_SUCCESS seconds of the run."""
+    events = instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS})
+    started = {e.step_key: e.timestamp for e in events if e.dagster_event.event_type == dg.DagsterEventType.STEP_START}
+    ended = {e.step_key: e.timestamp for e in events if e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS}
+    if set(started) != set(ended) or len(ended) != N_STEPS:
+        raise RuntimeError(f"run {run_id}: {len(ended)} of {N_STEPS} steps succeeded, {len(started)} started")
+    assets = sum(ended[k] - started[k] for k in started if k in ASSET_STEPS)
+    checks = sum(ended[k] - started[k] for k in started if k not in ASSET_STEPS)
+    return assets, checks
+
+
+# --- the graph, as plain function calls -----------------------------------------------------------
+
+
+def baseline(store: DataStore, base_url: str, timeout_seconds: float = MovieLensSource().timeout_seconds) -> dict[str, float]:
+    """Each asset's computation, as in ``cfrec_assets/assets/*.py``; seconds per asset."""
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name], clock = now - clock, now
+
+    archive = fetch_archive(base_url, ML100K_ARCHIVE, store.cache_dir, ML100K_MEMBERS, timeout_seconds)
+    files = safe_extract(archive.path, store.movielens_dir, ML100K_MEMBERS)
+    ratings = parse_u_data(files["ml-100k/u.data"])
+    items = parse_u_item(files["ml-100k/u.item"])
+    if set(ratings["item_id"].unique()) - set(items["item_id"]):
+        raise ValueError("u.data rates items missing from u.item")
+    write_parquet(ratings, store.ml100k_ratings_path)
+    write_parquet(items, store.ml100k_items_path)
+    lap("ml100k_raw")
+
+    archive = fetch_archive(base_url, ML_LATEST_ARCHIVE, store.cache_dir, ML_LATEST_MEMBERS, timeout_seconds)
+    files = safe_extract(archive.path, store.movielens_dir, ML_LATEST_MEMBERS)
+    links = parse_links(files["ml-latest-small/links.csv"])
+    movies = parse_movies(files["ml-latest-small/movies.csv"])
+    items = pd.read_parquet(store.ml100k_items_path)
+    ratings = pd.read_parquet(store.ml100k_ratings_path)
+    mapping = build_tmdb_mapping(items, links, movies, load_overrides())
+    mapping_summary(mapping, ratings)
+    write_parquet(mapping, store.tmdb_links_path)
+    lap("tmdb_links")
+
+    mapped = pd.read_parquet(store.tmdb_links_path)["tmdb_id"].dropna().astype("int64")
+    write_json({"filter": False, "source": "none", "tmdb_ids": sorted(set(mapped.tolist()))}, store.catalog_path)
+    lap("catalog_ids")
+
+    write_parquet(empty_real_ratings()[REAL_RATING_COLUMNS], store.supabase_ratings_path)
+    lap("supabase_ratings")
+
+    catalog = read_json(store.catalog_path)
+    combined, _ = combine_ratings(
+        pd.read_parquet(store.ml100k_ratings_path),
+        pd.read_parquet(store.tmdb_links_path),
+        pd.read_parquet(store.supabase_ratings_path),
+        catalog["tmdb_ids"] if catalog["filter"] else None,
+    )
+    write_parquet(combined, store.combined_ratings_path)
+    lap("combined_ratings")
+
+    ratings = pd.read_parquet(store.combined_ratings_path)
+    params = SVDParams(**SVDConfig().model_dump())
+    algo, trainset, _ = fit_svd(ratings, params)
+    sanity_prediction(algo, trainset)
+    trained_at = datetime.now(timezone.utc)
+    version = model_version(uuid.uuid4().hex, trained_at)
+    files_meta = save_artifacts(algo, trainset, ratings, store.models_dir, version)
+    lap("svd_model")
+
+    cv = CVConfig()
+    training = pd.read_parquet(store.models_dir / version / TRAINING_RATINGS_FILE)
+    summary = summarize_folds(cross_validate_svd(training, params, cv.n_folds, cv.n_jobs, cv.seed, cv.k))
+    lap("cv_metrics")
+
+    promote(
+        store.models_dir / version,
+        store.serving_dir,
+        version=version,
+        metrics={k: summary[k] for k in PROMOTED_METRICS if k in summary},
+        counts={
+            "ratings": len(ratings),
+            "real_ratings": int((ratings["source"] == "app").sum()),
+            "users": trainset.n_users,
+            "movies": trainset.n_items,
+        },
+        trained_at=trained_at.isoformat(),
+        expected_sha256={name: files_meta[name]["sha256"] for name in ARTIFACT_FILES},
+    )
+    lap("deployed_model")
+    return seconds
+
+
+# --- measurements -----------------------------------------------------------------------------
+
+
+class GraphModes:
+    """The four ways of running the graph, each on its own data dir and instance."""
+
+    NAMES = ("baseline", "dg.materialize", "execute_job, in_process", "execute_job, multiprocess")
+
+    def __init__(self, root: Path, cache: Path, base_url: str, stack: ExitStack):
+        self.base_url = base_url
+        self.data_dirs: dict[str, Path] = {}
+        self.instances: dict[str, dg.DagsterInstance] = {}
+        for index, name in enumerate(self.NAMES):
+            data_dir = root / f"mode{index}"
+            shutil.copytree(cache, data_dir / "cache")  # warm download cache
+            self.data_dirs[name] = data_dir
+            if name != "baseline":
+                home = root / f"home{index}"
+                home.mkdir()
+                self.instances[name] = stack.enter_context(dg.instance_for_test(temp_dir=str(home), set_dagster_home=False))
+        self.baseline_stages: list[dict[str, float]] = []
+
+    def run(self, name: str) -> tuple[float, float, float]:
+        """Run mode ``name`` once: (wall s, asset-step s, check-step s)."""
+        data_dir = str(self.data_dirs[name])
+        started = time.perf_counter()
+        if name == "baseline":
+            stages = baseline(DataStore(data_dir=data_dir), self.base_url)
+            wall = time.perf_counter() - started
+            self.baseline_stages.append(stages)
+            return wall, wall, 0.0
+        instance = self.instances[name]
+        if name == "dg.materialize":
+            result = dg.materialize(
+                [*ALL_ASSETS, *ALL_CHECKS],
+                resources=bench_resources(data_dir, self.base_url),
+                instance=instance,
+                run_config=QUIET,
+            )
+        else:
+            os.environ[ENV_DATA_DIR], os.environ[ENV_BASE_URL] = data_dir, self.base_url
+            factory = multiprocess_job if name.endswith("multiprocess") else in_process_job
+            result = dg.execute_job(dg.reconstructable(factory), instance=instance, run_config=QUIET)
+        wall = time.perf_counter() - started
+        if not result.success:
+            raise RuntimeError(f"{name}: run {result.run_id} failed")
+        return (wall, *step_seconds(instance, result.run_id))
+
+
+def svd_order(ratings: pd.DataFrame, repeat: int) -> None:
+    """Fit time on the user-sorted table vs shuffled rows; are the models the same?"""
+    params = SVDParams(**SVDConfig().model_dump())
+    shuffled = ratings.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    times: dict[str, list[float]] = {"user-sorted": [], "shuffled": []}
+    models = {}
+    for _ in range(repeat):
+        for label, frame in (("user-sorted", ratings), ("shuffled", shuffled)):
+            algo, trainset, fit_seconds = fit_svd(frame, params)
+            times[label].append(fit_seconds)
+            models[label] = (algo, trainset)
+    base = statistics.median(times["user-sorted"])
+    print(f"\n== SVD fit on {len(ratings):,} ratings, same rows and params, median of {repeat}")
+    print("\n| input order | median fit s | x user-sorted | runs (s) |")
+    print("|---|---:|---:|---|")
+    for label, runs in times.items():
+        med = statistics.median(runs)
+        print(f"| {label} | {med:.3f} | {med / base:.2f} | {', '.join(f'{r:.2f}' for r in runs)} |")
+    print("\n" + compare_models(*models["user-sorted"], *models["shuffled"]))
+
+
+def compare_models(algo_a, trainset_a, algo_b, trainset_b) -> str:
+    """Compare two SVDs: raw arrays, then aligned by raw id (inner ids follow input order)."""
+    same_raw = all(np.array_equal(getattr(algo_a, n), getattr(algo_b, n)) for n in ("pu", "qi", "bu", "bi"))
+    users = [trainset_a.to_raw_uid(u) for u in trainset_a.all_users()]
+    items = [trainset_a.to_raw_iid(i) for i in trainset_a.all_items()]
+    ub = [trainset_b.to_inner_uid(u) for u in users]
+    ib = [trainset_b.to_inner_iid(i) for i in items]
+    diffs = {
+        "pu": np.abs(algo_a.pu - algo_b.pu[ub]).max(),
+        "qi": np.abs(algo_a.qi - algo_b.qi[ib]).max(),
+        "bu": np.abs(algo_a.bu - algo_b.bu[ub]).max(),
+        "bi": np.abs(algo_a.bi - algo_b.bi[ib]).max(),
+    }
+    sample = [(users[k % len(users)], items[(7 * k) % len(items)]) for k in range(2000)]
+    est = np.array([[algo_a.predict(u, i).est, algo_b.predict(u, i).est] for u, i in sample])
+    if same_raw and not any(diffs.values()):
+        return "models: identical (pu, qi, bu, bi equal element for element)"
+    return (
+        "models: NOT identical. Surprise numbers users and movies in order of first appearance and "
+        "draws the initial factors in that order, so shuffling changes the start point and the SGD "
+        "update order. Aligned by raw id, max |diff|: "
+        + ", ".join(f"{n} {v:.3g}" for n, v in diffs.items())
+        + f"; predictions on {len(sample)} (user, movie) pairs: mean |diff| {np.abs(est[:, 0] - est[:, 1]).mean():.4f}, "
+        f"max {np.abs(est[:, 0] - est[:, 1]).max():.4f} stars"
+    )
+
+
+def cv_jobs(ratings: pd.DataFrame, repeat: int) -> None:
+    """CVConfig.n_jobs 1 vs 2 on the asset's defaults."""
+    params, cv = SVDParams(**SVDConfig().model_dump()), CVConfig()
+    times: dict[int, list[float]] = {1: [], 2: []}
+    folds: dict[int, list[dict[str, float]]] = {}
+    for _ in range(repeat):
+        for n_jobs in times:
+            started = time.perf_counter()
+            folds[n_jobs] = cross_validate_svd(ratings, params, cv.n_folds, n_jobs, cv.seed, cv.k)
+            times[n_jobs].append(time.perf_counter() - started)
+    print(f"\n== {cv.n_folds}-fold cross-validation, median of {repeat}")
+    print("\n| n_jobs | median s | x n_jobs=1 | runs (s) |")
+    print("|---|---:|---:|---|")
+    base = statistics.median(times[1])
+    for n_jobs, runs in times.items():
+        med = statistics.median(runs)
+        print(f"| {n_jobs} | {med:.2f} | {med / base:.2f} | {', '.join(f'{r:.2f}' for r in runs)} |")
+    metrics = lambda fs: [{k: v for k, v in f.items() if k != "fit_seconds"} for f in fs]  # noqa: E731
+    print("\nfold metrics (RMSE, MAE, precision@k, NDCG@k) with n_jobs 1 and 2: "
+          + ("identical" if metrics(folds[1]) == metrics(folds[2]) else "DIFFERENT"))
+
+
+def graph(modes: GraphModes, repeat: int, names: tuple[str, ...]) -> None:
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
+    for name in names:  # warm-up: imports, first-run caches; not counted
+        modes.run(name)
+    modes.baseline_stages.clear()
+    for _ in range(repeat):
+        for name in names:
+            runs[name].append(modes.run(name))
+    base = statistics.median(r[0] for r in runs["baseline"])
+    print(f"\n== whole graph, warm download cache, median of {repeat} (one warm-up round not counted)")
+    print("\n| mode | median s | x baseline | in steps s | checks s | orchestration s | runs (s) |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, results in runs.items():
+        wall, assets, checks = (statistics.median(col) for col in zip(*results))
+        print(
+            f"| {name} | {wall:.2f} | {wall / base:.2f} | {assets:.2f} | {checks:.2f} | "
+            f"{wall - assets - checks:.2f} | {', '.join(f'{r[0]:.2f}' for r in results)} |"
+        )
+    stages = {k: statistics.median(s[k] for s in modes.baseline_stages) for k in modes.baseline_stages[0]}
+    print("\nbaseline by asset (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+
+
+def _default_datasets() -> Path:
+    return Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--datasets", type=Path, default=_default_datasets())
+    parser.add_argument("--skip-multiprocess", action="store_true", help="the slowest mode (~1-2 min a run)")
+    parser.add_argument("--skip-svd-order", action="store_true")
+    parser.add_argument("--skip-cv-jobs", action="store_true")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+
+    folder = (args.datasets / "movielens").resolve()
+    missing = [name for name in (ML100K_ARCHIVE, ML_LATEST_ARCHIVE) if not (folder / name).is_file()]
+    if missing:
+        print(f"MovieLens zips not found in {folder}: {missing} (set CFREC_SHARED_DATASETS or --datasets)", file=sys.stderr)
+        return 2
+    base_url = folder.as_uri() + "/"
+
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}, "
+          f"dagster {dg.__version__}")
+    print("reproduce: cd " + shlex.quote(str(REPO)) + " && .venv/bin/python "
+          + shlex.join(["bench/graph_bench.py", *(argv if argv is not None else sys.argv[1:])]))
+
+    with tempfile.TemporaryDirectory(prefix="cfrec-graph-bench-") as tmp, ExitStack() as stack:
+        root = Path(tmp)
+        warm = DataStore(data_dir=str(root / "warm"))
+        baseline(warm, base_url)  # fills the download cache every mode starts from
+        modes = GraphModes(root, warm.cache_dir, base_url, stack)
+        names = tuple(n for n in GraphModes.NAMES if not (args.skip_multiprocess and n.endswith("multiprocess")))
+        graph(modes, args.repeat, names)
+        combined = pd.read_parquet(warm.combined_ratings_path)
+        if not args.skip_svd_order:
+            svd_order(combined, args.repeat)
+        if not args.skip_cv_jobs:
+            cv_jobs(combined, args.repeat)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
