@@ -44,7 +44,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
@@ -337,9 +336,12 @@ def cv_jobs(ratings: pd.DataFrame, repeat: int) -> None:
     for n_jobs, runs in times.items():
         med = statistics.median(runs)
         print(f"| {n_jobs} | {med:.2f} | {med / base:.2f} | {', '.join(f'{r:.2f}' for r in runs)} |")
-    metrics = lambda fs: [{k: v for k, v in f.items() if k != "fit_seconds"} for f in fs]  # noqa: E731
-    print("\nfold metrics (RMSE, MAE, precision@k, NDCG@k) with n_jobs 1 and 2: "
-          + ("identical" if metrics(folds[1]) == metrics(folds[2]) else "DIFFERENT"))
+    same = [_without_timing(f) for f in folds[1]] == [_without_timing(f) for f in folds[2]]
+    print("\nfold metrics (RMSE, MAE, precision@k, NDCG@k) with n_jobs 1 and 2: " + ("identical" if same else "DIFFERENT"))
+
+
+def _without_timing(fold: dict[str, float]) -> dict[str, float]:
+    return {name: value for name, value in fold.items() if name != "fit_seconds"}
 
 
 def graph(modes: GraphModes, repeat: int, names: tuple[str, ...]) -> None:
