@@ -164,7 +164,9 @@ def ui_factory(request: pytest.FixtureRequest, chromium: Path, tmp_path: Path) -
         try:
             yield make
         finally:
-            for context in contexts:
+            for index, context in enumerate(contexts):
+                for page in context.pages:  # the last state, for a failure's post-mortem
+                    page.screenshot(path=shots / f"zz_last_page_{index}.png")
                 context.close()
 
 
@@ -310,7 +312,7 @@ def test_materialize_all_deploys_a_checked_model(ui_factory, tmp_path: Path) -> 
                 expect(run_link(ui, run_id).first).to_be_visible(timeout=UI_TIMEOUT_MS)
                 ui.shot(f"check_{asset}_{name}")
             expect(ui.page.get_by_text("Succeeded", exact=True)).to_have_count(len(names))
-    assert not dev.forced_kill, "dagster dev ignored SIGTERM and had to be killed"
+    assert not dev.forced_kill, f"dagster dev ignored SIGTERM; killed {dev.killed}:\n{dev.log_tail()}"
 
 
 def test_failed_blocking_check_stops_the_run_before_deployment(ui_factory, tmp_path: Path) -> None:
@@ -349,4 +351,4 @@ def test_failed_blocking_check_stops_the_run_before_deployment(ui_factory, tmp_p
         expect(ui.page.get_by_text("No metadata found")).to_be_visible(timeout=UI_TIMEOUT_MS)
         ui.shot("deployed_model_not_materialized")
         assert read_manifest(dev.data_dir / "serving") is None
-    assert not dev.forced_kill, "dagster dev ignored SIGTERM and had to be killed"
+    assert not dev.forced_kill, f"dagster dev ignored SIGTERM; killed {dev.killed}:\n{dev.log_tail()}"

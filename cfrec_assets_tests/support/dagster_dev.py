@@ -52,6 +52,8 @@ class DagsterDev:
     process: subprocess.Popen
     forced_kill: bool = field(default=False, init=False)
     """Set on exit when SIGTERM was not enough and the group had to be SIGKILLed."""
+    killed: list[tuple[int, str]] = field(default_factory=list, init=False)
+    """The (pid, name) of the processes that were SIGKILLed."""
 
     def graphql(self, query: str, variables: Mapping[str, Any] | None = None, timeout: float = 30.0) -> dict:
         """POST to ``/graphql``; returns ``data``, raising on transport or GraphQL errors."""
@@ -120,6 +122,7 @@ def _wait_for_server_info(dev: DagsterDev, timeout: float) -> dict:
 def _stop(dev: DagsterDev, timeout: float) -> None:
     """SIGTERM the group (dagster maps it to its Ctrl-C shutdown), then SIGKILL what is left."""
     pgid = dev.process.pid  # start_new_session: the leader's pid is the group id
+    deadline = time.monotonic() + timeout
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
@@ -128,9 +131,11 @@ def _stop(dev: DagsterDev, timeout: float) -> None:
         dev.process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         pass
-    left = _wait_until_group_empty(pgid, timeout=5)
+    # Code servers may outlive the leader by a few seconds while they wind down.
+    left = _wait_until_group_empty(pgid, timeout=max(deadline - time.monotonic(), 5.0))
     if left:
         dev.forced_kill = True
+        dev.killed = left
         try:
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
