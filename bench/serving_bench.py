@@ -182,10 +182,17 @@ def bench_deployment(source: Path, scratch: Path, repeat: int) -> None:
           f"(interleaved runs, warm page cache)")
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median reported)")
-    parser.add_argument("--n", type=int, default=10, help="recommendations per user")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs per measurement (median reported)")
+    parser.add_argument("--n", type=positive_int, default=10, help="recommendations per user")
     parser.add_argument("--datasets", type=Path,
                         default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets"))
     args = parser.parse_args(argv)

@@ -425,9 +425,9 @@ def run_latency_samples(samples: int, interval: int | None, min_new: int, connin
     command = [sys.executable, "-c", EXEC_WITH_DEFAULT_SIGNALS, *dagster, "dev", "-h", "127.0.0.1",
                "-p", str(port), *location]
     log_path = scratch / "dagster_dev.log"
-    instance = dg.DagsterInstance.from_config(str(env["DAGSTER_HOME"]))
     results: list[Sample] = []
-    with process_group(command, env, log_path) as process:
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance, \
+            process_group(command, env, log_path) as process:
         dev = DagsterDev(f"http://127.0.0.1:{port}", process, log_path)
         dev.wait_until_loaded()
         first = wait_for_first_tick(dev)
@@ -451,6 +451,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds the `finally`s that stop dagster and PostgreSQL
 
@@ -458,12 +465,12 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("read", "latency", "all"), default="all")
-    parser.add_argument("--rows", type=int, default=100_000, help="rows for the read benchmark")
-    parser.add_argument("--repeat", type=int, default=3, help="timed reads per reader (median reported)")
-    parser.add_argument("--samples", type=int, default=2, help="insert -> retrain samples")
-    parser.add_argument("--interval", type=int, default=None,
+    parser.add_argument("--rows", type=positive_int, default=100_000, help="rows for the read benchmark")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="timed reads per reader (median reported)")
+    parser.add_argument("--samples", type=positive_int, default=2, help="insert -> retrain samples")
+    parser.add_argument("--interval", type=positive_int, default=None,
                         help=f"override the sensor's {DEFAULT_INTERVAL_SECONDS} s interval (reported as a deviation)")
-    parser.add_argument("--min-new-ratings", type=int, default=DEFAULT_MIN_NEW_RATINGS,
+    parser.add_argument("--min-new-ratings", type=positive_int, default=DEFAULT_MIN_NEW_RATINGS,
                         help="CFREC_RETRAIN_MIN_NEW_RATINGS for the daemon")
     parser.add_argument("--datasets", type=Path,
                         default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets"),
@@ -476,16 +483,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     signal.signal(signal.SIGHUP, _exit_on_sigterm)
 
+    movielens = args.datasets / "movielens"
+    missing = [n for n in ("ml-100k.zip", "ml-latest-small.zip") if not (movielens / n).is_file()]
+    if args.part != "read" and missing:  # checked first: no point reading for a minute, then failing
+        print(f"MovieLens zips not found in {movielens}: {missing}", file=sys.stderr)
+        return 2
     print(machine_line())
     print(f"reproduce: {reproduce_line()}")
     if args.part in ("read", "all"):
         bench_read(args.rows, args.repeat, args.seed, args.with_index)
     if args.part in ("latency", "all"):
-        movielens = args.datasets / "movielens"
-        missing = [n for n in ("ml-100k.zip", "ml-latest-small.zip") if not (movielens / n).is_file()]
-        if missing:
-            print(f"MovieLens zips not found in {movielens}: {missing}", file=sys.stderr)
-            return 2
         bench_latency(args.samples, args.interval, args.min_new_ratings, movielens, args.keep)
     return 0
 
