@@ -30,7 +30,7 @@ test: venv
 	$(PY) -m pytest -q
 
 bench: venv
-	$(PY) bench/run_all.py
+	for script in graph_bench supabase_bench serving_bench mapping_report; do $(PY) bench/$$script.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .dagster_home data/cache data/movielens data/ratings data/models
