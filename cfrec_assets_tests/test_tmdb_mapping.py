@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import zipfile
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -22,6 +20,7 @@ from cfrec_assets.tmdb_mapping import (
     title_similarity,
     url_title,
 )
+from cfrec_assets_tests.support.shared_data import real_movielens_or_skip
 from cfrec_assets_tests.support.movielens_fixtures import TIER_CASES, MovieLensFixture, write_movielens_fixture
 
 
@@ -306,18 +305,10 @@ def test_fixture_rejects_impossible_sizes(tmp_path):
 # --- the real data (skips without the shared MovieLens zips) ---
 
 
-def _shared_movielens() -> Path:
-    datasets = os.environ.get("CFREC_SHARED_DATASETS") or Path(__file__).resolve().parents[1] / "../shared/datasets"
-    return Path(datasets) / "movielens"
-
-
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
-    folder = _shared_movielens()
+    folder = real_movielens_or_skip()
     archives = [folder / movielens.ML100K_ARCHIVE, folder / movielens.ML_LATEST_ARCHIVE]
-    missing = [str(a) for a in archives if not a.is_file()]
-    if missing:
-        pytest.skip(f"real MovieLens zips not found: {missing} (set CFREC_SHARED_DATASETS)")
     target = tmp_path_factory.mktemp("real_movielens")
     for archive, members in zip(archives, (movielens.ML100K_MEMBERS, movielens.ML_LATEST_MEMBERS)):
         with zipfile.ZipFile(archive) as bundle:

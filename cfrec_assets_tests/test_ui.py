@@ -24,6 +24,7 @@ import pytest
 from cfrec_assets.assets import ALL_ASSETS
 from cfrec_assets.checks import ALL_CHECKS
 from cfrec_assets.deployment import read_manifest
+from cfrec_assets_tests.support.shared_data import real_movielens_or_skip
 from cfrec_assets_tests.support.dagster_dev import REPO_ROOT, DagsterDev, dagster_dev, wait_for_code_locations
 
 if TYPE_CHECKING:
@@ -92,19 +93,11 @@ query AssetState {
 # --- prerequisites ---------------------------------------------------------------------------
 
 
-def shared_movielens_or_skip() -> Path:
-    """The real zips: ``$CFREC_SHARED_DATASETS/movielens`` or ``<repo>/../shared/datasets/movielens``."""
-    root = Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO_ROOT / ".." / "shared" / "datasets")
-    folder = (root / "movielens").resolve()
-    missing = [name for name in ("ml-100k.zip", "ml-latest-small.zip") if not (folder / name).is_file()]
-    if missing:
-        pytest.skip(f"real MovieLens data not available: {', '.join(missing)} not in {folder} (set CFREC_SHARED_DATASETS)")
-    return folder
-
-
 @pytest.fixture
 def chromium() -> Path:
     if not os.access(CHROMIUM, os.X_OK):
+        if os.environ.get("CI"):  # .ci/run installs it: a skip there would hide a broken install
+            pytest.fail(f"Chromium is required in CI at {CHROMIUM}")
         pytest.skip(f"no Chromium at {CHROMIUM} (scripts/install-system-deps.sh installs it); never `playwright install`")
     return CHROMIUM
 
@@ -251,7 +244,7 @@ def metadata_value(ui: Ui, key: str) -> Locator:
 
 def test_materialize_all_deploys_a_checked_model(ui_factory, tmp_path: Path) -> None:
     """Real data: the run succeeds, every asset is fresh, every check passed, the model is served."""
-    movielens = shared_movielens_or_skip()
+    movielens = real_movielens_or_skip()
     assert "deployed_model" in ASSET_KEYS, "the graph must end in deployed_model"
     assert any(spec.blocking for checks in ALL_CHECKS for spec in checks.check_specs), "no blocking check gates deployment"
 
