@@ -27,7 +27,6 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable
@@ -45,18 +44,10 @@ from cfrec_assets.serving import DeployedModel, load_deployed
 from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides
 from cfrec_assets.training import ARTIFACT_FILES, MODEL_FILE, TRAINSET_FILE, SVDParams, fit_svd, save_artifacts
 
+from benchlib import timed  # noqa: E402  (bench/ is sys.path[0])
+
 REPO = Path(__file__).resolve().parents[1]
 AGREEMENT_SAMPLE = 200
-
-
-def timed(work: Callable[[], object], repeat: int) -> tuple[list[float], object]:
-    """Wall seconds of each of ``repeat`` calls, and the last call's result."""
-    seconds, result = [], None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = work()
-        seconds.append(time.perf_counter() - started)
-    return seconds, result
 
 
 def interleaved(works: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:

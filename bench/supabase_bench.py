@@ -33,11 +33,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+from benchlib import timed  # noqa: E402  (bench/ is sys.path[0])
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the test servers live in cfrec_assets_tests.support
@@ -72,16 +74,6 @@ EXEC_WITH_DEFAULT_SIGNALS = (
 
 
 # --- shared helpers ---------------------------------------------------------
-
-def timed(work: Callable[[], object], repeat: int) -> tuple[list[float], object]:
-    """Wall seconds of each of ``repeat`` calls, and the last call's result."""
-    seconds, result = [], None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = work()
-        seconds.append(time.perf_counter() - started)
-    return seconds, result
-
 
 def generated_ratings(n: int, seed: int, start: datetime) -> list[tuple[str, int, float, datetime]]:
     """App-like rows: uuid users, TMDB-like ids, half stars, timestamps with some ties."""

@@ -167,14 +167,7 @@ def promote(
                 _copy_version_atomically(source_dir, target, record)
                 created = True
                 _fsync_dir(target.parent)
-            if current is not None and current["version"] == version and current["files"] == record["files"]:
-                return current
-            manifest = {
-                **record,
-                "deployed_at": _now_iso(),
-                "previous_version": current["version"] if current else None,
-            }
-            _write_json_atomically(serving_dir / MANIFEST_FILE, manifest)
+            manifest = _point_manifest(serving_dir, record, current)
         except BaseException:
             if created:  # the manifest never pointed at it: undo so the dir is as before
                 shutil.rmtree(target, ignore_errors=True)
@@ -201,16 +194,16 @@ def rollback(serving_dir: Path | str, version: str) -> dict[str, Any]:
         problems = verification_problems(target, record.get("files"))
         if problems:
             raise DeploymentError(f"refusing to roll back to {version!r}: " + "; ".join(problems))
-        current = read_manifest(serving_dir)
-        if current is not None and current["version"] == version and current["files"] == record["files"]:
-            return current
-        manifest = {
-            **record,
-            "deployed_at": _now_iso(),
-            "previous_version": current["version"] if current else None,
-        }
-        _write_json_atomically(serving_dir / MANIFEST_FILE, manifest)
-        return manifest
+        return _point_manifest(serving_dir, record, read_manifest(serving_dir))
+
+
+def _point_manifest(serving_dir: Path, record: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+    """Make ``record``'s version current (unless it already is); call with the lock held."""
+    if current is not None and current["version"] == record["version"] and current["files"] == record["files"]:
+        return current
+    manifest = {**record, "deployed_at": _now_iso(), "previous_version": current["version"] if current else None}
+    _write_json_atomically(serving_dir / MANIFEST_FILE, manifest)
+    return manifest
 
 
 @contextmanager

@@ -1,0 +1,16 @@
+"""Helpers shared by the benchmark scripts (run as ``python bench/<script>.py``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+def timed(work: Callable[[], object], repeat: int) -> tuple[list[float], object]:
+    """Wall seconds of each of ``repeat`` calls, and the last call's result."""
+    seconds, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = work()
+        seconds.append(time.perf_counter() - started)
+    return seconds, result
