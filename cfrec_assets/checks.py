@@ -37,7 +37,7 @@ class DatasetShapeConfig(dg.Config):
 @dg.asset_check(asset="ml100k_raw", blocking=True)
 def ml100k_is_official_release(context: dg.AssetCheckExecutionContext, config: DatasetShapeConfig) -> dg.AssetCheckResult:
     """A mirror serving another or a cut-down archive must not silently change what we train on."""
-    meta, _ = latest_metadata(context.instance, "ml100k_raw")
+    meta = latest_metadata(context.instance, "ml100k_raw")
     found = {"ratings": meta["ratings"], "users": meta["users"], "items": meta["items"]}
     expected = config.model_dump()
     wrong = {k: f"{found[k]} (expected {expected[k]})" for k in expected if found[k] != expected[k]}
@@ -55,7 +55,7 @@ class MappingCoverageConfig(dg.Config):
 @dg.asset_check(asset="tmdb_links", blocking=True)
 def tmdb_mapping_coverage(context: dg.AssetCheckExecutionContext, config: MappingCoverageConfig) -> dg.AssetCheckResult:
     """Coverage above its floors, and every IMDb id embedded in u.item honoured."""
-    meta, _ = latest_metadata(context.instance, "tmdb_links")
+    meta = latest_metadata(context.instance, "tmdb_links")
     item_cov = meta["items_mapped"] / meta["items_total"]
     rating_cov = meta["ratings_mapped"] / meta["ratings_total"]
     problems = []
@@ -80,7 +80,7 @@ def tmdb_mapping_coverage(context: dg.AssetCheckExecutionContext, config: Mappin
 @dg.asset_check(asset="supabase_ratings")
 def supabase_ratings_were_read(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """WARN when the app's ratings could not be read and the run continued without them."""
-    meta, _ = latest_metadata(context.instance, "supabase_ratings")
+    meta = latest_metadata(context.instance, "supabase_ratings")
     status = meta["status"]
     verdict = {
         "ok": f"read all {meta['ratings']} app ratings",
@@ -134,7 +134,7 @@ def combined_ratings_are_valid(
 @dg.asset_check(asset="svd_model", blocking=True)
 def svd_artifacts_load_and_predict(context: dg.AssetCheckExecutionContext, store: DataStore) -> dg.AssetCheckResult:
     """The files on disk are the ones recorded (sha256), they load, and predictions are finite and in range."""
-    meta, _ = latest_metadata(context.instance, "svd_model")
+    meta = latest_metadata(context.instance, "svd_model")
     folder = store.models_dir / meta["version"]
     problems = verification_problems(folder, {name: meta["files"][name] for name in ARTIFACT_FILES})
     if problems:  # never unpickle a file that is not the one we wrote
@@ -161,7 +161,7 @@ class ModelQualityConfig(dg.Config):
 @dg.asset_check(asset="cv_metrics", blocking=True)
 def cv_rmse_under_ceiling(context: dg.AssetCheckExecutionContext, config: ModelQualityConfig) -> dg.AssetCheckResult:
     """The cross-validated RMSE is under an absolute ceiling."""
-    meta, _ = latest_metadata(context.instance, "cv_metrics")
+    meta = latest_metadata(context.instance, "cv_metrics")
     rmse = meta["rmse_mean"]
     passed = rmse <= config.rmse_ceiling  # False for NaN too
     verdict = f"RMSE {rmse:.4f} {'<=' if passed else '>'} ceiling {config.rmse_ceiling}"
@@ -175,7 +175,7 @@ def challenger_no_worse_than_champion(
     """Against the deployed champion: RMSE no worse than its RMSE plus a tolerance, and trained
     on at least as many app (Supabase) ratings, so an outage can never ship a model that forgot
     the app's users."""
-    meta, _ = latest_metadata(context.instance, "cv_metrics")
+    meta = latest_metadata(context.instance, "cv_metrics")
     champion = read_manifest(store.serving_dir)
     if champion is None:
         return _result(True, "no champion deployed yet: nothing to compare with", version=meta["version"])

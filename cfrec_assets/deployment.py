@@ -27,14 +27,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cfrec_assets.storage import sha256_file
+from cfrec_assets.storage import TEMP_PREFIX, fsync_dir, sha256_file, write_json
 
 ARTIFACT_FILES = ("svd_model.pkl", "cf_trainset.pkl")
 MANIFEST_FILE = "manifest.json"
 VERSION_FILE = "version.json"
 VERSIONS_DIR = "versions"
 LOCK_FILE = ".deploy.lock"
-_TEMP_PREFIX = ".tmp-"
 # Version names become directory names: no separators, no leading dot (temp dirs use one).
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -166,7 +165,7 @@ def promote(
                 record = {**record, "deployed_at": _now_iso()}
                 _copy_version_atomically(source_dir, target, record)
                 created = True
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
             manifest = _point_manifest(serving_dir, record, current)
         except BaseException:
             if created:  # the manifest never pointed at it: undo so the dir is as before
@@ -202,7 +201,7 @@ def _point_manifest(serving_dir: Path, record: dict[str, Any], current: dict[str
     if current is not None and current["version"] == record["version"] and current["files"] == record["files"]:
         return current
     manifest = {**record, "deployed_at": _now_iso(), "previous_version": current["version"] if current else None}
-    _write_json_atomically(serving_dir / MANIFEST_FILE, manifest)
+    write_json(manifest, serving_dir / MANIFEST_FILE)
     return manifest
 
 
@@ -243,7 +242,7 @@ def _reuse_existing_version(target: Path, files: Mapping[str, Any]) -> dict[str,
 
 def _copy_version_atomically(source: Path, target: Path, record: Mapping[str, Any]) -> None:
     target.parent.mkdir(exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{target.name}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{target.name}-", dir=target.parent))
     try:
         for name in ARTIFACT_FILES:
             shutil.copyfile(source / name, staging / name)
@@ -258,21 +257,6 @@ def _copy_version_atomically(source: Path, target: Path, record: Mapping[str, An
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _write_json_atomically(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write to a temp file in the same dir, fsync, then ``os.replace`` over ``path``."""
-    handle, temp_name = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{path.name}-", dir=path.parent)
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        _write_json_durably(temp, payload)
-        temp.chmod(0o644)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _write_json_durably(path: Path, payload: Mapping[str, Any]) -> None:
@@ -299,7 +283,7 @@ def _remove_stray_temp_files(serving_dir: Path) -> None:
     """Drop leftovers of deployers that crashed mid-copy (safe: we hold the lock)."""
     for folder in (serving_dir, serving_dir / VERSIONS_DIR):
         if folder.is_dir():
-            for stray in folder.glob(f"{_TEMP_PREFIX}*"):
+            for stray in folder.glob(f"{TEMP_PREFIX}*"):
                 if stray.is_dir():
                     shutil.rmtree(stray, ignore_errors=True)
                 else:
@@ -309,15 +293,6 @@ def _remove_stray_temp_files(serving_dir: Path) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist a rename/replace in ``path`` (the directory entry) across power loss."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _json_safe(values: dict[str, Any], label: str) -> dict[str, Any]:

@@ -11,10 +11,9 @@ class UpstreamNotMaterializedError(RuntimeError):
     """An asset needs an upstream asset that has never been materialized."""
 
 
-def latest_metadata(instance: dg.DagsterInstance, asset: str) -> tuple[dict[str, Any], str]:
-    """Plain metadata values and run id of ``asset``'s latest materialization."""
+def latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict[str, Any]:
+    """Plain metadata values of ``asset``'s latest materialization."""
     event = instance.get_latest_materialization_event(dg.AssetKey(asset))
     if event is None or event.asset_materialization is None:
         raise UpstreamNotMaterializedError(f"{asset} has never been materialized: materialize it first")
-    metadata = {key: value.value for key, value in event.asset_materialization.metadata.items()}
-    return metadata, event.run_id
+    return {key: value.value for key, value in event.asset_materialization.metadata.items()}

@@ -11,22 +11,37 @@ from typing import Callable
 
 import pandas as pd
 
+# Temp files and folders start with this, so leftovers of a crash are easy to find and drop.
+TEMP_PREFIX = ".tmp-"
+
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temp file beside ``path``, fsync it, then ``os.replace``."""
+    """Call ``write(tmp)`` on a temp file beside ``path``, fsync it, ``os.replace`` it over
+    ``path``, then fsync the folder so the rename itself survives a crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}-", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
         with tmp.open("rb+") as fh:
             os.fsync(fh.fileno())
+        tmp.chmod(0o644)  # mkstemp's 0600 would hide artifacts from the app's user
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(path: Path) -> None:
+    """Persist a rename/replace in ``path`` (the directory entry) across power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:

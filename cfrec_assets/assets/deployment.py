@@ -59,8 +59,8 @@ def deployed_model(context: dg.AssetExecutionContext, config: DeployConfig, stor
         manifest = rollback(store.serving_dir, config.rollback_to)
         action = "rollback"
     else:
-        model, _ = latest_metadata(context.instance, "svd_model")
-        metrics, _ = latest_metadata(context.instance, "cv_metrics")
+        model = latest_metadata(context.instance, "svd_model")
+        metrics = latest_metadata(context.instance, "cv_metrics")
         if metrics["version"] != model["version"]:
             raise GateClosedError(
                 f"cv_metrics evaluated version {metrics['version']} but svd_model is at {model['version']}: "

@@ -97,7 +97,7 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig) -> dg.Materi
     Uses that version's exact training table and hyper-parameters, so the metrics describe
     the model that would be deployed. Numeric metadata: Dagster plots their history.
     """
-    model, _ = latest_metadata(context.instance, "svd_model")
+    model = latest_metadata(context.instance, "svd_model")
     ratings = pd.read_parquet(Path(model["path"]) / TRAINING_RATINGS_FILE)
     params = SVDParams(**model["params"])
     folds = cross_validate_svd(ratings, params, config.n_folds, config.n_jobs, config.seed, config.k)

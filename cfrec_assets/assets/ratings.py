@@ -99,7 +99,7 @@ def supabase_ratings(
             "users": int(frame["user_id"].nunique()),
             "movies": int(frame["tmdb_id"].nunique()),
             "latest_created_at": str(latest) if latest is not None else "",
-            **{k: v for k, v in stats.items()},
+            **stats,
             "dagster/row_count": len(frame),
             "path": dg.MetadataValue.path(str(path)),
         }
