@@ -115,3 +115,22 @@ def test_tampered_artifact_is_refused_by_check_and_by_promotion(deployed) -> Non
         instance=instance, resources=env.resources(), raise_on_error=False,
     )  # fmt: skip
     assert check_results(rerun) == {"svd_artifacts_load_and_predict": False}
+
+
+def test_promotion_refuses_a_model_its_metrics_do_not_describe(deployed) -> None:
+    env, instance, champion = deployed
+    retrained = env.materialize(instance, selection=["svd_model"])  # cv_metrics still describes the old one
+    assert retrained.success
+    before = tree_digest(env.serving_dir)
+    alone = env.materialize(instance, selection=["deployed_model"])
+    assert not alone.success
+    assert "materialize cv_metrics first" in failure_messages(alone)["deployed_model"]
+    assert tree_digest(env.serving_dir) == before
+
+
+def test_deployment_without_any_model_names_the_missing_upstream(tmp_path: Path) -> None:
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance, selection=["deployed_model"])
+    assert "svd_model has never been materialized" in failure_messages(result)["deployed_model"]
+    assert not env.serving_dir.exists()

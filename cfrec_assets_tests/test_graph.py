@@ -9,6 +9,7 @@ import dagster as dg
 import joblib
 import pytest
 
+from cfrec_assets.assets.movielens import display_url
 from cfrec_assets.definitions import defs
 from cfrec_assets.deployment import read_manifest
 from cfrec_assets.resources import CatalogSource
@@ -127,3 +128,25 @@ def test_malformed_download_fails_the_run_and_keeps_good_artifacts(tmp_path: Pat
     assert not result.success
     assert "u.data line 2401: non-integer field" in failure_messages(result)["ml100k_raw"]
     assert (env.data_dir / "movielens" / "ml100k_ratings.parquet").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("catalog", "message"),
+    [
+        (CatalogSource(path="ids.json", supabase_table="movies"), "set either path or supabase_table, not both"),
+        (CatalogSource(supabase_table="movies"), "SUPABASE_URL / SUPABASE_KEY are not"),
+        (CatalogSource(path="/nonexistent/movie_ids.pkl"), "catalog file not found"),
+    ],
+)
+def test_catalog_misconfiguration_fails_clearly(tmp_path: Path, catalog: CatalogSource, message: str) -> None:
+    env = make_graph_env(tmp_path)
+    env.catalog = catalog
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance, selection=["ml100k_raw", "tmdb_links", "catalog_ids"])
+    assert message in failure_messages(result)["catalog_ids"]
+    assert not env.store.catalog_path.exists()
+
+
+def test_source_url_metadata_drops_credentials() -> None:
+    assert display_url("https://user:secret@mirror.example:8443/ml/ml-100k.zip") == "https://mirror.example:8443/ml/ml-100k.zip"
+    assert display_url("file:///srv/ml/ml-100k.zip") == "file:///srv/ml/ml-100k.zip"
