@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -23,7 +22,9 @@ EXIT_NOT_DEPLOYED = 1
 EXIT_VERIFICATION_FAILED = 3
 
 def default_serving_dir() -> str:
-    return os.environ.get("CFREC_SERVING_DIR") or os.path.join(os.environ.get("CFREC_DATA_DIR") or "data", "serving")
+    from cfrec_assets.schema import serving_dir_from_env
+
+    return str(serving_dir_from_env())
 
 
 def build_parser() -> argparse.ArgumentParser:

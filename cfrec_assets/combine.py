@@ -8,10 +8,7 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-ML_USER_PREFIX = "ml_"
-RATING_MIN, RATING_MAX = 0.5, 5.0
-COMBINED_COLUMNS = ["user_id", "tmdb_id", "rating", "source", "created_at"]
-REAL_RATING_COLUMNS = ["user_id", "tmdb_id", "rating", "created_at"]
+from cfrec_assets.schema import COMBINED_COLUMNS, ML_USER_PREFIX, RATING_SCALE, SOURCE_APP, SOURCE_MOVIELENS
 
 
 def empty_real_ratings() -> pd.DataFrame:
@@ -30,7 +27,7 @@ def combine_ratings(
     mapping: pd.DataFrame,
     real_ratings: pd.DataFrame,
     catalog: Optional[Iterable[int]] = None,
-    rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX),
+    rating_range: tuple[float, float] = RATING_SCALE,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Return the training table and the number of rows dropped per reason.
 
@@ -68,7 +65,7 @@ def combine_ratings(
     dropped["duplicate_superseded"] += len(combined) - len(deduped)
     result = deduped.sort_values(["user_id", "tmdb_id"], kind="stable").reset_index(drop=True)
     result = result.astype({"user_id": "string", "tmdb_id": "int64", "rating": "float64", "source": "string"})
-    return result[COMBINED_COLUMNS], {k: int(v) for k, v in sorted(dropped.items())}
+    return result[list(COMBINED_COLUMNS)], {k: int(v) for k, v in sorted(dropped.items())}
 
 
 def _movielens_part(ml_ratings: pd.DataFrame, mapping: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
@@ -81,7 +78,7 @@ def _movielens_part(ml_ratings: pd.DataFrame, mapping: pd.DataFrame, dropped: Co
             "user_id": ML_USER_PREFIX + joined["user_id"].astype(str),
             "tmdb_id": joined["tmdb_id"].astype("int64"),
             "rating": joined["rating"].astype("float64"),
-            "source": "movielens",
+            "source": SOURCE_MOVIELENS,
             "created_at": pd.to_datetime(joined["timestamp"], unit="s", utc=True),
         }
     )
@@ -98,7 +95,7 @@ def _real_part(real: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
             "user_id": real["user_id"].astype("string"),
             "tmdb_id": pd.to_numeric(real["tmdb_id"], errors="coerce").astype("Int64"),
             "rating": pd.to_numeric(real["rating"], errors="coerce").astype("float64"),
-            "source": "app",
+            "source": SOURCE_APP,
             "created_at": pd.to_datetime(real["created_at"], utc=True),
         }
     )

@@ -27,12 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cfrec_assets.storage import TEMP_PREFIX, fsync_dir, sha256_file, write_json
+from cfrec_assets.schema import ARTIFACT_FILES, MANIFEST_FILE, VERSION_FILE, VERSIONS_DIR
+from cfrec_assets.storage import TEMP_PREFIX, sha256_file, write_dir_atomic, write_json
 
-ARTIFACT_FILES = ("svd_model.pkl", "cf_trainset.pkl")
-MANIFEST_FILE = "manifest.json"
-VERSION_FILE = "version.json"
-VERSIONS_DIR = "versions"
 LOCK_FILE = ".deploy.lock"
 # Version names become directory names: no separators, no leading dot (temp dirs use one).
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -165,7 +162,6 @@ def promote(
                 record = {**record, "deployed_at": _now_iso()}
                 _copy_version_atomically(source_dir, target, record)
                 created = True
-                fsync_dir(target.parent)
             manifest = _point_manifest(serving_dir, record, current)
         except BaseException:
             if created:  # the manifest never pointed at it: undo so the dir is as before
@@ -241,30 +237,16 @@ def _reuse_existing_version(target: Path, files: Mapping[str, Any]) -> dict[str,
 
 
 def _copy_version_atomically(source: Path, target: Path, record: Mapping[str, Any]) -> None:
-    target.parent.mkdir(exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{target.name}-", dir=target.parent))
-    try:
+    def fill(staging: Path) -> None:
         for name in ARTIFACT_FILES:
             shutil.copyfile(source / name, staging / name)
-            _fsync_file(staging / name)
         # Hash the copies: catches a source file rewritten between hashing and copying.
         problems = verification_problems(staging, record["files"])
         if problems:
             raise DeploymentError(f"copy of {source} does not match its hashes: " + "; ".join(problems))
-        _write_json_durably(staging / VERSION_FILE, record)
-        staging.chmod(0o755)  # mkdtemp makes 0700; serving processes may run as another user
-        os.rename(staging, target)  # the last step: nothing can fail after the rename
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_json(dict(record), staging / VERSION_FILE)
 
-
-def _write_json_durably(path: Path, payload: Mapping[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_dir_atomic(target, fill)  # the last step: nothing can fail after its rename
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -288,11 +270,6 @@ def _remove_stray_temp_files(serving_dir: Path) -> None:
                     shutil.rmtree(stray, ignore_errors=True)
                 else:
                     stray.unlink(missing_ok=True)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def _json_safe(values: dict[str, Any], label: str) -> dict[str, Any]:

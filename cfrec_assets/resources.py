@@ -1,30 +1,25 @@
-"""Resources: where data comes from and where artifacts go.
+"""Resources: where data comes from and where artifacts go, and the one place they are wired.
 
-Endpoints and secrets are wired from environment variables with ``dg.EnvVar`` in
-``definitions.py``, so the UI shows the variable's name rather than its value.
+Endpoints and secrets come from environment variables through ``dg.EnvVar`` (the UI shows the
+variable's name, never its value). :func:`build_resources` is the wiring that ``definitions``,
+the tests and the benchmarks all use; they override single resources, never rebuild the set.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import dagster as dg
 from pydantic import Field
 
-from cfrec_assets.supabase_client import SupabaseResource
-from cfrec_assets.supabase_postgres import SupabasePostgresResource
+from cfrec_assets.io_manager import LocalIOManager
+from cfrec_assets.schema import DEFAULT_DATA_DIR, ENV_DATA_DIR, ENV_SERVING_DIR, serving_dir
+from cfrec_assets.supabase_io import RatingsReader, SupabasePostgresResource, SupabaseResource
 
 GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
-
-__all__ = [
-    "GROUPLENS_BASE_URL",
-    "CatalogSource",
-    "DataStore",
-    "MovieLensSource",
-    "SupabasePostgresResource",
-    "SupabaseResource",
-]
 
 
 class MovieLensSource(dg.ConfigurableResource):
@@ -38,9 +33,12 @@ class MovieLensSource(dg.ConfigurableResource):
 
 
 class DataStore(dg.ConfigurableResource):
-    """The local folder holding download caches, intermediate tables and model versions."""
+    """The local folder holding download caches and model versions, and the serving target.
 
-    data_dir: str = Field(default="data", description="Relative paths resolve against the working directory.")
+    Tables handed between assets are the IO manager's (``io_manager.LocalIOManager``).
+    """
+
+    data_dir: str = Field(default=DEFAULT_DATA_DIR, description="Relative paths resolve against the working directory.")
     serving_dir_path: Optional[str] = Field(
         default=None,
         description="Where deployed_model promotes versions and the app loads them (default <data_dir>/serving).",
@@ -59,42 +57,12 @@ class DataStore(dg.ConfigurableResource):
         return self.root / "movielens"
 
     @property
-    def ratings_dir(self) -> Path:
-        return self.root / "ratings"
-
-    @property
-    def ml100k_ratings_path(self) -> Path:
-        return self.movielens_dir / "ml100k_ratings.parquet"
-
-    @property
-    def ml100k_items_path(self) -> Path:
-        return self.movielens_dir / "ml100k_items.parquet"
-
-    @property
-    def tmdb_links_path(self) -> Path:
-        return self.movielens_dir / "tmdb_links.parquet"
-
-    @property
-    def catalog_path(self) -> Path:
-        return self.ratings_dir / "catalog_ids.json"
-
-    @property
-    def supabase_ratings_path(self) -> Path:
-        return self.ratings_dir / "supabase_ratings.parquet"
-
-    @property
-    def combined_ratings_path(self) -> Path:
-        return self.ratings_dir / "combined_ratings.parquet"
-
-    @property
     def models_dir(self) -> Path:
         return self.root / "models"
 
     @property
     def serving_dir(self) -> Path:
-        if self.serving_dir_path:
-            return Path(self.serving_dir_path).expanduser().resolve()
-        return self.root / "serving"
+        return serving_dir(self.data_dir, self.serving_dir_path)
 
 
 class CatalogSource(dg.ConfigurableResource):
@@ -107,3 +75,36 @@ class CatalogSource(dg.ConfigurableResource):
         default=None, description="Read the catalog from this Supabase table instead (needs SUPABASE_URL/KEY)."
     )
     supabase_column: str = "tmdb_id"
+
+
+def _from_env(environ: Mapping[str, str], **fields: str) -> dict[str, Any]:
+    """``dg.EnvVar`` for each variable that is set; unset ones keep the resource's default.
+
+    EnvVar hides the value in the UI and resolves it at run launch, but fails the run when the
+    variable is missing, and every setting here is optional.
+    """
+    return {field: dg.EnvVar(name) for field, name in fields.items() if environ.get(name)}
+
+
+def ratings_reader(environ: Mapping[str, str] = os.environ) -> RatingsReader:
+    """The app's ratings are read over Postgres when ``SUPABASE_DB_URL`` is set, else over REST."""
+    table = _from_env(environ, table="SUPABASE_RATINGS_TABLE")
+    if environ.get("SUPABASE_DB_URL"):
+        return SupabasePostgresResource(**_from_env(environ, db_url="SUPABASE_DB_URL"), **table)
+    return SupabaseResource(**_from_env(environ, url="SUPABASE_URL", key="SUPABASE_KEY"), **table)
+
+
+def build_resources(environ: Mapping[str, str] = os.environ, **overrides: Any) -> dict[str, Any]:
+    """Every resource the graph needs, from the environment; ``overrides`` replace single ones."""
+    data = _from_env(environ, data_dir=ENV_DATA_DIR)
+    resources = {
+        "io_manager": LocalIOManager(**data),
+        "movielens": MovieLensSource(**_from_env(environ, base_url="CFREC_MOVIELENS_BASE_URL")),
+        "store": DataStore(**data, **_from_env(environ, serving_dir_path=ENV_SERVING_DIR)),
+        "catalog": CatalogSource(**_from_env(environ, path="CFREC_CATALOG_PATH", supabase_table="CFREC_CATALOG_TABLE")),
+        "supabase": ratings_reader(environ),
+    }
+    unknown = set(overrides) - set(resources)
+    if unknown:
+        raise KeyError(f"unknown resource(s) {sorted(unknown)}; the graph uses {sorted(resources)}")
+    return {**resources, **overrides}

@@ -6,8 +6,7 @@ import os
 import dagster as dg
 
 from cfrec_assets.assets.ratings import supabase_ratings
-from cfrec_assets.resources import SupabasePostgresResource, SupabaseResource
-from cfrec_assets.supabase_client import SupabaseReadError
+from cfrec_assets.supabase_io import RatingsReader, SupabaseReadError
 
 # supabase_ratings and everything downstream: combined_ratings, svd_model, cv_metrics,
 # deployed_model, with their checks (the blocking ones gate the deployment).
@@ -35,10 +34,8 @@ def build_retrain_sensor(
         default_status=default_status,
         description=f"Retrains when at least {min_new_ratings} new ratings arrived in Supabase.",
     )
-    def supabase_ratings_sensor(
-        context: dg.SensorEvaluationContext, supabase: SupabaseResource, supabase_db: SupabasePostgresResource
-    ) -> dg.SensorResult | dg.SkipReason:
-        reader = supabase_db if supabase_db.is_configured else supabase
+    def supabase_ratings_sensor(context: dg.SensorEvaluationContext, supabase: RatingsReader) -> dg.SensorResult | dg.SkipReason:
+        reader = supabase  # REST or Postgres, chosen once in resources.ratings_reader
         if not reader.is_configured:
             return dg.SkipReason("Supabase is not configured (SUPABASE_URL/SUPABASE_KEY or SUPABASE_DB_URL)")
         last = json.loads(context.cursor) if context.cursor else None

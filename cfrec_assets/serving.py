@@ -18,9 +18,8 @@ import joblib
 import numpy as np
 from surprise import SVD, Trainset
 
-from cfrec_assets.deployment import ARTIFACT_FILES, DeploymentError, read_manifest, version_dir
-
-MODEL_FILE, TRAINSET_FILE = ARTIFACT_FILES
+from cfrec_assets.deployment import DeploymentError, read_manifest, version_dir
+from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, TRAINSET_FILE
 
 
 class ServingError(RuntimeError):

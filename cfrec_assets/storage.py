@@ -1,10 +1,15 @@
-"""Atomic file writes: a reader (or a crashed run) never sees a half-written artifact."""
+"""Atomic writes of files and folders: a reader (or a crashed run) never sees a half-written artifact.
+
+The one mechanism for every artifact: fill a temp file or folder beside the target (named with
+``TEMP_PREFIX``), fsync it, rename it into place, fsync the parent folder.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -30,6 +35,33 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def write_dir_atomic(path: Path, fill: Callable[[Path], None]) -> Path:
+    """Call ``fill(tmp_dir)`` on a temp folder beside ``path``, fsync its files, rename it to ``path``.
+
+    An existing ``path`` is never replaced (``FileExistsError``), and a failure leaves only the
+    temp folder's removal behind, never a half-filled ``path``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        raise FileExistsError(f"{path} already exists")
+    staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{path.name}-", dir=path.parent))
+    try:
+        fill(staging)
+        for file in staging.rglob("*"):
+            if file.is_file():
+                with file.open("rb") as fh:
+                    os.fsync(fh.fileno())
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide artifacts from the app's user
+        if path.exists():  # appeared meanwhile; os.rename would replace an empty folder
+            raise FileExistsError(f"{path} already exists")
+        os.rename(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
     fsync_dir(path.parent)
     return path

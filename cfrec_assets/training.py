@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,30 +14,26 @@ from joblib import Parallel, delayed
 from surprise import SVD, Dataset, Reader, accuracy
 from surprise.model_selection import KFold
 
-from cfrec_assets.combine import RATING_MAX, RATING_MIN
-from cfrec_assets.storage import sha256_file
 from cfrec_assets.ranking import ranking_metrics
-
-MODEL_FILE = "svd_model.pkl"
-TRAINSET_FILE = "cf_trainset.pkl"
-ARTIFACT_FILES = (MODEL_FILE, TRAINSET_FILE)
-# The exact table the model was fitted on, so cross-validation evaluates the same data.
-TRAINING_RATINGS_FILE = "training_ratings.parquet"
+from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, RATING_SCALE, SEED_SVD_PARAMS, TRAINING_RATINGS_FILE, TRAINSET_FILE
+from cfrec_assets.storage import sha256_file, write_dir_atomic
 
 
 @dataclass(frozen=True)
 class SVDParams:
-    n_factors: int = 100
-    n_epochs: int = 20
-    lr_all: float = 0.005
-    reg_all: float = 0.02
-    random_state: int = 42
+    """Surprise SVD hyper-parameters; the defaults are the seed settings (``schema.SEED_SVD_PARAMS``)."""
+
+    n_factors: int = SEED_SVD_PARAMS["n_factors"]
+    n_epochs: int = SEED_SVD_PARAMS["n_epochs"]
+    lr_all: float = SEED_SVD_PARAMS["lr_all"]
+    reg_all: float = SEED_SVD_PARAMS["reg_all"]
+    random_state: int = SEED_SVD_PARAMS["random_state"]
 
     def build(self) -> SVD:
         return SVD(**asdict(self))
 
 
-def to_dataset(ratings: pd.DataFrame, rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX)) -> Dataset:
+def to_dataset(ratings: pd.DataFrame, rating_range: tuple[float, float] = RATING_SCALE) -> Dataset:
     """Surprise dataset with string user ids and int TMDB ids, as the app's serving code expects."""
     frame = pd.DataFrame(
         {
@@ -62,29 +55,20 @@ def fit_svd(ratings: pd.DataFrame, params: SVDParams):
 
 
 def save_artifacts(algo, trainset, ratings: pd.DataFrame, models_dir: Path, version: str) -> dict[str, dict]:
-    """Write a new version folder atomically: fill a temp folder, then rename it into place.
+    """Write a new version folder atomically (``storage.write_dir_atomic``); return each file's
+    sha256 and size. An existing version is never overwritten."""
 
-    An existing version is never overwritten (the rename fails), and a crash leaves only a
-    hidden temp folder behind, never a half-written version.
-    """
-    models_dir.mkdir(parents=True, exist_ok=True)
-    final = models_dir / version
-    if final.exists():
-        raise FileExistsError(f"model version {version} already exists at {final}")
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=models_dir))
-    try:
-        joblib.dump(algo, staging / MODEL_FILE)
-        joblib.dump(trainset, staging / TRAINSET_FILE)
-        ratings.to_parquet(staging / TRAINING_RATINGS_FILE, index=False)
-        files = {}
+    files: dict[str, dict] = {}
+
+    def fill(folder: Path) -> None:
+        joblib.dump(algo, folder / MODEL_FILE)
+        joblib.dump(trainset, folder / TRAINSET_FILE)
+        ratings.to_parquet(folder / TRAINING_RATINGS_FILE, index=False)
+        # Hashed in the private temp folder, before anyone else can reach the files.
         for name in (*ARTIFACT_FILES, TRAINING_RATINGS_FILE):
-            with (staging / name).open("rb+") as fh:
-                os.fsync(fh.fileno())
-            files[name] = {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
-        os.rename(staging, final)  # atomic; fails if a version of that name appeared meanwhile
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            files[name] = {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+
+    write_dir_atomic(models_dir / version, fill)
     return files
 
 

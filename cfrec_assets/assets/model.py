@@ -1,6 +1,5 @@
 """Model assets: the SVD model version trained on the combined ratings, and its CV metrics."""
 
-
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -8,30 +7,22 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from cfrec_assets.assets.ratings import combined_ratings
-from cfrec_assets.lineage import latest_metadata
+from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.resources import DataStore
-from cfrec_assets.training import (
-    TRAINING_RATINGS_FILE,
-    SVDParams,
-    cross_validate_svd,
-    fit_svd,
-    sanity_prediction,
-    save_artifacts,
-    summarize_folds,
-)
+from cfrec_assets.schema import SEED_SVD_PARAMS, SOURCE_APP, TRAINING_RATINGS_FILE
+from cfrec_assets.training import SVDParams, cross_validate_svd, fit_svd, sanity_prediction, save_artifacts, summarize_folds
 
 GROUP = "model"
 
 
 class SVDConfig(dg.Config):
-    """Surprise SVD hyper-parameters (defaults: the seed script's settings)."""
+    """Surprise SVD hyper-parameters (defaults: the seed script's settings, ``schema.SEED_SVD_PARAMS``)."""
 
-    n_factors: int = 100
-    n_epochs: int = 20
-    lr_all: float = 0.005
-    reg_all: float = 0.02
-    random_state: int = 42
+    n_factors: int = SEED_SVD_PARAMS["n_factors"]
+    n_epochs: int = SEED_SVD_PARAMS["n_epochs"]
+    lr_all: float = SEED_SVD_PARAMS["lr_all"]
+    reg_all: float = SEED_SVD_PARAMS["reg_all"]
+    random_state: int = SEED_SVD_PARAMS["random_state"]
 
 
 def model_version(run_id: str, now: datetime | None = None) -> str:
@@ -40,41 +31,57 @@ def model_version(run_id: str, now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{run_id[:8]}"
 
 
-@dg.asset(group_name=GROUP, kinds={"surprise"}, deps=[combined_ratings])
-def svd_model(context: dg.AssetExecutionContext, config: SVDConfig, store: DataStore) -> dg.MaterializeResult:
+@dg.asset(group_name=GROUP, kinds={"surprise"})
+def svd_model(
+    context: dg.AssetExecutionContext, config: SVDConfig, store: DataStore, combined_ratings: pd.DataFrame
+) -> dg.Output[ModelVersion]:
     """Surprise SVD fitted on every combined rating, saved as a new version folder.
 
     ``svd_model.pkl`` and ``cf_trainset.pkl`` (joblib) are what the app's serving code loads;
-    each run writes a new folder under ``data/models/`` and never touches an earlier one.
+    each run writes a new folder under ``data/models/`` and never touches an earlier one. The
+    value handed on is a small record (version, path, params, counts, sha256s).
     """
-    ratings = pd.read_parquet(store.combined_ratings_path)
+    ratings = combined_ratings
     params = SVDParams(**config.model_dump())
     algo, trainset, fit_seconds = fit_svd(ratings, params)
     sanity = sanity_prediction(algo, trainset)
     trained_at = datetime.now(timezone.utc)
     version = model_version(context.run.run_id, trained_at)
     files = save_artifacts(algo, trainset, ratings, store.models_dir, version)
-    version_dir = store.models_dir / version
-    real = int((ratings["source"] == "app").sum())
-    context.log.info(f"trained version {version} in {fit_seconds:.1f}s on {len(ratings)} ratings ({real} from the app)")
-    return dg.MaterializeResult(
+    counts = {
+        "ratings": len(ratings),
+        "real_ratings": int((ratings["source"] == SOURCE_APP).sum()),
+        "users": trainset.n_users,
+        "movies": trainset.n_items,
+    }
+    record = ModelVersion(
+        version=version,
+        path=str(store.models_dir / version),
+        run_id=context.run.run_id,
+        trained_at=trained_at.isoformat(),
+        params=asdict(params),
+        counts=counts,
+        files=files,
+    )
+    context.log.info(
+        f"trained version {version} in {fit_seconds:.1f}s on {len(ratings)} ratings ({counts['real_ratings']} from the app)"
+    )
+    return dg.Output(
+        record,
         metadata={
             "version": version,
-            "path": dg.MetadataValue.path(str(version_dir)),
-            "trained_at": trained_at.isoformat(),
+            "model_path": dg.MetadataValue.path(record.path),
+            "trained_at": record.trained_at,
             "fit_seconds": round(fit_seconds, 3),
-            "ratings": len(ratings),
-            "real_ratings": real,
-            "users": trainset.n_users,
-            "movies": trainset.n_items,
+            **counts,
             "global_mean": round(float(trainset.global_mean), 4),
-            "params": dg.MetadataValue.json(asdict(params)),
+            "params": dg.MetadataValue.json(record.params),
             "files": dg.MetadataValue.json(files),
             **{f"{name.split('.')[0]}_sha256": f["sha256"] for name, f in files.items()},
             **{f"{name.split('.')[0]}_bytes": f["bytes"] for name, f in files.items()},
             "sanity_prediction": dg.MetadataValue.json(sanity),
             "sanity_estimate": sanity["estimate"],
-        }
+        },
     )
 
 
@@ -90,27 +97,35 @@ class CVConfig(dg.Config):
     """Cut-off for precision@k and NDCG@k (relevant = held-out rating >= 4)."""
 
 
-@dg.asset(group_name=GROUP, kinds={"surprise"}, deps=[svd_model])
-def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig) -> dg.MaterializeResult:
-    """K-fold RMSE, MAE, precision@k and NDCG@k of the latest ``svd_model`` version.
+@dg.asset(group_name=GROUP, kinds={"surprise"})
+def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: ModelVersion) -> dg.Output[ModelMetrics]:
+    """K-fold RMSE, MAE, precision@k and NDCG@k of the ``svd_model`` version this run trained.
 
     Uses that version's exact training table and hyper-parameters, so the metrics describe
     the model that would be deployed. Numeric metadata: Dagster plots their history.
     """
-    model = latest_metadata(context.instance, "svd_model")
-    ratings = pd.read_parquet(Path(model["path"]) / TRAINING_RATINGS_FILE)
-    params = SVDParams(**model["params"])
+    ratings = pd.read_parquet(Path(svd_model.path) / TRAINING_RATINGS_FILE)
+    params = SVDParams(**svd_model.params)
     folds = cross_validate_svd(ratings, params, config.n_folds, config.n_jobs, config.seed, config.k)
-    summary = summarize_folds(folds)
+    summary = {name: round(value, 5) for name, value in summarize_folds(folds).items()}
     per_fold = {f"fold_{i}_{name}": round(value, 5) for i, fold in enumerate(folds, 1) for name, value in fold.items()}
-    context.log.info(f"version {model['version']}: RMSE {summary['rmse_mean']:.4f} ± {summary['rmse_std']:.4f}")
-    return dg.MaterializeResult(
+    context.log.info(f"version {svd_model.version}: RMSE {summary['rmse_mean']:.4f} ± {summary['rmse_std']:.4f}")
+    metrics = ModelMetrics(
+        version=svd_model.version,
+        run_id=context.run.run_id,
+        n_folds=config.n_folds,
+        summary=summary,
+        real_ratings=svd_model.counts["real_ratings"],
+        folds=folds,
+    )
+    return dg.Output(
+        metrics,
         metadata={
-            "version": model["version"],
+            "version": svd_model.version,
             "n_folds": config.n_folds,
             "ratings": len(ratings),
-            "real_ratings": model["real_ratings"],
-            **{name: round(value, 5) for name, value in summary.items()},
+            "real_ratings": metrics.real_ratings,
+            **summary,
             **per_fold,
-        }
+        },
     )

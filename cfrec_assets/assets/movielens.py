@@ -1,5 +1,4 @@
-"""MovieLens assets: the raw ML-100K ratings and the ML-100K item -> TMDB id mapping."""
-
+"""MovieLens assets: the raw ML-100K ratings and items, and the ML-100K item -> TMDB id mapping."""
 
 import urllib.parse
 
@@ -17,8 +16,8 @@ from cfrec_assets.movielens import (
     parse_u_data,
     parse_u_item,
 )
+from cfrec_assets.records import MovieLens100K
 from cfrec_assets.resources import DataStore, MovieLensSource
-from cfrec_assets.storage import write_parquet
 from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, mapping_summary
 
 GROUP = "movielens"
@@ -48,7 +47,9 @@ def _fetch(movielens: MovieLensSource, store: DataStore, filename: str, members:
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
-def ml100k_raw(context: dg.AssetExecutionContext, movielens: MovieLensSource, store: DataStore) -> dg.MaterializeResult:
+def ml100k_raw(
+    context: dg.AssetExecutionContext, movielens: MovieLensSource, store: DataStore
+) -> dg.Output[MovieLens100K]:
     """MovieLens 100K ratings (u.data) and items (u.item), downloaded once and parsed strictly.
 
     The archive is cached only after it verifies, so a later run reuses it without a network call.
@@ -60,27 +61,26 @@ def ml100k_raw(context: dg.AssetExecutionContext, movielens: MovieLensSource, st
     unknown_items = set(ratings["item_id"].unique()) - set(items["item_id"])
     if unknown_items:
         raise ValueError(f"u.data rates {len(unknown_items)} item id(s) missing from u.item, e.g. {min(unknown_items)}")
-    write_parquet(ratings, store.ml100k_ratings_path)
-    write_parquet(items, store.ml100k_items_path)
-    return dg.MaterializeResult(
+    histogram = ratings["rating"].value_counts().sort_index()
+    return dg.Output(
+        MovieLens100K(ratings=ratings, items=items),
         metadata={
             "ratings": len(ratings),
             "users": int(ratings["user_id"].nunique()),
             "items": len(items),
             "rated_items": int(ratings["item_id"].nunique()),
             "mean_rating": round(float(ratings["rating"].mean()), 4),
-            "rating_histogram": dg.MetadataValue.json(
-                {str(k): int(v) for k, v in ratings["rating"].value_counts().sort_index().items()}
-            ),
+            "rating_histogram": dg.MetadataValue.json({str(k): int(v) for k, v in histogram.items()}),
             "dagster/row_count": len(ratings),
-            "path": dg.MetadataValue.path(str(store.ml100k_ratings_path)),
             **_archive_metadata(archive),
-        }
+        },
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"}, deps=[ml100k_raw])
-def tmdb_links(context: dg.AssetExecutionContext, movielens: MovieLensSource, store: DataStore) -> dg.MaterializeResult:
+@dg.asset(group_name=GROUP, kinds={"pandas"})
+def tmdb_links(
+    context: dg.AssetExecutionContext, movielens: MovieLensSource, store: DataStore, ml100k_raw: MovieLens100K
+) -> dg.Output[pd.DataFrame]:
     """ML-100K item id -> TMDB id, matched by embedded IMDb id, then title and year.
 
     The two MovieLens releases number films differently, so ids are never joined across them:
@@ -89,26 +89,22 @@ def tmdb_links(context: dg.AssetExecutionContext, movielens: MovieLensSource, st
     archive, files = _fetch(movielens, store, ML_LATEST_ARCHIVE, ML_LATEST_MEMBERS)
     links = parse_links(files["ml-latest-small/links.csv"])
     movies = parse_movies(files["ml-latest-small/movies.csv"])
-    items = pd.read_parquet(store.ml100k_items_path)
-    ratings = pd.read_parquet(store.ml100k_ratings_path)
 
-    mapping = build_tmdb_mapping(items, links, movies, load_overrides())
-    summary = mapping_summary(mapping, ratings)
-    path = write_parquet(mapping, store.tmdb_links_path)
+    mapping = build_tmdb_mapping(ml100k_raw.items, links, movies, load_overrides())
+    summary = mapping_summary(mapping, ml100k_raw.ratings)
     top_unmatched = summary.pop("top_unmatched")
     context.log.info(
         f"mapped {summary['items_mapped']}/{summary['items_total']} items, "
         f"{summary['ratings_mapped']}/{summary['ratings_total']} ratings"
     )
-    return dg.MaterializeResult(
+    return dg.Output(
+        mapping,
         metadata={
             **{k: (dg.MetadataValue.json(v) if isinstance(v, dict) else v) for k, v in summary.items()},
             **{f"match_{kind}": count for kind, count in summary["match_kinds"].items()},
             "item_coverage": round(summary["items_mapped"] / summary["items_total"], 4),
             "rating_coverage": round(summary["ratings_mapped"] / summary["ratings_total"], 4),
             "most_rated_unmatched": dg.MetadataValue.md(top_unmatched.to_markdown(index=False)),
-            "dagster/row_count": len(mapping),
-            "path": dg.MetadataValue.path(str(path)),
             **_archive_metadata(archive),
-        }
+        },
     )

@@ -4,7 +4,7 @@ No row cap here, and the count and the rows come from one REPEATABLE READ
 snapshot, so they agree by construction (still checked). ``prepare_threshold=None``
 and ``SET LOCAL``-style settings keep it working through Supabase's
 transaction pooler, which cannot keep prepared statements or session state.
-Results and stats match :class:`cfrec_assets.supabase_client.SupabaseResource`.
+Results and stats match :class:`cfrec_assets.supabase_io.rest.SupabaseResource`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import psycopg
 from psycopg import sql
 from pydantic import Field
 
-from cfrec_assets.supabase_client import (
+from cfrec_assets.supabase_io.table import (
     RATINGS_COLUMNS,
-    RatingsTableSettings,
+    RatingsReader,
     SupabaseReadError,
     catalog_ids_from_values,
     check_complete,
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SupabasePostgresResource(RatingsTableSettings):
+class SupabasePostgresResource(RatingsReader):
     """Reads the ratings table over a direct (or pooled) PostgreSQL connection."""
 
     db_url: Optional[str] = Field(default=None, repr=False,
@@ -43,6 +43,10 @@ class SupabasePostgresResource(RatingsTableSettings):
     batch_size: int = Field(default=5000, ge=1, description="Rows per cursor fetch.")
     timeout_seconds: float = Field(default=10.0, gt=0,
                                    description="Connect timeout and statement timeout.")
+
+    @property
+    def reader_name(self) -> str:
+        return "postgres"
 
     @property
     def is_configured(self) -> bool:
