@@ -69,7 +69,7 @@ from cfrec_assets.movielens import (
     parse_u_data,
     parse_u_item,
 )
-from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, SupabasePostgresResource, SupabaseResource
+from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, SupabaseResource
 from cfrec_assets.storage import read_json, write_json, write_parquet
 from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, mapping_summary
 from cfrec_assets.training import (
@@ -104,7 +104,6 @@ def bench_resources(data_dir: str, base_url: str) -> dict:
         "store": DataStore(data_dir=data_dir),
         "catalog": CatalogSource(),
         "supabase": SupabaseResource(),
-        "supabase_db": SupabasePostgresResource(),
     }
 
 
@@ -142,7 +141,9 @@ def step_seconds(instance: dg.DagsterInstance, run_id: str) -> tuple[float, floa
 # --- the graph, as plain function calls -----------------------------------------------------------
 
 
-def baseline(store: DataStore, base_url: str, timeout_seconds: float = MovieLensSource().timeout_seconds) -> dict[str, float]:
+def baseline(
+    store: DataStore, base_url: str, timeout_seconds: float = MovieLensSource().timeout_seconds
+) -> dict[str, float]:
     """Each asset's computation, as in ``cfrec_assets/assets/*.py``; seconds per asset."""
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -241,7 +242,9 @@ class GraphModes:
             if name != "baseline":
                 home = root / f"home{index}"
                 home.mkdir()
-                self.instances[name] = stack.enter_context(dg.instance_for_test(temp_dir=str(home), set_dagster_home=False))
+                self.instances[name] = stack.enter_context(
+                    dg.instance_for_test(temp_dir=str(home), set_dagster_home=False)
+                )
         self.baseline_stages: list[dict[str, float]] = []
 
     def run(self, name: str) -> tuple[float, float, float]:
@@ -337,7 +340,9 @@ def cv_jobs(ratings: pd.DataFrame, repeat: int) -> None:
         med = statistics.median(runs)
         print(f"| {n_jobs} | {med:.2f} | {med / base:.2f} | {', '.join(f'{r:.2f}' for r in runs)} |")
     same = [_without_timing(f) for f in folds[1]] == [_without_timing(f) for f in folds[2]]
-    print("\nfold metrics (RMSE, MAE, precision@k, NDCG@k) with n_jobs 1 and 2: " + ("identical" if same else "DIFFERENT"))
+    print(
+        "\nfold metrics (RMSE, MAE, precision@k, NDCG@k) with n_jobs 1 and 2: " + ("identical" if same else "DIFFERENT")
+    )
 
 
 def _without_timing(fold: dict[str, float]) -> dict[str, float]:
@@ -384,15 +389,24 @@ def main(argv: list[str] | None = None) -> int:
     folder = (args.datasets / "movielens").resolve()
     missing = [name for name in (ML100K_ARCHIVE, ML_LATEST_ARCHIVE) if not (folder / name).is_file()]
     if missing:
-        print(f"MovieLens zips not found in {folder}: {missing} (set CFREC_SHARED_DATASETS or --datasets)", file=sys.stderr)
+        print(
+            f"MovieLens zips not found in {folder}: {missing} (set CFREC_SHARED_DATASETS or --datasets)",
+            file=sys.stderr,
+        )
         return 2
     base_url = folder.as_uri() + "/"
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}, "
-          f"dagster {dg.__version__}")
-    print("reproduce: cd " + shlex.quote(str(REPO)) + " && .venv/bin/python "
-          + shlex.join(["bench/graph_bench.py", *(argv if argv is not None else sys.argv[1:])]))
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}, "
+        f"dagster {dg.__version__}"
+    )
+    print(
+        "reproduce: cd "
+        + shlex.quote(str(REPO))
+        + " && .venv/bin/python "
+        + shlex.join(["bench/graph_bench.py", *(argv if argv is not None else sys.argv[1:])])
+    )
 
     with tempfile.TemporaryDirectory(prefix="cfrec-graph-bench-") as tmp, ExitStack() as stack:
         root = Path(tmp)

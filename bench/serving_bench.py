@@ -36,6 +36,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import surprise
+from benchlib import timed  # noqa: E402  (bench/ is sys.path[0])
 
 from cfrec_assets import movielens
 from cfrec_assets.combine import combine_ratings, empty_real_ratings
@@ -43,8 +44,6 @@ from cfrec_assets.deployment import promote, rollback, sha256_file
 from cfrec_assets.serving import DeployedModel, load_deployed
 from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides
 from cfrec_assets.training import ARTIFACT_FILES, MODEL_FILE, TRAINSET_FILE, SVDParams, fit_svd, save_artifacts
-
-from benchlib import timed  # noqa: E402  (bench/ is sys.path[0])
 
 REPO = Path(__file__).resolve().parents[1]
 AGREEMENT_SAMPLE = 200
@@ -62,19 +61,24 @@ def interleaved(works: dict[str, Callable[[], object]], repeat: int) -> dict[str
 def train_on_real_data(datasets: Path, scratch: Path) -> tuple[Path, dict]:
     """Fit the production model on ML-100K (TMDB ids, no app ratings); return its version folder."""
     folder = scratch / "movielens"
-    for archive, members in ((movielens.ML100K_ARCHIVE, movielens.ML100K_MEMBERS),
-                             (movielens.ML_LATEST_ARCHIVE, movielens.ML_LATEST_MEMBERS)):
+    for archive, members in (
+        (movielens.ML100K_ARCHIVE, movielens.ML100K_MEMBERS),
+        (movielens.ML_LATEST_ARCHIVE, movielens.ML_LATEST_MEMBERS),
+    ):
         with zipfile.ZipFile(datasets / archive) as bundle:
             bundle.extractall(folder, members=members)
     items = movielens.parse_u_item(folder / "ml-100k/u.item")
     ratings = movielens.parse_u_data(folder / "ml-100k/u.data")
-    mapping = build_tmdb_mapping(items, movielens.parse_links(folder / "ml-latest-small/links.csv"),
-                                 movielens.parse_movies(folder / "ml-latest-small/movies.csv"), load_overrides())
+    mapping = build_tmdb_mapping(
+        items,
+        movielens.parse_links(folder / "ml-latest-small/links.csv"),
+        movielens.parse_movies(folder / "ml-latest-small/movies.csv"),
+        load_overrides(),
+    )
     combined, _ = combine_ratings(ratings, mapping, empty_real_ratings())
     algo, trainset, fit_seconds = fit_svd(combined, SVDParams())
     save_artifacts(algo, trainset, combined, scratch / "models", "trained")
-    info = {"ratings": len(combined), "users": trainset.n_users, "movies": trainset.n_items,
-            "fit_seconds": fit_seconds}
+    info = {"ratings": len(combined), "users": trainset.n_users, "movies": trainset.n_items, "fit_seconds": fit_seconds}
     return scratch / "models" / "trained", info
 
 
@@ -91,13 +95,15 @@ def unclipped_reference(algo: surprise.SVD, trainset: surprise.Trainset, user: s
     """Surprise's own unclipped estimates, ties by tmdb id: the ranking ``recommend`` promises."""
     inner = trainset.to_inner_uid(user)
     seen = {i for i, _ in trainset.ur[inner]}
-    scored = [(-algo.predict(user, trainset.to_raw_iid(i), clip=False).est, trainset.to_raw_iid(i))
-              for i in trainset.all_items() if i not in seen]
+    scored = [
+        (-algo.predict(user, trainset.to_raw_iid(i), clip=False).est, trainset.to_raw_iid(i))
+        for i in trainset.all_items()
+        if i not in seen
+    ]
     return [iid for _, iid in sorted(scored)[:n]]
 
 
-def bench_top_n(model: DeployedModel, algo: surprise.SVD, trainset: surprise.Trainset,
-                n: int, repeat: int) -> None:
+def bench_top_n(model: DeployedModel, algo: surprise.SVD, trainset: surprise.Trainset, n: int, repeat: int) -> None:
     users = [trainset.to_raw_uid(u) for u in trainset.all_users()]
     fast_s, fast = timed(lambda: {u: list(model.recommend(u, n).items) for u in users}, repeat)
     slow_s, slow = timed(lambda: surprise_top_n(algo, trainset, n), repeat)
@@ -117,19 +123,29 @@ def bench_top_n(model: DeployedModel, algo: surprise.SVD, trainset: surprise.Tra
     print(f"\n== top-{n} for every user ({len(users)} users x {trainset.n_items} movies), median of {repeat}")
     print("\n| path | total s | per user ms | runs (s) |")
     print("|---|---:|---:|---|")
-    print(f"| DeployedModel.recommend (vectorised) | {fast_med:.3f} | {1000 * fast_med / len(users):.3f} | "
-          f"{', '.join(f'{s:.3f}' for s in fast_s)} |")
-    print(f"| Surprise: build_anti_testset + algo.test + sort | {slow_med:.2f} | "
-          f"{1000 * slow_med / len(users):.2f} | {', '.join(f'{s:.2f}' for s in slow_s)} |")
+    print(
+        f"| DeployedModel.recommend (vectorised) | {fast_med:.3f} | {1000 * fast_med / len(users):.3f} | "
+        f"{', '.join(f'{s:.3f}' for s in fast_s)} |"
+    )
+    print(
+        f"| Surprise: build_anti_testset + algo.test + sort | {slow_med:.2f} | "
+        f"{1000 * slow_med / len(users):.2f} | {', '.join(f'{s:.2f}' for s in slow_s)} |"
+    )
     print(f"\nspeed-up: {slow_med / fast_med:.0f}x")
-    print(f"agreement with the Surprise path, all {len(users)} users: identical ordered top-{n} "
-          f"{exact}/{len(users)}, same set {same_set}/{len(users)}")
-    print(f"agreement with Surprise's unclipped estimates (ties by tmdb id), {len(sample)} sampled users: "
-          f"{reference_agree}/{len(sample)}")
+    print(
+        f"agreement with the Surprise path, all {len(users)} users: identical ordered top-{n} "
+        f"{exact}/{len(users)}, same set {same_set}/{len(users)}"
+    )
+    print(
+        f"agreement with Surprise's unclipped estimates (ties by tmdb id), {len(sample)} sampled users: "
+        f"{reference_agree}/{len(sample)}"
+    )
     if exact < len(users):
-        print(f"every difference is {'' if explained else 'NOT '}among the {len(clipped_ties)} users with "
-              f"2+ top-{n} estimates clipped to {top:g}: the FAQ path sorts clipped estimates, so those tie "
-              "and keep trainset order, while recommend ranks the unclipped scores")
+        print(
+            f"every difference is {'' if explained else 'NOT '}among the {len(clipped_ties)} users with "
+            f"2+ top-{n} estimates clipped to {top:g}: the FAQ path sorts clipped estimates, so those tie "
+            "and keep trainset order, while recommend ranks the unclipped scores"
+        )
 
 
 def bench_deployment(source: Path, scratch: Path, repeat: int) -> None:
@@ -140,8 +156,14 @@ def bench_deployment(source: Path, scratch: Path, repeat: int) -> None:
     trained_at = datetime.now(timezone.utc)
 
     def promote_next() -> None:
-        promote(source, serving, version=next(pending), metrics={"rmse_mean": 0.93},
-                counts={"ratings": 1}, trained_at=trained_at)
+        promote(
+            source,
+            serving,
+            version=next(pending),
+            metrics={"rmse_mean": 0.93},
+            counts={"ratings": 1},
+            trained_at=trained_at,
+        )
 
     promote_next()  # a champion first, so every timed promote replaces one, as in production
     promote_s, _ = timed(promote_next, repeat)
@@ -149,28 +171,38 @@ def bench_deployment(source: Path, scratch: Path, repeat: int) -> None:
     targets = itertools.cycle([versions[-2], versions[-1]])
     rollback_s, _ = timed(lambda: rollback(serving, next(targets)), repeat)
     # Interleaved, so the load of other processes on the machine hits both sides alike.
-    loads = interleaved({
-        "load_deployed": lambda: load_deployed(serving),
-        "joblib": lambda: [joblib.load(source / name) for name in ARTIFACT_FILES],
-        "sha256": lambda: [sha256_file(source / name) for name in ARTIFACT_FILES],
-    }, repeat)
+    loads = interleaved(
+        {
+            "load_deployed": lambda: load_deployed(serving),
+            "joblib": lambda: [joblib.load(source / name) for name in ARTIFACT_FILES],
+            "sha256": lambda: [sha256_file(source / name) for name in ARTIFACT_FILES],
+        },
+        repeat,
+    )
     load_s, joblib_s, hash_s = loads["load_deployed"], loads["joblib"], loads["sha256"]
 
-    print(f"\n== deployment of a {megabytes:.1f} MB version "
-          f"({MODEL_FILE} {(source / MODEL_FILE).stat().st_size / 1e6:.1f} MB, "
-          f"{TRAINSET_FILE} {(source / TRAINSET_FILE).stat().st_size / 1e6:.1f} MB), median of {repeat}")
+    print(
+        f"\n== deployment of a {megabytes:.1f} MB version "
+        f"({MODEL_FILE} {(source / MODEL_FILE).stat().st_size / 1e6:.1f} MB, "
+        f"{TRAINSET_FILE} {(source / TRAINSET_FILE).stat().st_size / 1e6:.1f} MB), median of {repeat}"
+    )
     print("\n| operation | median ms | runs (ms) |")
     print("|---|---:|---|")
-    rows = [("promote (hash, copy, fsync, re-hash, manifest)", promote_s),
-            ("rollback (re-verify sha256, manifest)", rollback_s),
-            ("load_deployed (sha256 verify + unpickle + index)", load_s),
-            ("baseline: joblib.load of both files", joblib_s),
-            ("of which: sha256 of both files", hash_s)]
+    rows = [
+        ("promote (hash, copy, fsync, re-hash, manifest)", promote_s),
+        ("rollback (re-verify sha256, manifest)", rollback_s),
+        ("load_deployed (sha256 verify + unpickle + index)", load_s),
+        ("baseline: joblib.load of both files", joblib_s),
+        ("of which: sha256 of both files", hash_s),
+    ]
     for label, seconds in rows:
-        print(f"| {label} | {1000 * statistics.median(seconds):.1f} | "
-              f"{', '.join(f'{1000 * s:.1f}' for s in seconds)} |")
-    print(f"\nload_deployed / joblib.load: {statistics.median(load_s) / statistics.median(joblib_s):.2f}x "
-          f"(interleaved runs, warm page cache)")
+        print(
+            f"| {label} | {1000 * statistics.median(seconds):.1f} | {', '.join(f'{1000 * s:.1f}' for s in seconds)} |"
+        )
+    print(
+        f"\nload_deployed / joblib.load: {statistics.median(load_s) / statistics.median(joblib_s):.2f}x "
+        f"(interleaved runs, warm page cache)"
+    )
 
 
 def positive_int(text: str) -> int:
@@ -184,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs per measurement (median reported)")
     parser.add_argument("--n", type=positive_int, default=10, help="recommendations per user")
-    parser.add_argument("--datasets", type=Path,
-                        default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets"))
+    parser.add_argument(
+        "--datasets", type=Path, default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets")
+    )
     args = parser.parse_args(argv)
     datasets = args.datasets / "movielens"
     missing = [n for n in (movielens.ML100K_ARCHIVE, movielens.ML_LATEST_ARCHIVE) if not (datasets / n).is_file()]
@@ -194,14 +227,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}, "
-          f"surprise {surprise.__version__}, numpy {np.__version__}")
-    print("reproduce: cd " + shlex.quote(str(REPO)) + " && .venv/bin/python "
-          + shlex.join(["bench/serving_bench.py", *sys.argv[1:]]))
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}, "
+        f"surprise {surprise.__version__}, numpy {np.__version__}"
+    )
+    print(
+        "reproduce: cd "
+        + shlex.quote(str(REPO))
+        + " && .venv/bin/python "
+        + shlex.join(["bench/serving_bench.py", *sys.argv[1:]])
+    )
     with tempfile.TemporaryDirectory(prefix="cfrec-serving-bench-") as scratch:
         version, info = train_on_real_data(datasets, Path(scratch))
-        print(f"trained on {info['ratings']:,} ratings ({info['users']} users, {info['movies']} movies) "
-              f"in {info['fit_seconds']:.1f} s")
+        print(
+            f"trained on {info['ratings']:,} ratings ({info['users']} users, {info['movies']} movies) "
+            f"in {info['fit_seconds']:.1f} s"
+        )
         algo, trainset = (joblib.load(version / name) for name in ARTIFACT_FILES)
         bench_deployment(version, Path(scratch), args.repeat)
         bench_top_n(load_deployed(Path(scratch) / "serving"), algo, trainset, args.n, args.repeat)

@@ -53,12 +53,12 @@ import psycopg  # noqa: E402
 from cfrec_assets.sensors import DEFAULT_INTERVAL_SECONDS, DEFAULT_MIN_NEW_RATINGS  # noqa: E402
 from cfrec_assets.supabase_client import SupabaseResource, validate_ratings  # noqa: E402
 from cfrec_assets.supabase_postgres import SupabasePostgresResource  # noqa: E402
-from cfrec_assets_tests.support.postgres import (  # noqa: E402
+from cfrec_testkit.postgres import (  # noqa: E402
     create_ratings_table,
     insert_ratings,
     postgres_server,
 )
-from cfrec_assets_tests.support.postgrest import TEST_API_KEY, PostgrestSubsetServer  # noqa: E402
+from cfrec_testkit.postgrest import TEST_API_KEY, PostgrestSubsetServer  # noqa: E402
 
 SENSOR_NAME = "supabase_ratings_sensor"
 EXTRA_RATINGS = 5
@@ -75,6 +75,7 @@ EXEC_WITH_DEFAULT_SIGNALS = (
 
 # --- shared helpers ---------------------------------------------------------
 
+
 def generated_ratings(n: int, seed: int, start: datetime) -> list[tuple[str, int, float, datetime]]:
     """App-like rows: uuid users, TMDB-like ids, half stars, timestamps with some ties."""
     rng = np.random.default_rng(seed)
@@ -83,8 +84,10 @@ def generated_ratings(n: int, seed: int, start: datetime) -> list[tuple[str, int
     movies = rng.integers(2, 200_000, size=n)
     stars = rng.integers(1, 11, size=n) / 2
     offsets = np.sort(rng.integers(0, 365 * 24 * 3600, size=n))  # seconds: ties happen
-    return [(users[u], int(m), float(s), start + timedelta(seconds=int(o)))
-            for u, m, s, o in zip(user_idx, movies, stars, offsets)]
+    return [
+        (users[u], int(m), float(s), start + timedelta(seconds=int(o)))
+        for u, m, s, o in zip(user_idx, movies, stars, offsets)
+    ]
 
 
 def _serve(conninfo: str, ready: multiprocessing.Queue, stop: multiprocessing.Event) -> None:
@@ -115,21 +118,30 @@ def postgrest_process(conninfo: str) -> Iterator[str]:
 
 def machine_line() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}, "
-            f"dagster {dg.__version__}")
+    return (
+        f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}, "
+        f"dagster {dg.__version__}"
+    )
 
 
 def reproduce_line() -> str:
-    return "cd " + shlex.quote(str(REPO)) + " && .venv/bin/python " + shlex.join(
-        [str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]])
+    return (
+        "cd "
+        + shlex.quote(str(REPO))
+        + " && .venv/bin/python "
+        + shlex.join([str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]])
+    )
 
 
 # --- part 1: paged REST read vs psycopg --------------------------------------
 
+
 def bench_read(rows: int, repeat: int, seed: int, with_index: bool) -> None:
     index = "with" if with_index else "without"
-    print(f"== read: {rows:,} generated rows, REST (PostgREST-subset test server) vs psycopg, "
-          f"{index} an index on (created_at, id), median of {repeat}")
+    print(
+        f"== read: {rows:,} generated rows, REST (PostgREST-subset test server) vs psycopg, "
+        f"{index} an index on (created_at, id), median of {repeat}"
+    )
     with postgres_server() as pg:
         create_ratings_table(pg.conninfo)
         insert_ratings(pg.conninfo, generated_ratings(rows, seed, datetime(2025, 1, 1, tzinfo=timezone.utc)))
@@ -154,19 +166,28 @@ def bench_read(rows: int, repeat: int, seed: int, with_index: bool) -> None:
     print()
     print("| reader | pages / fetches | first call s | median s | runs (s) | pages/s | rows/s |")
     print("|---|---:|---:|---:|---|---:|---:|")
-    print(f"| SupabaseResource (REST, page 1000) | {pages} | {rest_first[0]:.2f} | {rest_med:.2f} | "
-          f"{', '.join(f'{s:.2f}' for s in rest_s)} | {pages / rest_med:.1f} | {rows / rest_med:,.0f} |")
-    print(f"| SupabasePostgresResource (psycopg, batch {direct.batch_size}) | {pg_stats['pages']} | "
-          f"{pg_first[0]:.2f} | {pg_med:.2f} | {', '.join(f'{s:.2f}' for s in pg_s)} | - | {rows / pg_med:,.0f} |")
-    print(f"| of which: validate_ratings (both readers) | - | - | {statistics.median(validate_s):.2f} | "
-          f"{', '.join(f'{s:.2f}' for s in validate_s)} | - | - |")
+    print(
+        f"| SupabaseResource (REST, page 1000) | {pages} | {rest_first[0]:.2f} | {rest_med:.2f} | "
+        f"{', '.join(f'{s:.2f}' for s in rest_s)} | {pages / rest_med:.1f} | {rows / rest_med:,.0f} |"
+    )
+    print(
+        f"| SupabasePostgresResource (psycopg, batch {direct.batch_size}) | {pg_stats['pages']} | "
+        f"{pg_first[0]:.2f} | {pg_med:.2f} | {', '.join(f'{s:.2f}' for s in pg_s)} | - | {rows / pg_med:,.0f} |"
+    )
+    print(
+        f"| of which: validate_ratings (both readers) | - | - | {statistics.median(validate_s):.2f} | "
+        f"{', '.join(f'{s:.2f}' for s in validate_s)} | - | - |"
+    )
     print()
-    print(f"REST / psycopg time ratio: {rest_med / pg_med:.1f}x; both readers returned "
-          f"{'identical' if same else 'DIFFERENT'} frames ({rows:,} valid rows)")
+    print(
+        f"REST / psycopg time ratio: {rest_med / pg_med:.1f}x; both readers returned "
+        f"{'identical' if same else 'DIFFERENT'} frames ({rows:,} valid rows)"
+    )
     print("REST requests = data pages + the final empty page; the count HEAD is extra.")
 
 
 # --- part 2: insert -> sensor tick -> finished retrain -----------------------
+
 
 @dataclass
 class Sample:
@@ -193,13 +214,17 @@ class Sample:
         return self.ended_at - self.inserted_at
 
 
-def child_env(dagster_home: Path, data_dir: Path, supabase_url: str, base_url: str,
-              min_new: int) -> dict[str, str]:
+def child_env(dagster_home: Path, data_dir: Path, supabase_url: str, base_url: str, min_new: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
     env.update(
-        DAGSTER_HOME=str(dagster_home), CFREC_DATA_DIR=str(data_dir), CFREC_MOVIELENS_BASE_URL=base_url,
-        SUPABASE_URL=supabase_url, SUPABASE_KEY=TEST_API_KEY, CFREC_RETRAIN_SENSOR="running",
-        CFREC_RETRAIN_MIN_NEW_RATINGS=str(min_new), PYTHONUNBUFFERED="1",
+        DAGSTER_HOME=str(dagster_home),
+        CFREC_DATA_DIR=str(data_dir),
+        CFREC_MOVIELENS_BASE_URL=base_url,
+        SUPABASE_URL=supabase_url,
+        SUPABASE_KEY=TEST_API_KEY,
+        CFREC_RETRAIN_SENSOR="running",
+        CFREC_RETRAIN_MIN_NEW_RATINGS=str(min_new),
+        PYTHONUNBUFFERED="1",
     )
     return env
 
@@ -226,8 +251,15 @@ def interval_override_location(folder: Path, interval: int, min_new: int) -> Pat
 def process_group(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
     """Start ``command`` as the leader of a new session; on exit stop the whole group, always."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield process
     finally:
@@ -294,8 +326,11 @@ class DagsterDev:
             try:
                 entries = graphql(self.url, LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
                 if entries and entries[0]["loadStatus"] == "LOADED":
-                    self.selector = {"repositoryLocationName": entries[0]["name"],
-                                     "repositoryName": "__repository__", "sensorName": SENSOR_NAME}
+                    self.selector = {
+                        "repositoryLocationName": entries[0]["name"],
+                        "repositoryName": "__repository__",
+                        "sensorName": SENSOR_NAME,
+                    }
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError, KeyError, TypeError):
                 pass
@@ -326,8 +361,9 @@ def sensor_runs(instance: dg.DagsterInstance) -> list:
     return list(instance.get_run_records(dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME})))
 
 
-def wait_for_sensor_run(instance: dg.DagsterInstance, dev: DagsterDev, known: set[str],
-                        inserted_at: float, timeout: float) -> Sample:
+def wait_for_sensor_run(
+    instance: dg.DagsterInstance, dev: DagsterDev, known: set[str], inserted_at: float, timeout: float
+) -> Sample:
     """Block until a sensor run not in ``known`` finished; raise if it did not succeed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -343,26 +379,30 @@ def wait_for_sensor_run(instance: dg.DagsterInstance, dev: DagsterDev, known: se
                     raise RuntimeError(f"no sensor tick lists run {run.run_id}")
                 return Sample(inserted_at, tick["timestamp"], record.start_time, record.end_time, run.run_id)
             if run.is_finished:
-                raise RuntimeError(f"sensor run {run.run_id} ended {run.status.value}; "
-                                   f"see {dev.log_path} and the instance at {instance.root_directory}")
+                raise RuntimeError(
+                    f"sensor run {run.run_id} ended {run.status.value}; "
+                    f"see {dev.log_path} and the instance at {instance.root_directory}"
+                )
         time.sleep(1)
-    raise RuntimeError(f"no successful sensor run within {timeout:.0f}s of the insert; "
-                       f"ticks: {dev.ticks()[:3]}")
+    raise RuntimeError(f"no successful sensor run within {timeout:.0f}s of the insert; ticks: {dev.ticks()[:3]}")
 
 
 def app_ratings(n: int, tmdb_ids: list[int], seed: int) -> list[tuple[str, int, float, None]]:
     """``n`` ratings by a handful of new app users on mapped movies (created_at = now())."""
     rng = np.random.default_rng(seed)
     users = [str(uuid.UUID(int=int(x))) for x in rng.integers(1, 2**63, size=5)]
-    return [(users[i % len(users)], int(rng.choice(tmdb_ids)), float(rng.integers(6, 11)) / 2, None)
-            for i in range(n)]
+    return [(users[i % len(users)], int(rng.choice(tmdb_ids)), float(rng.integers(6, 11)) / 2, None) for i in range(n)]
 
 
 def bench_latency(samples: int, interval: int | None, min_new: int, datasets: Path, keep: bool) -> None:
     shown = interval or DEFAULT_INTERVAL_SECONDS
-    deviation = "" if interval is None else f" (DEVIATION: --interval {interval}, default is {DEFAULT_INTERVAL_SECONDS})"
-    print(f"== latency: insert {min_new}+{EXTRA_RATINGS} ratings -> sensor run succeeded, "
-          f"sensor interval {shown} s{deviation}, {samples} sample(s)")
+    deviation = (
+        "" if interval is None else f" (DEVIATION: --interval {interval}, default is {DEFAULT_INTERVAL_SECONDS})"
+    )
+    print(
+        f"== latency: insert {min_new}+{EXTRA_RATINGS} ratings -> sensor run succeeded, "
+        f"sensor interval {shown} s{deviation}, {samples} sample(s)"
+    )
     base_url = datasets.resolve().as_uri() + "/"
     scratch = Path(tempfile.mkdtemp(prefix="cfrec-sensor-bench-"))
     dagster_home, data_dir = scratch / "dagster_home", scratch / "data"
@@ -373,8 +413,7 @@ def bench_latency(samples: int, interval: int | None, min_new: int, datasets: Pa
             create_ratings_table(pg.conninfo)
             with postgrest_process(pg.conninfo) as url:
                 env = child_env(dagster_home, data_dir, url, base_url, min_new)
-                results, initial_seconds = run_latency_samples(
-                    samples, interval, min_new, pg.conninfo, env, scratch)
+                results, initial_seconds = run_latency_samples(samples, interval, min_new, pg.conninfo, env, scratch)
     finally:
         if keep:
             print(f"kept {scratch}")
@@ -387,44 +426,71 @@ def bench_latency(samples: int, interval: int | None, min_new: int, datasets: Pa
     print("|---:|---:|---:|---:|---:|")
     for i, s in enumerate(results, 1):
         print(f"| {i} | {s.tick_wait:.1f} | {s.launch:.1f} | {s.run:.1f} | {s.total:.1f} |")
-    med = {name: statistics.median(getattr(s, name) for s in results)
-           for name in ("tick_wait", "launch", "run", "total")}
+    med = {
+        name: statistics.median(getattr(s, name) for s in results) for name in ("tick_wait", "launch", "run", "total")
+    }
     print(f"| median | {med['tick_wait']:.1f} | {med['launch']:.1f} | {med['run']:.1f} | {med['total']:.1f} |")
     print()
     after_tick = med["launch"] + med["run"]
-    print(f"The tick wait depends on when the insert lands in the {shown} s cycle: expect "
-          f"~{shown / 2 + after_tick:.0f} s on average (interval/2 + launch + run) and at most "
-          f"~{shown + after_tick:.0f} s. Samples here insert right after the previous run (or the "
-          "first, skipped tick), so their tick wait is near the top of that range.")
+    print(
+        f"The tick wait depends on when the insert lands in the {shown} s cycle: expect "
+        f"~{shown / 2 + after_tick:.0f} s on average (interval/2 + launch + run) and at most "
+        f"~{shown + after_tick:.0f} s. Samples here insert right after the previous run (or the "
+        "first, skipped tick), so their tick wait is near the top of that range."
+    )
 
 
-def run_latency_samples(samples: int, interval: int | None, min_new: int, conninfo: str,
-                        env: dict[str, str], scratch: Path) -> tuple[list[Sample], float]:
+def run_latency_samples(
+    samples: int, interval: int | None, min_new: int, conninfo: str, env: dict[str, str], scratch: Path
+) -> tuple[list[Sample], float]:
     dagster = [sys.executable, "-m", "dagster"]
     started = time.perf_counter()
-    initial = subprocess.run([*dagster, "asset", "materialize", "-m", "cfrec_assets.definitions",
-                              "--select", "*"], cwd=REPO, env=env, capture_output=True, text=True,
-                             timeout=RUN_TIMEOUT_SECONDS, start_new_session=True)
+    initial = subprocess.run(
+        [*dagster, "asset", "materialize", "-m", "cfrec_assets.definitions", "--select", "*"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        start_new_session=True,
+    )
     initial_seconds = time.perf_counter() - started
     if initial.returncode != 0:
         raise RuntimeError(f"initial materialization failed ({initial.returncode}):\n{initial.stderr[-4000:]}")
     tmdb_ids = pd.read_parquet(Path(env["CFREC_DATA_DIR"]) / "movielens" / "tmdb_links.parquet")["tmdb_id"]
     tmdb_ids = sorted(int(x) for x in tmdb_ids.dropna().unique())
 
-    location = (["-m", "cfrec_assets.definitions"] if interval is None
-                else ["-f", str(interval_override_location(scratch, interval, min_new))])
+    location = (
+        ["-m", "cfrec_assets.definitions"]
+        if interval is None
+        else ["-f", str(interval_override_location(scratch, interval, min_new))]
+    )
     port = free_port()
-    command = [sys.executable, "-c", EXEC_WITH_DEFAULT_SIGNALS, *dagster, "dev", "-h", "127.0.0.1",
-               "-p", str(port), *location]
+    command = [
+        sys.executable,
+        "-c",
+        EXEC_WITH_DEFAULT_SIGNALS,
+        *dagster,
+        "dev",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        *location,
+    ]
     log_path = scratch / "dagster_dev.log"
     results: list[Sample] = []
-    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance, \
-            process_group(command, env, log_path) as process:
+    with (
+        dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance,
+        process_group(command, env, log_path) as process,
+    ):
         dev = DagsterDev(f"http://127.0.0.1:{port}", process, log_path)
         dev.wait_until_loaded()
         first = wait_for_first_tick(dev)
-        print(f"daemon up; first tick {first['status']}: {first.get('skipReason')}; "
-              f"sensor interval {dev.sensor()['minIntervalSeconds']} s")
+        print(
+            f"daemon up; first tick {first['status']}: {first.get('skipReason')}; "
+            f"sensor interval {dev.sensor()['minIntervalSeconds']} s"
+        )
         timeout = 2 * (interval or DEFAULT_INTERVAL_SECONDS) + RUN_TIMEOUT_SECONDS
         for i in range(samples):
             known = {r.dagster_run.run_id for r in sensor_runs(instance)}
@@ -432,8 +498,11 @@ def run_latency_samples(samples: int, interval: int | None, min_new: int, connin
             insert_ratings(conninfo, app_ratings(min_new + EXTRA_RATINGS, tmdb_ids, seed=i))
             sample = wait_for_sensor_run(instance, dev, known, inserted_at, timeout)
             results.append(sample)
-            print(f"sample {i + 1}: run {sample.run_id[:8]} succeeded {sample.total:.1f} s after the insert "
-                  f"(tick wait {sample.tick_wait:.1f} s, run {sample.run:.1f} s)", flush=True)
+            print(
+                f"sample {i + 1}: run {sample.run_id[:8]} succeeded {sample.total:.1f} s after the insert "
+                f"(tick wait {sample.tick_wait:.1f} s, run {sample.run:.1f} s)",
+                flush=True,
+            )
     return results, initial_seconds
 
 
@@ -460,15 +529,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=positive_int, default=100_000, help="rows for the read benchmark")
     parser.add_argument("--repeat", type=positive_int, default=3, help="timed reads per reader (median reported)")
     parser.add_argument("--samples", type=positive_int, default=2, help="insert -> retrain samples")
-    parser.add_argument("--interval", type=positive_int, default=None,
-                        help=f"override the sensor's {DEFAULT_INTERVAL_SECONDS} s interval (reported as a deviation)")
-    parser.add_argument("--min-new-ratings", type=positive_int, default=DEFAULT_MIN_NEW_RATINGS,
-                        help="CFREC_RETRAIN_MIN_NEW_RATINGS for the daemon")
-    parser.add_argument("--datasets", type=Path,
-                        default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets"),
-                        help="folder holding movielens/ml-100k.zip and movielens/ml-latest-small.zip")
-    parser.add_argument("--with-index", action="store_true",
-                        help="read benchmark: index the ratings table on (created_at, id), the read order")
+    parser.add_argument(
+        "--interval",
+        type=positive_int,
+        default=None,
+        help=f"override the sensor's {DEFAULT_INTERVAL_SECONDS} s interval (reported as a deviation)",
+    )
+    parser.add_argument(
+        "--min-new-ratings",
+        type=positive_int,
+        default=DEFAULT_MIN_NEW_RATINGS,
+        help="CFREC_RETRAIN_MIN_NEW_RATINGS for the daemon",
+    )
+    parser.add_argument(
+        "--datasets",
+        type=Path,
+        default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets"),
+        help="folder holding movielens/ml-100k.zip and movielens/ml-latest-small.zip",
+    )
+    parser.add_argument(
+        "--with-index",
+        action="store_true",
+        help="read benchmark: index the ratings table on (created_at, id), the read order",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the latency run's temp folder")
     args = parser.parse_args(argv)

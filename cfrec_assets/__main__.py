@@ -21,6 +21,7 @@ from typing import Any
 EXIT_NOT_DEPLOYED = 1
 EXIT_VERIFICATION_FAILED = 3
 
+
 def default_serving_dir() -> str:
     from cfrec_assets.schema import serving_dir_from_env
 

@@ -7,8 +7,8 @@ refuses every other global with a clear error, before anything could run.
 
 from __future__ import annotations
 
-import csv
 import _compat_pickle
+import csv
 import json
 import pickle
 from pathlib import Path

@@ -27,7 +27,9 @@ from cfrec_assets.tmdb_mapping import mapping_summary
 
 
 def _result(passed: bool, description: str, **metadata) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=bool(passed), description=description, metadata={"verdict": description, **metadata})
+    return dg.AssetCheckResult(
+        passed=bool(passed), description=description, metadata={"verdict": description, **metadata}
+    )
 
 
 class DatasetShapeConfig(dg.Config):
@@ -45,7 +47,9 @@ def ml100k_is_official_release(config: DatasetShapeConfig, ml100k_raw: MovieLens
     found = {"ratings": len(ratings), "users": int(ratings["user_id"].nunique()), "items": len(ml100k_raw.items)}
     expected = config.model_dump()
     wrong = {k: f"{found[k]} (expected {expected[k]})" for k in expected if found[k] != expected[k]}
-    verdict = "matches the official 100,000 / 943 / 1,682" if not wrong else f"differs from the official release: {wrong}"
+    verdict = (
+        "matches the official 100,000 / 943 / 1,682" if not wrong else f"differs from the official release: {wrong}"
+    )
     return _result(not wrong, verdict, **found)
 
 
@@ -137,7 +141,9 @@ def combined_ratings_are_valid(
     if duplicates:
         problems.append(f"{duplicates} duplicate (user, movie) pair(s)")
     if len(ratings) < config.min_ratings or users < config.min_users:
-        problems.append(f"only {len(ratings)} ratings from {users} users (need {config.min_ratings} / {config.min_users})")
+        problems.append(
+            f"only {len(ratings)} ratings from {users} users (need {config.min_ratings} / {config.min_users})"
+        )
     verdict = "; ".join(problems) or f"{len(ratings)} valid ratings from {users} users, all in the catalog"
     return _result(
         not problems,

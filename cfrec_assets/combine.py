@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ def combine_ratings(
     ml_ratings: pd.DataFrame,
     mapping: pd.DataFrame,
     real_ratings: pd.DataFrame,
-    catalog: Optional[Iterable[int]] = None,
+    catalog: Iterable[int] | None = None,
     rating_range: tuple[float, float] = RATING_SCALE,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Return the training table and the number of rows dropped per reason.

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -53,8 +51,10 @@ def file_records(directory: Path) -> dict[str, dict[str, Any]]:
 def verification_problems(directory: Path, expected: Mapping[str, Any]) -> list[str]:
     """Human-readable reasons why ``directory``'s artifacts don't match ``expected`` (empty = OK)."""
     if not isinstance(expected, Mapping) or set(expected) != set(ARTIFACT_FILES):
-        return [f"file list {sorted(expected) if isinstance(expected, Mapping) else expected!r} "
-                f"is not {sorted(ARTIFACT_FILES)}"]
+        return [
+            f"file list {sorted(expected) if isinstance(expected, Mapping) else expected!r} "
+            f"is not {sorted(ARTIFACT_FILES)}"
+        ]
     problems = []
     for name in ARTIFACT_FILES:
         path = directory / name

@@ -42,8 +42,7 @@ def archive_url(base_url: str, filename: str) -> str:
     scheme = urllib.parse.urlsplit(base_url).scheme
     if scheme not in ("http", "https", "file"):
         raise DownloadError(
-            f"unsupported download base URL scheme {scheme!r} in {base_url!r}: "
-            "use http://, https:// or file://"
+            f"unsupported download base URL scheme {scheme!r} in {base_url!r}: use http://, https:// or file://"
         )
     return base_url.rstrip("/") + "/" + urllib.parse.quote(filename)
 
@@ -103,9 +102,7 @@ def _stream(url: str, out, timeout_seconds: float) -> None:
                 out.write(chunk)
                 received += len(chunk)
             if expected is not None and received != int(expected):
-                raise DownloadError(
-                    f"GET {url} was truncated: received {received} of {expected} bytes"
-                )
+                raise DownloadError(f"GET {url} was truncated: received {received} of {expected} bytes")
     except httpx.RemoteProtocolError as exc:
         raise DownloadError(f"GET {url} was truncated: {exc}") from None
     except httpx.HTTPError as exc:

@@ -37,13 +37,18 @@ def materialization_runs(
         if key in in_run:
             runs[key] = anchor_run_id
             continue
-        found = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, before_timestamp=anchor_time), limit=1)
+        found = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, before_timestamp=anchor_time), limit=1
+        )
         runs[key] = found.records[0].run_id if found.records else None
     return runs
 
 
 def gate_problems(
-    instance: dg.DagsterInstance, checks: Iterable[dg.AssetCheckKey], runs: Mapping[dg.AssetKey, str | None], version: str
+    instance: dg.DagsterInstance,
+    checks: Iterable[dg.AssetCheckKey],
+    runs: Mapping[dg.AssetKey, str | None],
+    version: str,
 ) -> list[str]:
     """Why ``version`` may not ship: for each blocking check, its newest verdict on the
     materialization of its asset that ``runs`` names must be a pass."""

@@ -32,7 +32,9 @@ class UpstreamNotMaterializedError(RuntimeError):
 
 
 def _is_bundle(kind: Any) -> bool:
-    return dataclasses.is_dataclass(kind) and all(f.type in (pd.DataFrame, "pd.DataFrame") for f in dataclasses.fields(kind))
+    return dataclasses.is_dataclass(kind) and all(
+        f.type in (pd.DataFrame, "pd.DataFrame") for f in dataclasses.fields(kind)
+    )
 
 
 class LocalIOManager(dg.ConfigurableIOManager):
@@ -94,9 +96,10 @@ class LocalIOManager(dg.ConfigurableIOManager):
             raise UpstreamNotMaterializedError(f"{name} has never been materialized: materialize it first")
         recorded = event.asset_materialization.metadata.get("path")
         if recorded is None:
-            raise UpstreamNotMaterializedError(f"the latest materialization of {name} recorded no path: materialize it again")
+            raise UpstreamNotMaterializedError(
+                f"the latest materialization of {name} recorded no path: materialize it again"
+            )
         path = Path(str(recorded.value))
         if not path.exists():
             raise UpstreamNotMaterializedError(f"{name}'s latest value {path} is gone: materialize {name} again")
         return path
-

@@ -94,7 +94,7 @@ def parse_u_item(path: Path) -> pd.DataFrame:
     if not rows:
         raise MovieLensFormatError(f"{path.name}: no items")
     frame = pd.DataFrame(rows, columns=[*U_ITEM_COLUMNS, *U_ITEM_GENRES])
-    return frame.astype({"item_id": np.int32, **{g: np.int8 for g in U_ITEM_GENRES}})
+    return frame.astype({"item_id": np.int32, **dict.fromkeys(U_ITEM_GENRES, np.int8)})
 
 
 def parse_links(path: Path) -> pd.DataFrame:

@@ -34,9 +34,7 @@ class RatingPrediction(Protocol):
     est: float
 
 
-def ranking_metrics(
-    predictions: Iterable[RatingPrediction], k: int = 10, threshold: float = 4.0
-) -> dict[str, Any]:
+def ranking_metrics(predictions: Iterable[RatingPrediction], k: int = 10, threshold: float = 4.0) -> dict[str, Any]:
     """Mean precision@k and NDCG@k over users (see the module docstring for conventions).
 
     Returns ``{"precision_at_k", "ndcg_at_k", "k", "threshold", "users_evaluated",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -39,7 +39,7 @@ class DataStore(dg.ConfigurableResource):
     """
 
     data_dir: str = Field(default=DEFAULT_DATA_DIR, description="Relative paths resolve against the working directory.")
-    serving_dir_path: Optional[str] = Field(
+    serving_dir_path: str | None = Field(
         default=None,
         description="Where deployed_model promotes versions and the app loads them (default <data_dir>/serving).",
     )
@@ -68,10 +68,10 @@ class DataStore(dg.ConfigurableResource):
 class CatalogSource(dg.ConfigurableResource):
     """The app's catalog of TMDB ids; with neither field set, no catalog filter is applied."""
 
-    path: Optional[str] = Field(
+    path: str | None = Field(
         default=None, description="A .json list, a .csv with a tmdb_id column, or a .pkl/.joblib list or int array."
     )
-    supabase_table: Optional[str] = Field(
+    supabase_table: str | None = Field(
         default=None, description="Read the catalog from this Supabase table instead (needs SUPABASE_URL/KEY)."
     )
     supabase_column: str = "tmdb_id"

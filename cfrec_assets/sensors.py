@@ -34,7 +34,9 @@ def build_retrain_sensor(
         default_status=default_status,
         description=f"Retrains when at least {min_new_ratings} new ratings arrived in Supabase.",
     )
-    def supabase_ratings_sensor(context: dg.SensorEvaluationContext, supabase: RatingsReader) -> dg.SensorResult | dg.SkipReason:
+    def supabase_ratings_sensor(
+        context: dg.SensorEvaluationContext, supabase: RatingsReader
+    ) -> dg.SensorResult | dg.SkipReason:
         reader = supabase  # REST or Postgres, chosen once in resources.ratings_reader
         if not reader.is_configured:
             return dg.SkipReason("Supabase is not configured (SUPABASE_URL/SUPABASE_KEY or SUPABASE_DB_URL)")

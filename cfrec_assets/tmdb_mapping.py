@@ -77,9 +77,7 @@ _POSSESSIVE_CREDIT = re.compile(r"^(?P<owner>[^\s']+(?:\s+[^\s']+){1,3})'s\s+(?P
 _EMBEDDED_IMDB = re.compile(r"imdb-title-(\d+)")
 _URL_TITLE = re.compile(r"(?:title-exact|Title)\?(?P<query>.+)$")
 # Letters NFKD does not decompose into a base letter plus accents.
-_EXTRA_FOLDS = str.maketrans(
-    {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ð": "d", "þ": "th", "ł": "l", "đ": "d"}
-)
+_EXTRA_FOLDS = str.maketrans({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ð": "d", "þ": "th", "ł": "l", "đ": "d"})
 
 
 @dataclass(frozen=True)
@@ -146,7 +144,7 @@ def _split_brackets(text: str) -> tuple[str, list[str]]:
 
 
 def _article_first(name: str) -> str:
-    """"Usual Suspects, The" -> "The Usual Suspects"; "Appartement, L'" -> "L'Appartement"."""
+    """ "Usual Suspects, The" -> "The Usual Suspects"; "Appartement, L'" -> "L'Appartement"."""
     name = name.strip()
     moved = _TRAILING_ARTICLE.match(name)
     if not moved:
@@ -287,8 +285,13 @@ def _title_tiers(item: _ItemTitle, index: _MovieIndex) -> tuple[str, list[int]]:
         ("alternate", lambda: _union(index.by_name.get(k, set()) for k in item.keyed_names())),
         # Whole names against segments, never segment against segment, so two films sharing a
         # franchise prefix ("Star Trek: ...") cannot meet through it.
-        ("alternate", lambda: _union(index.by_segment.get(k, set()) for k in item.keyed_names())
-         | _union(index.by_name.get(k, set()) for k in item.keyed_segments())),
+        (
+            "alternate",
+            lambda: (
+                _union(index.by_segment.get(k, set()) for k in item.keyed_names())
+                | _union(index.by_name.get(k, set()) for k in item.keyed_segments())
+            ),
+        ),
         ("year_off_by_one", lambda: _year_off_by_one(item, index)),
     )
     for kind, find in tiers:
@@ -457,9 +460,7 @@ def build_tmdb_mapping(
     _require(movies, ("movieId", "title"), "movies", "movieId")
     overrides = load_overrides() if overrides is None else validate_overrides(overrides)
 
-    tmdb_by_movie = {
-        int(m): (None if pd.isna(t) else int(t)) for m, t in zip(links["movieId"], links["tmdbId"])
-    }
+    tmdb_by_movie = {int(m): (None if pd.isna(t) else int(t)) for m, t in zip(links["movieId"], links["tmdbId"])}
     movies_by_imdb: dict[int, list[int]] = defaultdict(list)
     for movie_id, imdb in zip(links["movieId"].tolist(), links["imdbId"].tolist()):
         movies_by_imdb[int(imdb)].append(int(movie_id))
@@ -548,9 +549,7 @@ def mapping_summary(mapping: pd.DataFrame, ratings: pd.DataFrame | None = None) 
     """
     mapped = mapping["tmdb_id"].notna()
     kinds = mapping["match_kind"].value_counts()
-    per_item = (
-        ratings["item_id"].value_counts() if ratings is not None else pd.Series(dtype="int64")
-    )
+    per_item = ratings["item_id"].value_counts() if ratings is not None else pd.Series(dtype="int64")
     mapped_items = set(mapping.loc[mapped, "ml100k_item_id"].tolist())
     in_links = mapping["embedded_imdb_movie_id"].notna()
     honoured = in_links & (mapping["ml_latest_movie_id"] == mapping["embedded_imdb_movie_id"]).fillna(False)

@@ -15,7 +15,14 @@ from surprise import SVD, Dataset, Reader, accuracy
 from surprise.model_selection import KFold
 
 from cfrec_assets.ranking import ranking_metrics
-from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, RATING_SCALE, SEED_SVD_PARAMS, TRAINING_RATINGS_FILE, TRAINSET_FILE
+from cfrec_assets.schema import (
+    ARTIFACT_FILES,
+    MODEL_FILE,
+    RATING_SCALE,
+    SEED_SVD_PARAMS,
+    TRAINING_RATINGS_FILE,
+    TRAINSET_FILE,
+)
 from cfrec_assets.storage import sha256_file, write_dir_atomic
 
 

@@ -8,14 +8,14 @@ from collections.abc import Iterator
 import pytest
 
 # --- Real PostgreSQL and the PostgREST-subset server (support/postgres.py, postgrest.py) ---
-from cfrec_assets_tests.support.postgres import (
+from cfrec_testkit.postgres import (
     PostgresServer,
     PostgresUnavailable,
     create_catalog_table,
     create_ratings_table,
     postgres_server,
 )
-from cfrec_assets_tests.support.postgrest import TEST_API_KEY, PostgrestSubsetServer
+from cfrec_testkit.postgrest import TEST_API_KEY, PostgrestSubsetServer
 
 
 @pytest.fixture(scope="session")

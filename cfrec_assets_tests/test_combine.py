@@ -19,7 +19,11 @@ def real(rows):
 
 
 MAPPING = pd.DataFrame(
-    {"ml100k_item_id": [1, 2, 3, 4], "tmdb_id": pd.array([862, 710, None, 862], dtype="Int64"), "match_kind": ["exact"] * 4}
+    {
+        "ml100k_item_id": [1, 2, 3, 4],
+        "tmdb_id": pd.array([862, 710, None, 862], dtype="Int64"),
+        "match_kind": ["exact"] * 4,
+    }
 )
 
 

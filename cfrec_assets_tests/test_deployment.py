@@ -20,7 +20,7 @@ from cfrec_assets.deployment import (
     read_manifest,
     rollback,
 )
-from cfrec_assets_tests.support.models import TinyModelVersion, sha256_of, version_name, write_model_version
+from cfrec_testkit.models import TinyModelVersion, sha256_of, version_name, write_model_version
 
 TRAINED_AT = "2026-11-26T07:15:00+00:00"
 
@@ -28,8 +28,7 @@ TRAINED_AT = "2026-11-26T07:15:00+00:00"
 def snapshot(root: Path) -> dict[str, bytes | None]:
     """Every path under ``root`` with file contents (None for dirs), to prove 'unchanged'."""
     return {
-        str(path.relative_to(root)): path.read_bytes() if path.is_file() else None
-        for path in sorted(root.rglob("*"))
+        str(path.relative_to(root)): path.read_bytes() if path.is_file() else None for path in sorted(root.rglob("*"))
     }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cfrec_assets.downloads import DownloadError, archive_url, fetch_archive, safe_extract, sha256_file
-from cfrec_assets_tests.support.http_server import FolderServer
+from cfrec_testkit.http_server import FolderServer
 
 MEMBERS = ("ml-100k/u.data", "ml-100k/u.item")
 # Incompressible, so a flipped byte or a cut lands inside member data, not in slack.
@@ -108,7 +108,9 @@ def test_safe_extract_writes_members(mirror: Path, tmp_path: Path) -> None:
 
 
 def test_base_url_schemes() -> None:
-    assert archive_url("https://files.grouplens.org/datasets/movielens", "ml-100k.zip").endswith("/movielens/ml-100k.zip")
+    assert archive_url("https://files.grouplens.org/datasets/movielens", "ml-100k.zip").endswith(
+        "/movielens/ml-100k.zip"
+    )
     assert archive_url("file:///srv/mirror/", "ml-100k.zip") == "file:///srv/mirror/ml-100k.zip"
     with pytest.raises(DownloadError, match="unsupported download base URL scheme 'ftp'"):
         archive_url("ftp://example.org/", "ml-100k.zip")

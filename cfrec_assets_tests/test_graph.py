@@ -14,7 +14,7 @@ from cfrec_assets.definitions import defs
 from cfrec_assets.deployment import read_manifest
 from cfrec_assets.resources import CatalogSource
 from cfrec_assets.serving import load_deployed
-from cfrec_assets_tests.support.graph import check_results, failure_messages, make_graph_env, materialized, metadata
+from cfrec_testkit.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest
 
 ASSETS = {
     "ml100k_raw", "tmdb_links", "catalog_ids", "supabase_ratings",
@@ -26,7 +26,11 @@ def test_definitions_load_with_every_asset_check_and_sensor() -> None:
     repo = defs.get_repository_def()
     assert {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()} == ASSETS
     checks = {key.name for key in repo.asset_graph.asset_check_keys}
-    assert {"ml100k_is_official_release", "challenger_no_worse_than_champion", "svd_artifacts_load_and_predict"} <= checks
+    assert {
+        "ml100k_is_official_release",
+        "challenger_no_worse_than_champion",
+        "svd_artifacts_load_and_predict",
+    } <= checks
     assert [s.name for s in repo.sensor_defs] == ["supabase_ratings_sensor"]
 
 
@@ -55,7 +59,7 @@ def test_whole_graph_materializes_with_metadata(tmp_path: Path) -> None:
     assert {f"fold_{i}_rmse" for i in (1, 2, 3)} <= cv.keys() and 0 <= cv["ndcg_at_10_mean"] <= 1
 
     # The pickles the app loads, and the deployment it reads
-    version_dir = Path(model["path"])
+    version_dir = Path(model["model_path"])
     algo = joblib.load(version_dir / "svd_model.pkl")
     assert algo.n_factors == 100
     manifest = read_manifest(env.serving_dir)
@@ -88,7 +92,7 @@ def test_svd_config_is_honoured_and_recorded(tmp_path: Path) -> None:
     assert result.success
     model = metadata(result, "svd_model")
     assert model["params"]["n_factors"] == 7
-    assert joblib.load(Path(model["path"]) / "svd_model.pkl").n_factors == 7
+    assert joblib.load(Path(model["model_path"]) / "svd_model.pkl").n_factors == 7
 
 
 @pytest.mark.parametrize("catalog_kind", ["json", "pkl"])
@@ -102,7 +106,10 @@ def test_catalog_file_filters_training(tmp_path: Path, catalog_kind: str) -> Non
         joblib.dump(keep, path)
     env.catalog = CatalogSource(path=str(path))
     with dg.instance_for_test() as instance:
-        result = env.materialize(instance, ops={"combined_ratings_combined_ratings_are_valid": {"config": {"min_ratings": 10, "min_users": 2}}})
+        result = env.materialize(
+            instance,
+            ops={"combined_ratings_combined_ratings_are_valid": {"config": {"min_ratings": 10, "min_users": 2}}},
+        )
     assert result.success, check_results(result)
     catalog = metadata(result, "catalog_ids")
     assert catalog["catalog_size"] == 20 and catalog["filter_applied"] is True
@@ -114,7 +121,7 @@ def test_malformed_download_fails_the_run_and_keeps_good_artifacts(tmp_path: Pat
     env = make_graph_env(tmp_path)
     with dg.instance_for_test() as instance:
         assert env.materialize(instance).success
-        before = (env.data_dir / "movielens" / "ml100k_ratings.parquet").read_bytes()
+        before = tree_digest(env.data_dir / "assets")
         # A new mirror file with a bad line in u.data: the cached archive is dropped to force a refetch.
         (env.data_dir / "cache" / "ml-100k.zip").unlink()
         src = env.mirror.root / "ml-100k.zip"
@@ -127,7 +134,7 @@ def test_malformed_download_fails_the_run_and_keeps_good_artifacts(tmp_path: Pat
         result = env.materialize(instance, selection=["ml100k_raw"])
     assert not result.success
     assert "u.data line 2401: non-integer field" in failure_messages(result)["ml100k_raw"]
-    assert (env.data_dir / "movielens" / "ml100k_ratings.parquet").read_bytes() == before
+    assert tree_digest(env.data_dir / "assets") == before  # no value written, none replaced
 
 
 @pytest.mark.parametrize(
@@ -144,9 +151,12 @@ def test_catalog_misconfiguration_fails_clearly(tmp_path: Path, catalog: Catalog
     with dg.instance_for_test() as instance:
         result = env.materialize(instance, selection=["ml100k_raw", "tmdb_links", "catalog_ids"])
     assert message in failure_messages(result)["catalog_ids"]
-    assert not env.store.catalog_path.exists()
+    assert not (env.data_dir / "assets" / "catalog_ids").exists()
 
 
 def test_source_url_metadata_drops_credentials() -> None:
-    assert display_url("https://user:secret@mirror.example:8443/ml/ml-100k.zip") == "https://mirror.example:8443/ml/ml-100k.zip"
+    assert (
+        display_url("https://user:secret@mirror.example:8443/ml/ml-100k.zip")
+        == "https://mirror.example:8443/ml/ml-100k.zip"
+    )
     assert display_url("file:///srv/ml/ml-100k.zip") == "file:///srv/ml/ml-100k.zip"

@@ -12,7 +12,7 @@ import pytest
 
 from cfrec_assets.deployment import promote
 from cfrec_assets.serving import load_deployed
-from cfrec_assets_tests.support.models import TinyModelVersion, version_name, write_model_version
+from cfrec_testkit.models import TinyModelVersion, version_name, write_model_version
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     environment = {k: v for k, v in os.environ.items() if k != "CFREC_SERVING_DIR"}
     return subprocess.run(
         [sys.executable, "-m", "cfrec_assets", *args],
-        cwd=REPO_ROOT, env={**environment, **(env or {})}, capture_output=True, text=True, timeout=60,
+        cwd=REPO_ROOT,
+        env={**environment, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -31,9 +35,15 @@ def deployed(tmp_path_factory) -> tuple[Path, list[TinyModelVersion]]:
     root = tmp_path_factory.mktemp("cli")
     models = [write_model_version(root / "models", version_name(n), seed=n) for n in range(2)]
     for rmse, model in zip((0.93, 0.91), models):
-        promote(model.path, root / "serving", version=model.version, metrics={"rmse_mean": rmse},
-                counts={"ratings": len(model.ratings)}, trained_at="2026-11-26T07:15:00+00:00",
-                expected_sha256=model.sha256)
+        promote(
+            model.path,
+            root / "serving",
+            version=model.version,
+            metrics={"rmse_mean": rmse},
+            counts={"ratings": len(model.ratings)},
+            trained_at="2026-11-26T07:15:00+00:00",
+            expected_sha256=model.sha256,
+        )
     return root / "serving", models
 
 

@@ -73,5 +73,7 @@ def test_links_and_movies_errors(tmp_path: Path) -> None:
         parse_links(write(tmp_path / "links.csv", "movieId,imdbId,tmdbId\n1,2,3\nx,2,3\n"))
     with pytest.raises(MovieLensFormatError, match="movies.csv line 2: expected 3 fields"):
         parse_movies(write(tmp_path / "movies.csv", "movieId,title,genres\n1,Toy Story (1995)\n"))
-    movies = parse_movies(write(tmp_path / "movies.csv", 'movieId,title,genres\n1,"Usual Suspects, The (1995)",Crime\n'))
+    movies = parse_movies(
+        write(tmp_path / "movies.csv", 'movieId,title,genres\n1,"Usual Suspects, The (1995)",Crime\n')
+    )
     assert movies.loc[0, "title"] == "Usual Suspects, The (1995)"

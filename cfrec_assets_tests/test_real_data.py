@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-
 import dagster as dg
 import pandas as pd
 import pytest
 
 from cfrec_assets.assets import ALL_ASSETS
 from cfrec_assets.checks import ALL_CHECKS
-from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, SupabasePostgresResource, SupabaseResource
+from cfrec_assets.io_manager import LocalIOManager
+from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, build_resources
 from cfrec_assets.serving import load_deployed
-from cfrec_assets_tests.support.graph import check_results, materialized, metadata
-from cfrec_assets_tests.support.shared_data import real_movielens_or_skip
+from cfrec_assets.supabase_io import SupabaseResource
+from cfrec_testkit.graph import check_results, materialized, metadata
+from cfrec_testkit.shared_data import real_movielens_or_skip
 
 pytestmark = pytest.mark.real_data
 
@@ -21,15 +22,18 @@ pytestmark = pytest.mark.real_data
 def real_run(tmp_path_factory):
     mirror = real_movielens_or_skip()
     data_dir = tmp_path_factory.mktemp("real") / "data"
-    resources = {
-        "movielens": MovieLensSource(base_url=mirror.as_uri() + "/"),
-        "store": DataStore(data_dir=str(data_dir)),
-        "catalog": CatalogSource(),
-        "supabase": SupabaseResource(),
-        "supabase_db": SupabasePostgresResource(),
-    }
+    resources = build_resources(
+        {},
+        io_manager=LocalIOManager(data_dir=str(data_dir)),
+        movielens=MovieLensSource(base_url=mirror.as_uri() + "/"),
+        store=DataStore(data_dir=str(data_dir)),
+        catalog=CatalogSource(),
+        supabase=SupabaseResource(),
+    )
     with dg.instance_for_test() as instance:
-        result = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], instance=instance, resources=resources, raise_on_error=False)
+        result = dg.materialize(
+            [*ALL_ASSETS, *ALL_CHECKS], instance=instance, resources=resources, raise_on_error=False
+        )
         yield result, data_dir
 
 
@@ -50,7 +54,7 @@ def test_mapping_targets_and_spot_checks(real_run) -> None:
     links = metadata(result, "tmdb_links")
     assert links["items_mapped"] >= 1_350 and links["ratings_mapped"] >= 98_000
     assert links["embedded_imdb_ids_honoured"] == links["embedded_imdb_ids_in_links"] > 0
-    mapping = pd.read_parquet(DataStore(data_dir=str(data_dir)).tmdb_links_path).set_index("ml100k_item_id")["tmdb_id"]
+    mapping = pd.read_parquet(links["path"]).set_index("ml100k_item_id")["tmdb_id"]
     # Toy Story, GoldenEye, Star Wars: the old id join mapped item 2 to Jumanji (tmdb 8844).
     assert (mapping[1], mapping[2], mapping[50]) == (862, 710, 11)
 

@@ -11,11 +11,11 @@ import pytest
 
 from cfrec_assets.definitions import defs
 from cfrec_assets.deployment import read_manifest
-from cfrec_assets.resources import SupabasePostgresResource, SupabaseResource
 from cfrec_assets.sensors import RETRAIN_SELECTION, build_retrain_sensor
-from cfrec_assets_tests.support.graph import make_graph_env, metadata
-from cfrec_assets_tests.support.postgres import insert_ratings
-from cfrec_assets_tests.support.postgrest import TEST_API_KEY
+from cfrec_assets.supabase_io import SupabaseResource
+from cfrec_testkit.graph import make_graph_env, metadata
+from cfrec_testkit.postgres import insert_ratings
+from cfrec_testkit.postgrest import TEST_API_KEY
 
 sensor = build_retrain_sensor(min_new_ratings=10)
 
@@ -25,9 +25,7 @@ def rows(n: int, start: int = 0, user: str = "app-user", tmdb_ids=(862, 710, 11)
 
 
 def evaluate(instance, supabase, cursor=None):
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"supabase": supabase, "supabase_db": SupabasePostgresResource()}
-    )
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"supabase": supabase})
     return sensor(context), context
 
 
@@ -108,7 +106,9 @@ def test_sensor_run_retrains_on_the_new_ratings(tmp_path: Path, postgrest, ratin
         insert_ratings(ratings_db, rows(40, tmdb_ids=mapped[:20]))
         result, _ = evaluate(instance, supabase)
         [request] = result.run_requests
-        selection = sorted(key.to_user_string() for key in RETRAIN_SELECTION.resolve(defs.get_repository_def().asset_graph))
+        selection = sorted(
+            key.to_user_string() for key in RETRAIN_SELECTION.resolve(defs.get_repository_def().asset_graph)
+        )
         assert selection == ["combined_ratings", "cv_metrics", "deployed_model", "supabase_ratings", "svd_model"]
         retrain = env.materialize(instance, selection=selection)
         assert retrain.success
@@ -119,4 +119,3 @@ def test_sensor_run_retrains_on_the_new_ratings(tmp_path: Path, postgrest, ratin
     assert new_version != metadata(baseline, "svd_model")["version"]
     assert (env.data_dir / "models" / new_version / "svd_model.pkl").is_file()
     assert read_manifest(env.serving_dir)["counts"]["real_ratings"] == combined["real_ratings"]
-

@@ -21,13 +21,13 @@ from cfrec_assets.serving import (
     load_deployed,
     top_n_indices,
 )
-from cfrec_assets_tests.support.shared_data import real_movielens_or_skip
-from cfrec_assets_tests.support.models import (
+from cfrec_testkit.models import (
     TinyModelVersion,
     make_ratings_frame,
     train_tiny_svd,
     write_model_version,
 )
+from cfrec_testkit.shared_data import real_movielens_or_skip
 
 UNKNOWN_USER = "00000000-dead-beef-0000-000000000000"
 UNKNOWN_MOVIE = 999_999_999
@@ -41,8 +41,15 @@ def tiny(tmp_path: Path) -> TinyModelVersion:
 @pytest.fixture
 def serving(tmp_path: Path, tiny: TinyModelVersion) -> Path:
     serving_dir = tmp_path / "serving"
-    promote(tiny.path, serving_dir, version=tiny.version, metrics={}, counts={},
-            trained_at="2026-11-26T07:15:00+00:00", expected_sha256=tiny.sha256)
+    promote(
+        tiny.path,
+        serving_dir,
+        version=tiny.version,
+        metrics={},
+        counts={},
+        trained_at="2026-11-26T07:15:00+00:00",
+        expected_sha256=tiny.sha256,
+    )
     return serving_dir
 
 

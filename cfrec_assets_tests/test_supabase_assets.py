@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from cfrec_assets.deployment import read_manifest
-from cfrec_assets.resources import CatalogSource, SupabasePostgresResource, SupabaseResource
-from cfrec_assets_tests.support.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest
-from cfrec_assets_tests.support.postgres import create_catalog_table, insert_ratings
-from cfrec_assets_tests.support.postgrest import TEST_API_KEY
+from cfrec_assets.resources import CatalogSource
+from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseResource
+from cfrec_testkit.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest
+from cfrec_testkit.postgres import create_catalog_table, insert_ratings
+from cfrec_testkit.postgrest import TEST_API_KEY
 
 RATINGS = ["supabase_ratings"]
 
@@ -30,7 +31,9 @@ def env(tmp_path: Path, postgrest, ratings_db):
 def all_logs(instance: dg.DagsterInstance) -> str:
     """Every event and log line of every run in the instance, as text."""
     return "\n".join(
-        f"{record.user_message} {record.dagster_event}" for run in instance.get_runs() for record in instance.all_logs(run.run_id)
+        f"{record.user_message} {record.dagster_event}"
+        for run in instance.get_runs()
+        for record in instance.all_logs(run.run_id)
     )
 
 
@@ -108,21 +111,23 @@ def test_fallback_is_opt_in_warns_and_cannot_ship_a_model_that_forgot_app_users(
 def test_psycopg_path_reads_the_same_rows(env, ratings_db) -> None:
     with dg.instance_for_test() as instance:
         rest = metadata(env.materialize(instance, selection=RATINGS), "supabase_ratings")
-        rest_frame = pd.read_parquet(env.store.supabase_ratings_path)
-        env.supabase_db = SupabasePostgresResource(db_url=ratings_db)
+        rest_frame = pd.read_parquet(rest["path"])
+        env.supabase = SupabasePostgresResource(db_url=ratings_db)
         pg = metadata(env.materialize(instance, selection=RATINGS), "supabase_ratings")
-        pg_frame = pd.read_parquet(env.store.supabase_ratings_path)
+        pg_frame = pd.read_parquet(pg["path"])
     assert pg["reader"] == "postgres" and rest["reader"] == "rest"
     assert pg["rows_read"] == rest["rows_read"] == 2500
     pd.testing.assert_frame_equal(pg_frame, rest_frame)
 
 
 def test_secrets_never_reach_metadata(env, ratings_db) -> None:
-    env.supabase_db = SupabasePostgresResource(db_url=ratings_db)
+    env.supabase = SupabasePostgresResource(db_url=ratings_db)
     with dg.instance_for_test() as instance:
         result = env.materialize(instance)
         logs = all_logs(instance)
-    every_value = " ".join(str(v) for e in result.get_asset_materialization_events() for v in e.materialization.metadata.values())
+    every_value = " ".join(
+        str(v) for e in result.get_asset_materialization_events() for v in e.materialization.metadata.values()
+    )
     assert TEST_API_KEY not in every_value and TEST_API_KEY not in logs
     assert ratings_db not in every_value
 
@@ -132,7 +137,8 @@ def test_catalog_from_a_supabase_table(env, ratings_db) -> None:
     env.catalog = CatalogSource(supabase_table="movies")
     with dg.instance_for_test() as instance:
         result = env.materialize(
-            instance, ops={"combined_ratings_combined_ratings_are_valid": {"config": {"min_ratings": 10, "min_users": 2}}}
+            instance,
+            ops={"combined_ratings_combined_ratings_are_valid": {"config": {"min_ratings": 10, "min_users": 2}}},
         )
     assert result.success, failure_messages(result)
     catalog = metadata(result, "catalog_ids")

@@ -14,41 +14,38 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from cfrec_assets.supabase_client import (
-    DROP_REASONS,
-    SupabaseReadError,
-    SupabaseResource,
-    catalog_ids_from_values,
-    validate_ratings,
-)
-from cfrec_assets.supabase_postgres import SupabasePostgresResource
-from cfrec_assets_tests.support.postgres import (
+from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseReadError, SupabaseResource
+from cfrec_assets.supabase_io.table import DROP_REASONS, catalog_ids_from_values, validate_ratings
+from cfrec_testkit.postgres import (
     PostgresServer,
     create_catalog_table,
     free_loopback_port,
     insert_ratings,
 )
-from cfrec_assets_tests.support.postgrest import TEST_API_KEY, PostgrestSubsetServer
+from cfrec_testkit.postgrest import TEST_API_KEY, PostgrestSubsetServer
 
 BASE = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
 
 
 def rest(server: PostgrestSubsetServer, **settings) -> SupabaseResource:
-    settings = {"url": server.url, "key": TEST_API_KEY, "timeout_seconds": 5.0,
-                "retry_backoff_seconds": 0.01, **settings}
+    settings = {
+        "url": server.url,
+        "key": TEST_API_KEY,
+        "timeout_seconds": 5.0,
+        "retry_backoff_seconds": 0.01,
+        **settings,
+    }
     return SupabaseResource(**settings)
 
 
 def valid_rows(n: int, start: datetime = BASE) -> list[tuple]:
     # Three rows share each timestamp, so only the id tiebreak makes the order total.
-    return [(f"user{i % 17}", 1000 + i, 0.5 + (i % 10) / 2, start + timedelta(minutes=i // 3))
-            for i in range(n)]
+    return [(f"user{i % 17}", 1000 + i, 0.5 + (i % 10) / 2, start + timedelta(minutes=i // 3)) for i in range(n)]
 
 
 def db_rows(conninfo: str) -> list[tuple]:
     with psycopg.connect(conninfo) as conn:
-        return conn.execute("SELECT user_id, tmdb_id, rating::float8 FROM ratings "
-                            "ORDER BY created_at, id").fetchall()
+        return conn.execute("SELECT user_id, tmdb_id, rating::float8 FROM ratings ORDER BY created_at, id").fetchall()
 
 
 def assert_clean(error: BaseException, *secrets: str) -> None:
@@ -61,6 +58,7 @@ def assert_clean(error: BaseException, *secrets: str) -> None:
 
 # --- REST: completeness ---------------------------------------------------------
 
+
 @pytest.mark.parametrize(("page_size", "pages"), [(1000, 4), (300, 10)])
 def test_reads_every_row_through_the_row_cap(postgrest, ratings_db, page_size, pages):
     insert_ratings(ratings_db, valid_rows(2500))
@@ -68,8 +66,8 @@ def test_reads_every_row_through_the_row_cap(postgrest, ratings_db, page_size, p
     assert stats["rows_read"] == stats["server_count"] == stats["valid_rows"] == 2500
     assert stats["pages"] == pages  # the last page is the empty one that proves the end
     assert list(frame.itertuples(index=False, name=None)) == [
-        (u, m, r, BASE + timedelta(minutes=i // 3))
-        for i, (u, m, r) in enumerate(db_rows(ratings_db))]
+        (u, m, r, BASE + timedelta(minutes=i // 3)) for i, (u, m, r) in enumerate(db_rows(ratings_db))
+    ]
     offsets = [int(dict(r.params)["offset"]) for r in postgrest.requests if r.method == "GET"]
     assert offsets == list(range(0, 2500, page_size)) + [2500]
     assert postgrest.request_counts == {"HEAD": 1, "GET": pages}
@@ -125,8 +123,7 @@ def test_rows_deleted_during_the_read_fail_loudly(postgrest, ratings_db):
         rest(postgrest).read_ratings()
 
 
-def test_rows_shifted_between_pages_are_caught_even_when_the_count_still_matches(
-        postgrest, ratings_db):
+def test_rows_shifted_between_pages_are_caught_even_when_the_count_still_matches(postgrest, ratings_db):
     insert_ratings(ratings_db, valid_rows(2500))
 
     def backfill_one_and_delete_one(request) -> None:
@@ -142,18 +139,36 @@ def test_rows_shifted_between_pages_are_caught_even_when_the_count_still_matches
 
 # --- REST: invalid rows ---------------------------------------------------------
 
+
 def test_invalid_rows_are_dropped_and_counted_by_reason(postgrest, ratings_db):
-    insert_ratings(ratings_db, valid_rows(4) + [
-        (None, 1, 4.0, BASE), ("   ", 2, 4.0, BASE), ("u", None, 4.0, BASE),
-        ("u", 0, 4.0, BASE), ("u", 3, None, BASE),
-        ("u", 4, 0.0, BASE), ("u", 5, 5.5, BASE), ("u", 6, -1, BASE),
-        ("u", 7, 0.5, BASE), ("u", 8, 5.0, BASE),  # the bounds themselves are valid
-    ])
+    insert_ratings(
+        ratings_db,
+        valid_rows(4)
+        + [
+            (None, 1, 4.0, BASE),
+            ("   ", 2, 4.0, BASE),
+            ("u", None, 4.0, BASE),
+            ("u", 0, 4.0, BASE),
+            ("u", 3, None, BASE),
+            ("u", 4, 0.0, BASE),
+            ("u", 5, 5.5, BASE),
+            ("u", 6, -1, BASE),
+            ("u", 7, 0.5, BASE),
+            ("u", 8, 5.0, BASE),  # the bounds themselves are valid
+        ],
+    )
     frame, stats = rest(postgrest).read_ratings()
-    assert stats == {"rows_read": 14, "server_count": 14, "pages": 2, "valid_rows": 6,
-                     "dropped_missing_ids": 3, "dropped_invalid_ids": 1,
-                     "dropped_missing_rating": 1, "dropped_invalid_rating": 0,
-                     "dropped_rating_out_of_range": 3}
+    assert stats == {
+        "rows_read": 14,
+        "server_count": 14,
+        "pages": 2,
+        "valid_rows": 6,
+        "dropped_missing_ids": 3,
+        "dropped_invalid_ids": 1,
+        "dropped_missing_rating": 1,
+        "dropped_invalid_rating": 0,
+        "dropped_rating_out_of_range": 3,
+    }
     assert sorted(frame["rating"]) == sorted([0.5, 5.0] + [r for _, _, r, _ in valid_rows(4)])
     # A configured range is honoured, and nothing is clipped into it.
     frame, stats = rest(postgrest, rating_min=1.0, rating_max=10.0).read_ratings()
@@ -162,11 +177,19 @@ def test_invalid_rows_are_dropped_and_counted_by_reason(postgrest, ratings_db):
 
 
 def test_validation_rejects_values_a_typed_column_cannot_hold():
-    raw = pd.DataFrame([
-        ["u", 1.5, 4.0, BASE], ["u", "12", 4.0, BASE], ["u", True, 4.0, BASE],
-        ["u", 2, "4.0", BASE], ["u", 3, float("nan"), BASE], ["u", 4, float("inf"), BASE],
-        ["u", 5.0, 4.0, BASE],
-    ], columns=["user_id", "tmdb_id", "rating", "created_at"], dtype=object)
+    raw = pd.DataFrame(
+        [
+            ["u", 1.5, 4.0, BASE],
+            ["u", "12", 4.0, BASE],
+            ["u", True, 4.0, BASE],
+            ["u", 2, "4.0", BASE],
+            ["u", 3, float("nan"), BASE],
+            ["u", 4, float("inf"), BASE],
+            ["u", 5.0, 4.0, BASE],
+        ],
+        columns=["user_id", "tmdb_id", "rating", "created_at"],
+        dtype=object,
+    )
     frame, stats = validate_ratings(raw, 0.5, 5.0)
     assert stats["dropped_invalid_ids"] == 3 and stats["dropped_invalid_rating"] == 2
     assert stats["dropped_missing_rating"] == 1
@@ -192,12 +215,12 @@ def test_settings_are_validated():
 
 # --- REST: failures ---------------------------------------------------------------
 
+
 def test_wrong_key_is_a_401_naming_no_key(postgrest, caplog):
     caplog.set_level(logging.DEBUG)
     wrong_key = "wrong-key-5d1e0c9a"
     # The count comes first, as a HEAD: no body, so the status and the hint must do.
-    with pytest.raises(SupabaseReadError, match=r"HTTP 401: Unauthorized \(check SUPABASE_KEY"
-                       ) as caught:
+    with pytest.raises(SupabaseReadError, match=r"HTTP 401: Unauthorized \(check SUPABASE_KEY") as caught:
         rest(postgrest, key=wrong_key).read_ratings()
     assert_clean(caught.value, wrong_key, TEST_API_KEY)
     assert sum(postgrest.request_counts.values()) == 1  # an auth failure is not retried
@@ -210,11 +233,16 @@ def test_wrong_key_is_a_401_naming_no_key(postgrest, caplog):
 
 
 def test_a_server_echoing_the_key_does_not_leak_it(postgrest):
-    echo = json.dumps({"code": "XX000", "hint": None, "message": f"bad apikey {TEST_API_KEY}",
-                       "details": f"headers: apikey={TEST_API_KEY}"}).encode()
+    echo = json.dumps(
+        {
+            "code": "XX000",
+            "hint": None,
+            "message": f"bad apikey {TEST_API_KEY}",
+            "details": f"headers: apikey={TEST_API_KEY}",
+        }
+    ).encode()
     postgrest.fail_next(1, status=400, body=echo)
-    with pytest.raises(SupabaseReadError, match=r"HTTP 400 XX000: bad apikey \[redacted\]"
-                       ) as caught:
+    with pytest.raises(SupabaseReadError, match=r"HTTP 400 XX000: bad apikey \[redacted\]") as caught:
         rest(postgrest).ratings_watermark()
     assert_clean(caught.value, TEST_API_KEY)
 
@@ -242,8 +270,7 @@ def test_transient_5xx_is_retried_then_succeeds(postgrest, ratings_db, body):
 def test_persistent_5xx_fails_after_the_retries(postgrest, caplog):
     caplog.set_level(logging.DEBUG)
     postgrest.fail_next(10, status=503)
-    with pytest.raises(SupabaseReadError, match=r"HTTP 503: Service Unavailable \(after 2 retries\)"
-                       ) as caught:
+    with pytest.raises(SupabaseReadError, match=r"HTTP 503: Service Unavailable \(after 2 retries\)") as caught:
         rest(postgrest, max_retries=2).read_ratings()
     assert postgrest.request_counts == {"HEAD": 3}
     assert_clean(caught.value, TEST_API_KEY)
@@ -273,17 +300,18 @@ def test_stopped_server_is_unreachable(postgrest, caplog):
     caplog.set_level(logging.DEBUG)
     resource = rest(postgrest, max_retries=1)
     postgrest.stop()
-    with pytest.raises(SupabaseReadError,
-                       match=rf"unreachable: 127\.0\.0\.1:{postgrest.port} \(ConnectError\) "
-                             r"\(after 1 retries\)") as caught:
+    with pytest.raises(
+        SupabaseReadError,
+        match=rf"unreachable: 127\.0\.0\.1:{postgrest.port} \(ConnectError\) "
+        r"\(after 1 retries\)",
+    ) as caught:
         resource.ratings_watermark()
     assert_clean(caught.value, TEST_API_KEY)
     assert TEST_API_KEY not in caplog.text
 
 
 def test_closed_port_is_unreachable():
-    resource = SupabaseResource(url=f"http://127.0.0.1:{free_loopback_port()}", key=TEST_API_KEY,
-                                max_retries=0)
+    resource = SupabaseResource(url=f"http://127.0.0.1:{free_loopback_port()}", key=TEST_API_KEY, max_retries=0)
     with pytest.raises(SupabaseReadError, match="unreachable") as caught:
         resource.read_catalog_ids("movies")
     assert_clean(caught.value, TEST_API_KEY)
@@ -297,6 +325,7 @@ def test_malformed_url_is_reported_without_the_key():
 
 # --- watermark and catalog (both readers) ------------------------------------------
 
+
 def test_watermark_follows_inserts_and_both_readers_agree(postgrest, ratings_db):
     readers = [rest(postgrest), SupabasePostgresResource(db_url=ratings_db)]
     empty = {"count": 0, "latest_created_at": None, "latest_id": None}
@@ -306,8 +335,7 @@ def test_watermark_follows_inserts_and_both_readers_agree(postgrest, ratings_db)
     assert [r.ratings_watermark() for r in readers] == [expected, expected]
     insert_ratings(ratings_db, [("late", 7, 3.5, BASE + timedelta(hours=1, microseconds=250))])
     insert_ratings(ratings_db, [("backfill", 8, 3.5, BASE - timedelta(days=1))])
-    expected = {"count": 32, "latest_created_at": "2024-05-01T13:00:00.000250+00:00",
-                "latest_id": 31}
+    expected = {"count": 32, "latest_created_at": "2024-05-01T13:00:00.000250+00:00", "latest_id": 31}
     assert [r.ratings_watermark() for r in readers] == [expected, expected]
 
 
@@ -318,12 +346,15 @@ def test_count_after_a_watermark_ignores_backfills_and_honours_ties(postgrest, r
     mark = readers[0].ratings_watermark()  # 12:09, id 30
     assert [r.count_after(mark["latest_created_at"], mark["latest_id"]) for r in readers] == [0, 0]
     latest = BASE + timedelta(minutes=9)
-    insert_ratings(ratings_db, [
-        ("tie", 1, 3.0, latest),  # same instant, higher id: after the mark
-        ("later", 2, 3.0, latest + timedelta(microseconds=1)),
-        ("later", 3, 3.0, latest + timedelta(days=1)),
-        ("backfill", 4, 3.0, BASE - timedelta(days=1)),  # before the mark: not new
-    ])
+    insert_ratings(
+        ratings_db,
+        [
+            ("tie", 1, 3.0, latest),  # same instant, higher id: after the mark
+            ("later", 2, 3.0, latest + timedelta(microseconds=1)),
+            ("later", 3, 3.0, latest + timedelta(days=1)),
+            ("backfill", 4, 3.0, BASE - timedelta(days=1)),  # before the mark: not new
+        ],
+    )
     with psycopg.connect(ratings_db) as conn:
         conn.execute("DELETE FROM ratings WHERE id <= 5")  # deletions do not hide new rows
     assert [r.count_after(mark["latest_created_at"], mark["latest_id"]) for r in readers] == [3, 3]
@@ -335,8 +366,7 @@ def test_catalog_ids_are_read_completely_by_both_readers(postgrest, ratings_db):
     ids = list(range(1, 2301)) + [5, 5, None, None]
     create_catalog_table(ratings_db, tmdb_ids=ids)
     assert rest(postgrest).read_catalog_ids("movies") == list(range(1, 2301))
-    assert SupabasePostgresResource(db_url=ratings_db).read_catalog_ids("movies") == list(
-        range(1, 2301))
+    assert SupabasePostgresResource(db_url=ratings_db).read_catalog_ids("movies") == list(range(1, 2301))
     with pytest.raises(SupabaseReadError, match="unknown table 'films'"):
         rest(postgrest).read_catalog_ids("films")
     with pytest.raises(SupabaseReadError, match="unknown table"):
@@ -351,6 +381,7 @@ def test_catalog_values_that_are_not_integers_are_an_error():
 
 # --- psycopg twin ------------------------------------------------------------------
 
+
 def test_postgres_reader_returns_the_same_frame_and_stats(postgrest, ratings_db):
     insert_ratings(ratings_db, valid_rows(2500) + [(None, 1, 4.0, BASE), ("u", 2, 9.0, BASE)])
     rest_frame, rest_stats = rest(postgrest).read_ratings()
@@ -360,8 +391,7 @@ def test_postgres_reader_returns_the_same_frame_and_stats(postgrest, ratings_db)
     assert rest_stats["valid_rows"] == 2500 and rest_stats["dropped_missing_ids"] == 1
 
 
-def test_postgres_reader_errors_name_the_cause_not_the_password(pg_server: PostgresServer,
-                                                                ratings_db, caplog):
+def test_postgres_reader_errors_name_the_cause_not_the_password(pg_server: PostgresServer, ratings_db, caplog):
     caplog.set_level(logging.DEBUG)
     wrong = pg_server.with_password("hunter2-wrong-pw")
     with pytest.raises(SupabaseReadError, match="authentication failed") as caught:

@@ -9,9 +9,9 @@ import httpx
 import psycopg
 import pytest
 
-from cfrec_assets_tests.support import postgres as postgres_support
-from cfrec_assets_tests.support.postgres import free_loopback_port, insert_ratings
-from cfrec_assets_tests.support.postgrest import TEST_API_KEY, PostgrestSubsetServer
+from cfrec_testkit import postgres as postgres_support
+from cfrec_testkit.postgres import free_loopback_port, insert_ratings
+from cfrec_testkit.postgrest import TEST_API_KEY, PostgrestSubsetServer
 
 BASE = datetime(2024, 3, 1, tzinfo=timezone.utc)
 KEY_HEADERS = {"apikey": TEST_API_KEY, "Authorization": f"Bearer {TEST_API_KEY}"}
@@ -19,15 +19,20 @@ COUNT = {**KEY_HEADERS, "Prefer": "count=exact"}
 
 
 def fill(conninfo: str, n: int) -> None:
-    insert_ratings(conninfo, [(f"user{i % 13}", 100 + i, 0.5 + (i % 10) / 2,
-                               BASE + timedelta(seconds=i)) for i in range(n)])
+    insert_ratings(
+        conninfo, [(f"user{i % 13}", 100 + i, 0.5 + (i % 10) / 2, BASE + timedelta(seconds=i)) for i in range(n)]
+    )
 
 
-def get(server: PostgrestSubsetServer, query: str = "", headers: dict | None = None,
-        method: str = "GET", table: str = "ratings") -> httpx.Response:
+def get(
+    server: PostgrestSubsetServer,
+    query: str = "",
+    headers: dict | None = None,
+    method: str = "GET",
+    table: str = "ratings",
+) -> httpx.Response:
     url = f"{server.url}/rest/v1/{table}" + (f"?{query}" if query else "")
-    return httpx.request(method, url, headers=KEY_HEADERS if headers is None else headers,
-                         timeout=5)
+    return httpx.request(method, url, headers=KEY_HEADERS if headers is None else headers, timeout=5)
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None) -> dict:
@@ -38,18 +43,20 @@ def assert_error(response: httpx.Response, status: int, code: str | None) -> dic
     return body
 
 
-@pytest.mark.parametrize(("query", "headers", "status", "content_range", "rows"), [
-    ("", KEY_HEADERS, 200, "0-999/*", 1000),  # capped, and no total without count
-    ("", COUNT, 206, "0-999/2500", 1000),
-    ("offset=2000&limit=1000", COUNT, 206, "2000-2499/2500", 500),
-    ("offset=2500&limit=1000", COUNT, 206, "*/2500", 0),  # at the end: empty, not 416
-    ("offset=2500&limit=1000", KEY_HEADERS, 200, "*/*", 0),
-    ("offset=10&limit=5", COUNT, 206, "10-14/2500", 5),
-    ("tmdb_id=lt.105", COUNT, 200, "0-4/5", 5),  # everything requested: 200, not 206
-    ("tmdb_id=gt.999999", COUNT, 200, "*/0", 0),
-])
-def test_content_range_and_status_follow_postgrest(postgrest, ratings_db, query, headers,
-                                                   status, content_range, rows):
+@pytest.mark.parametrize(
+    ("query", "headers", "status", "content_range", "rows"),
+    [
+        ("", KEY_HEADERS, 200, "0-999/*", 1000),  # capped, and no total without count
+        ("", COUNT, 206, "0-999/2500", 1000),
+        ("offset=2000&limit=1000", COUNT, 206, "2000-2499/2500", 500),
+        ("offset=2500&limit=1000", COUNT, 206, "*/2500", 0),  # at the end: empty, not 416
+        ("offset=2500&limit=1000", KEY_HEADERS, 200, "*/*", 0),
+        ("offset=10&limit=5", COUNT, 206, "10-14/2500", 5),
+        ("tmdb_id=lt.105", COUNT, 200, "0-4/5", 5),  # everything requested: 200, not 206
+        ("tmdb_id=gt.999999", COUNT, 200, "*/0", 0),
+    ],
+)
+def test_content_range_and_status_follow_postgrest(postgrest, ratings_db, query, headers, status, content_range, rows):
     fill(ratings_db, 2500)
     response = get(postgrest, query, headers)
     assert response.status_code == status
@@ -88,11 +95,11 @@ def test_head_sends_headers_only(postgrest, ratings_db):
 
 def test_select_order_and_filters_match_sql(postgrest, ratings_db):
     fill(ratings_db, 300)
-    rows = get(postgrest, "select=tmdb_id,rating&rating=gte.4.5&user_id=eq.user3"
-                          "&order=tmdb_id.desc&limit=1000").json()
+    rows = get(postgrest, "select=tmdb_id,rating&rating=gte.4.5&user_id=eq.user3&order=tmdb_id.desc&limit=1000").json()
     with psycopg.connect(ratings_db) as conn:
-        expected = conn.execute("SELECT tmdb_id, rating FROM ratings WHERE rating >= 4.5 "
-                                "AND user_id = 'user3' ORDER BY tmdb_id DESC").fetchall()
+        expected = conn.execute(
+            "SELECT tmdb_id, rating FROM ratings WHERE rating >= 4.5 AND user_id = 'user3' ORDER BY tmdb_id DESC"
+        ).fetchall()
     assert [(r["tmdb_id"], r["rating"]) for r in rows] == [(t, float(r)) for t, r in expected]
     assert rows and list(rows[0]) == ["tmdb_id", "rating"]
     created = get(postgrest, "select=created_at&order=created_at.asc&limit=1").json()
@@ -101,28 +108,33 @@ def test_select_order_and_filters_match_sql(postgrest, ratings_db):
 
 def test_order_supports_direction_and_nulls(postgrest, ratings_db):
     insert_ratings(ratings_db, [("a", 1, 1.0, BASE), ("b", None, 2.0, BASE), ("c", 3, 3.0, BASE)])
+
     def ids(order: str) -> list:
         return [r["tmdb_id"] for r in get(postgrest, f"select=tmdb_id&order={order}").json()]
+
     assert ids("tmdb_id") == [1, 3, None]  # PostgreSQL: ascending puts nulls last
     assert ids("tmdb_id.desc") == [None, 3, 1]
     assert ids("tmdb_id.desc.nullslast") == [3, 1, None]
     assert ids("tmdb_id.asc.nullsfirst") == [None, 1, 3]
 
 
-@pytest.mark.parametrize(("query", "status", "code"), [
-    ("select=nope", 400, "42703"),
-    ("nope=eq.1", 400, "42703"),
-    ("order=nope.asc", 400, "42703"),
-    ("order=tmdb_id.sideways", 400, "PGRST100"),
-    ("tmdb_id=like.1*", 400, "PGRST100"),
-    ("tmdb_id=5", 400, "PGRST100"),
-    ("tmdb_id=not.eq.5", 400, "PGRST100"),
-    ("select=alias:tmdb_id", 400, "PGRST100"),
-    ("select=tmdb_id::text", 400, "PGRST100"),
-    ("limit=ten", 400, "PGRST100"),
-    ("limit=-1", 416, "PGRST103"),
-    ("tmdb_id=eq.abc", 400, "22P02"),  # PostgreSQL's own error, passed through
-])
+@pytest.mark.parametrize(
+    ("query", "status", "code"),
+    [
+        ("select=nope", 400, "42703"),
+        ("nope=eq.1", 400, "42703"),
+        ("order=nope.asc", 400, "42703"),
+        ("order=tmdb_id.sideways", 400, "PGRST100"),
+        ("tmdb_id=like.1*", 400, "PGRST100"),
+        ("tmdb_id=5", 400, "PGRST100"),
+        ("tmdb_id=not.eq.5", 400, "PGRST100"),
+        ("select=alias:tmdb_id", 400, "PGRST100"),
+        ("select=tmdb_id::text", 400, "PGRST100"),
+        ("limit=ten", 400, "PGRST100"),
+        ("limit=-1", 416, "PGRST103"),
+        ("tmdb_id=eq.abc", 400, "22P02"),  # PostgreSQL's own error, passed through
+    ],
+)
 def test_unsupported_or_invalid_requests_get_postgrest_errors(postgrest, query, status, code):
     assert_error(get(postgrest, query), status, code)
 
@@ -141,11 +153,14 @@ def test_injection_attempts_stay_data(postgrest, ratings_db):
         assert conn.execute("SELECT count(*) FROM ratings").fetchone() == (3,)
 
 
-@pytest.mark.parametrize(("headers", "code", "message"), [
-    ({}, None, "No API key found in request"),
-    ({"apikey": "wrong"}, None, "Invalid API key"),
-    ({"apikey": TEST_API_KEY, "Authorization": "Bearer wrong"}, "PGRST301", "Invalid JWT"),
-])
+@pytest.mark.parametrize(
+    ("headers", "code", "message"),
+    [
+        ({}, None, "No API key found in request"),
+        ({"apikey": "wrong"}, None, "Invalid API key"),
+        ({"apikey": TEST_API_KEY, "Authorization": "Bearer wrong"}, "PGRST301", "Invalid JWT"),
+    ],
+)
 def test_keys_are_checked(postgrest, headers, code, message):
     assert assert_error(get(postgrest, headers=headers), 401, code)["message"] == message
     assert get(postgrest, headers={"apikey": TEST_API_KEY}).status_code == 200
@@ -153,8 +168,7 @@ def test_keys_are_checked(postgrest, headers, code, message):
 
 def test_only_reads_of_the_exposed_schema_are_served(postgrest):
     assert_error(get(postgrest, method="POST"), 405, "PGRST117")
-    assert_error(get(postgrest, headers={**KEY_HEADERS, "Accept-Profile": "private"}),
-                 406, "PGRST106")
+    assert_error(get(postgrest, headers={**KEY_HEADERS, "Accept-Profile": "private"}), 406, "PGRST106")
 
 
 def test_fail_next_then_recovers_and_counts_requests(postgrest):
@@ -190,10 +204,15 @@ def test_free_loopback_port_is_not_listening():
 
 # --- the PostgreSQL fixture itself ---------------------------------------------------
 
+
 def test_pg_env_vars_select_an_existing_server(pg_server, monkeypatch):
-    for name, value in {"PGHOST": pg_server.host, "PGPORT": str(pg_server.port),
-                        "PGUSER": pg_server.user, "PGPASSWORD": pg_server.password,
-                        "PGDATABASE": pg_server.dbname}.items():
+    for name, value in {
+        "PGHOST": pg_server.host,
+        "PGPORT": str(pg_server.port),
+        "PGUSER": pg_server.user,
+        "PGPASSWORD": pg_server.password,
+        "PGDATABASE": pg_server.dbname,
+    }.items():
         monkeypatch.setenv(name, value)
     with postgres_support.postgres_server() as server:
         assert (server.host, server.port) == (pg_server.host, pg_server.port)
@@ -201,8 +220,9 @@ def test_pg_env_vars_select_an_existing_server(pg_server, monkeypatch):
         with psycopg.connect(server.conninfo) as conn:
             assert conn.execute("SELECT current_database()").fetchone() == (server.dbname,)
     with psycopg.connect(pg_server.conninfo) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
-                            (server.dbname,)).fetchone() == (0,)  # dropped afterwards
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (server.dbname,)).fetchone() == (
+            0,
+        )  # dropped afterwards
 
 
 def test_no_binaries_and_no_server_means_a_clear_skip_reason(monkeypatch):

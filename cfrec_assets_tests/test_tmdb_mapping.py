@@ -20,8 +20,8 @@ from cfrec_assets.tmdb_mapping import (
     title_similarity,
     url_title,
 )
-from cfrec_assets_tests.support.shared_data import real_movielens_or_skip
-from cfrec_assets_tests.support.movielens_fixtures import TIER_CASES, MovieLensFixture, write_movielens_fixture
+from cfrec_testkit.movielens_fixtures import TIER_CASES, MovieLensFixture, write_movielens_fixture
+from cfrec_testkit.shared_data import real_movielens_or_skip
 
 
 def _frames(fixture: MovieLensFixture) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -24,8 +24,8 @@ import pytest
 from cfrec_assets.assets import ALL_ASSETS
 from cfrec_assets.checks import ALL_CHECKS
 from cfrec_assets.deployment import read_manifest
-from cfrec_assets_tests.support.shared_data import real_movielens_or_skip
-from cfrec_assets_tests.support.dagster_dev import REPO_ROOT, DagsterDev, dagster_dev, wait_for_code_locations
+from cfrec_testkit.dagster_dev import REPO_ROOT, DagsterDev, dagster_dev, wait_for_code_locations
+from cfrec_testkit.shared_data import real_movielens_or_skip
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
@@ -98,7 +98,9 @@ def chromium() -> Path:
     if not os.access(CHROMIUM, os.X_OK):
         if os.environ.get("CI"):  # .ci/run installs it: a skip there would hide a broken install
             pytest.fail(f"Chromium is required in CI at {CHROMIUM}")
-        pytest.skip(f"no Chromium at {CHROMIUM} (scripts/install-system-deps.sh installs it); never `playwright install`")
+        pytest.skip(
+            f"no Chromium at {CHROMIUM} (scripts/install-system-deps.sh installs it); never `playwright install`"
+        )
     return CHROMIUM
 
 
@@ -246,7 +248,9 @@ def test_materialize_all_deploys_a_checked_model(ui_factory, tmp_path: Path) -> 
     """Real data: the run succeeds, every asset is fresh, every check passed, the model is served."""
     movielens = real_movielens_or_skip()
     assert "deployed_model" in ASSET_KEYS, "the graph must end in deployed_model"
-    assert any(spec.blocking for checks in ALL_CHECKS for spec in checks.check_specs), "no blocking check gates deployment"
+    assert any(spec.blocking for checks in ALL_CHECKS for spec in checks.check_specs), (
+        "no blocking check gates deployment"
+    )
 
     with dagster_dev(tmp_path / "dev", env={"CFREC_MOVIELENS_BASE_URL": movielens.as_uri() + "/"}) as dev:
         wait_for_code_locations(dev)
@@ -311,7 +315,7 @@ def test_materialize_all_deploys_a_checked_model(ui_factory, tmp_path: Path) -> 
 def test_failed_blocking_check_stops_the_run_before_deployment(ui_factory, tmp_path: Path) -> None:
     """A mirror serving a cut-down ML-100K: the blocking release check fails in the UI and the
     run stops there, so no model is trained, checked or deployed."""
-    from cfrec_assets_tests.support.movielens_fixtures import write_movielens_fixture
+    from cfrec_testkit.movielens_fixtures import write_movielens_fixture
 
     mirror = write_movielens_fixture(tmp_path / "mirror", n_users=30, n_items=60, n_ratings=600).root
     with dagster_dev(tmp_path / "dev", env={"CFREC_MOVIELENS_BASE_URL": mirror.as_uri() + "/"}) as dev:

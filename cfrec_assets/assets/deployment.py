@@ -1,7 +1,6 @@
 """The deployment asset: promotes a checked model version to the serving directory, or rolls back."""
 
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 
@@ -19,7 +18,7 @@ MODEL_KEY, METRICS_KEY = dg.AssetKey("svd_model"), dg.AssetKey("cv_metrics")
 
 
 class DeployConfig(dg.Config):
-    rollback_to: Optional[str] = None
+    rollback_to: str | None = None
     """Name an earlier deployed version to re-point the serving manifest to it (sha256 re-verified)
     instead of promoting the svd_model version this run received."""
 

@@ -10,7 +10,14 @@ import pandas as pd
 from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.resources import DataStore
 from cfrec_assets.schema import SEED_SVD_PARAMS, SOURCE_APP, TRAINING_RATINGS_FILE
-from cfrec_assets.training import SVDParams, cross_validate_svd, fit_svd, sanity_prediction, save_artifacts, summarize_folds
+from cfrec_assets.training import (
+    SVDParams,
+    cross_validate_svd,
+    fit_svd,
+    sanity_prediction,
+    save_artifacts,
+    summarize_folds,
+)
 
 GROUP = "model"
 

@@ -13,7 +13,7 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 import pandas as pd
@@ -38,11 +38,9 @@ T = TypeVar("T")
 class SupabasePostgresResource(RatingsReader):
     """Reads the ratings table over a direct (or pooled) PostgreSQL connection."""
 
-    db_url: Optional[str] = Field(default=None, repr=False,
-                                  description="Connection URL (SUPABASE_DB_URL).")
+    db_url: str | None = Field(default=None, repr=False, description="Connection URL (SUPABASE_DB_URL).")
     batch_size: int = Field(default=5000, ge=1, description="Rows per cursor fetch.")
-    timeout_seconds: float = Field(default=10.0, gt=0,
-                                   description="Connect timeout and statement timeout.")
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Connect timeout and statement timeout.")
 
     @property
     def reader_name(self) -> str:
@@ -57,10 +55,12 @@ class SupabasePostgresResource(RatingsReader):
         table = _identifier(self.table)
         columns = sql.SQL(", ").join(map(sql.Identifier, self.source_columns))
         order = sql.SQL("{} ASC NULLS LAST, {} ASC").format(
-            sql.Identifier(self.created_at_column), sql.Identifier(self.id_column))
+            sql.Identifier(self.created_at_column), sql.Identifier(self.id_column)
+        )
         query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(columns, table, order)
         server_count, (rows, pages) = self._run(
-            lambda conn: (_count(conn, table), _fetch_all(conn, query, self.batch_size)))
+            lambda conn: (_count(conn, table), _fetch_all(conn, query, self.batch_size))
+        )
         check_complete(len(rows), server_count, self.table)
         raw = pd.DataFrame(rows, columns=list(RATINGS_COLUMNS), dtype=object)
         frame, stats = validate_ratings(raw, self.rating_min, self.rating_max)
@@ -72,14 +72,16 @@ class SupabasePostgresResource(RatingsReader):
         """Row count and newest (created_at, id), as ``SupabaseResource`` reports them."""
         table = _identifier(self.table)
         created_at, row_id = sql.Identifier(self.created_at_column), sql.Identifier(self.id_column)
-        newest_query = sql.SQL(
-            "SELECT {}, {} FROM {} ORDER BY {} DESC NULLS LAST, {} DESC LIMIT 1"
-        ).format(created_at, row_id, table, created_at, row_id)
-        count, newest = self._run(
-            lambda conn: (_count(conn, table), conn.execute(newest_query).fetchone()))
+        newest_query = sql.SQL("SELECT {}, {} FROM {} ORDER BY {} DESC NULLS LAST, {} DESC LIMIT 1").format(
+            created_at, row_id, table, created_at, row_id
+        )
+        count, newest = self._run(lambda conn: (_count(conn, table), conn.execute(newest_query).fetchone()))
         latest_at, latest_id = newest if newest else (None, None)
-        return {"count": count, "latest_created_at": utc_isoformat(latest_at),
-                "latest_id": int(latest_id) if latest_id is not None else None}
+        return {
+            "count": count,
+            "latest_created_at": utc_isoformat(latest_at),
+            "latest_id": int(latest_id) if latest_id is not None else None,
+        }
 
     def count_after(self, created_at: str | None, row_id: int | None) -> int:
         """Rows after a watermark's (created_at, id) in read order; all rows for None."""
@@ -89,17 +91,16 @@ class SupabasePostgresResource(RatingsReader):
         query = sql.SQL(
             "SELECT count(*) FROM {table} WHERE {at} > %(at)s"
             " OR ({at} = %(at)s AND (%(id)s::bigint IS NULL OR {id} > %(id)s))"
-        ).format(table=table, at=sql.Identifier(self.created_at_column),
-                 id=sql.Identifier(self.id_column))
-        return self._run(lambda conn: conn.execute(
-            query, {"at": created_at, "id": row_id}).fetchone()[0])
+        ).format(table=table, at=sql.Identifier(self.created_at_column), id=sql.Identifier(self.id_column))
+        return self._run(lambda conn: conn.execute(query, {"at": created_at, "id": row_id}).fetchone()[0])
 
     def read_catalog_ids(self, table: str, column: str = "tmdb_id") -> list[int]:
         """Sorted distinct ids in ``table.column`` (nulls skipped)."""
         source = _identifier(table)
         query = sql.SQL("SELECT {} FROM {}").format(sql.Identifier(column), source)
         server_count, (rows, _) = self._run(
-            lambda conn: (_count(conn, source), _fetch_all(conn, query, self.batch_size)))
+            lambda conn: (_count(conn, source), _fetch_all(conn, query, self.batch_size))
+        )
         check_complete(len(rows), server_count, table)
         return catalog_ids_from_values((value for (value,) in rows), table, column)
 
@@ -109,22 +110,23 @@ class SupabasePostgresResource(RatingsReader):
             raise SupabaseReadError("Supabase Postgres is not configured: set SUPABASE_DB_URL")
         failure = None
         try:
-            with psycopg.connect(self.db_url, prepare_threshold=None,
-                                 connect_timeout=max(2, math.ceil(self.timeout_seconds))
-                                 ) as conn:
+            with psycopg.connect(
+                self.db_url, prepare_threshold=None, connect_timeout=max(2, math.ceil(self.timeout_seconds))
+            ) as conn:
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                 conn.read_only = True
                 with conn.transaction():
                     # set_config(..., true) is SET LOCAL: it ends with the transaction,
                     # so a pooled connection is handed back clean.
-                    conn.execute("SELECT set_config('statement_timeout', %s, true)",
-                                 (f"{math.ceil(self.timeout_seconds * 1000)}ms",))
+                    conn.execute(
+                        "SELECT set_config('statement_timeout', %s, true)",
+                        (f"{math.ceil(self.timeout_seconds * 1000)}ms",),
+                    )
                     return work(conn)
         except psycopg.Error as error:
             failure = self._describe(error)
         # Raised outside `except` so no database exception is chained to it.
-        raise SupabaseReadError(_scrub(f"Supabase Postgres read from '{self.table}' "
-                                       f"failed: {failure}", self.db_url))
+        raise SupabaseReadError(_scrub(f"Supabase Postgres read from '{self.table}' failed: {failure}", self.db_url))
 
     def _describe(self, error: psycopg.Error) -> str:
         if isinstance(error, psycopg.errors.QueryCanceled):
@@ -154,8 +156,7 @@ def _count(conn: psycopg.Connection, table: sql.Identifier) -> int:
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
 
 
-def _fetch_all(conn: psycopg.Connection, query: sql.Composed,
-               batch_size: int) -> tuple[list[tuple[Any, ...]], int]:
+def _fetch_all(conn: psycopg.Connection, query: sql.Composed, batch_size: int) -> tuple[list[tuple[Any, ...]], int]:
     """Stream through a server-side cursor; returns rows and fetches (last one empty)."""
     rows: list[tuple[Any, ...]] = []
     fetches = 0
@@ -174,8 +175,7 @@ def _scrub(text: str, db_url: str | None) -> str:
     if not db_url:
         return text
     secrets = {db_url}
-    match = re.search(r"://[^:/@]*:([^@]*)@", db_url) or re.search(
-        r"password\s*=\s*'?([^'\s]+)", db_url)
+    match = re.search(r"://[^:/@]*:([^@]*)@", db_url) or re.search(r"password\s*=\s*'?([^'\s]+)", db_url)
     if match and match.group(1):
         password = match.group(1)
         secrets |= {password, quote(password, safe=""), unquote(password)}
@@ -183,4 +183,3 @@ def _scrub(text: str, db_url: str | None) -> str:
         if secret:
             text = text.replace(secret, "[redacted]")
     return text
-

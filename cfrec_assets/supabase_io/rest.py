@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -48,15 +48,12 @@ MAX_BACKOFF_SECONDS = 30.0
 class SupabaseResource(RatingsReader):
     """Reads through Supabase's REST API (PostgREST) with the official client."""
 
-    url: Optional[str] = Field(default=None, description="Project URL (SUPABASE_URL).")
-    key: Optional[str] = Field(default=None, repr=False,
-                               description="Service-role key (SUPABASE_KEY).")
-    page_size: int = Field(default=1000, ge=1, le=1000,
-                           description="Rows per request; at most PostgREST's 1,000 cap.")
+    url: str | None = Field(default=None, description="Project URL (SUPABASE_URL).")
+    key: str | None = Field(default=None, repr=False, description="Service-role key (SUPABASE_KEY).")
+    page_size: int = Field(default=1000, ge=1, le=1000, description="Rows per request; at most PostgREST's 1,000 cap.")
     timeout_seconds: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=3, ge=0, description="Retries of transient failures.")
-    retry_backoff_seconds: float = Field(default=1.0, ge=0,
-                                         description="First retry delay; doubles each time.")
+    retry_backoff_seconds: float = Field(default=1.0, ge=0, description="First retry delay; doubles each time.")
 
     @property
     def reader_name(self) -> str:
@@ -72,14 +69,14 @@ class SupabaseResource(RatingsReader):
         with self._session() as session:
             server_count = session.count(self.table)
             rows, pages = session.read_all(
-                self.table, (self.id_column, *columns),
-                (self.created_at_column, self.id_column), server_count)
+                self.table, (self.id_column, *columns), (self.created_at_column, self.id_column), server_count
+            )
         check_complete(len(rows), server_count, self.table)
         if len({row.get(self.id_column) for row in rows}) != len(rows):
-            raise SupabaseReadError(f"rows of '{self.table}' were read twice: the table "
-                                    "changed during the read (offset pages shifted)")
-        raw = pd.DataFrame([[row.get(c) for c in columns] for row in rows],
-                           columns=list(RATINGS_COLUMNS), dtype=object)
+            raise SupabaseReadError(
+                f"rows of '{self.table}' were read twice: the table changed during the read (offset pages shifted)"
+            )
+        raw = pd.DataFrame([[row.get(c) for c in columns] for row in rows], columns=list(RATINGS_COLUMNS), dtype=object)
         frame, stats = validate_ratings(raw, self.rating_min, self.rating_max)
         stats.update(server_count=server_count, pages=pages)
         logger.info("read %s rows of '%s' in %s pages: %s", len(rows), self.table, pages, stats)
@@ -89,22 +86,30 @@ class SupabaseResource(RatingsReader):
         """Row count and newest (created_at, id): cheap change detection for a sensor."""
         with self._session() as session:
             # GET first: a failing HEAD has no body, so its error says less.
-            newest = session.execute(self.table, lambda q: q.select(
-                self.created_at_column, self.id_column)
-                .order(self.created_at_column, desc=True, nullsfirst=False)
-                .order(self.id_column, desc=True).limit(1))
+            newest = session.execute(
+                self.table,
+                lambda q: (
+                    q.select(self.created_at_column, self.id_column)
+                    .order(self.created_at_column, desc=True, nullsfirst=False)
+                    .order(self.id_column, desc=True)
+                    .limit(1)
+                ),
+            )
             count = session.count(self.table)
         row = newest[0] if newest else {}
         latest_id = row.get(self.id_column)
-        return {"count": count,
-                "latest_created_at": utc_isoformat(row.get(self.created_at_column)),
-                "latest_id": int(latest_id) if latest_id is not None else None}
+        return {
+            "count": count,
+            "latest_created_at": utc_isoformat(row.get(self.created_at_column)),
+            "latest_id": int(latest_id) if latest_id is not None else None,
+        }
 
     def count_after(self, created_at: str | None, row_id: int | None) -> int:
         """Rows after a watermark's (created_at, id) in read order; all rows for None.
 
         Counted, not inferred from totals: deletions would make totals lie.
         """
+
         def same_instant_later_id(q: Any) -> Any:
             q = q.eq(self.created_at_column, created_at)
             return q if row_id is None else q.gt(self.id_column, row_id)
@@ -126,8 +131,7 @@ class SupabaseResource(RatingsReader):
     @contextmanager
     def _session(self) -> Iterator[_RestSession]:
         if not self.is_configured:
-            raise SupabaseReadError("Supabase is not configured: set SUPABASE_URL and "
-                                    "SUPABASE_KEY")
+            raise SupabaseReadError("Supabase is not configured: set SUPABASE_URL and SUPABASE_KEY")
         session = _RestSession(self)
         try:
             yield session
@@ -143,12 +147,12 @@ class _RestSession:
 
         self._settings = settings
         self._last_status: int | None = None
-        self._http = httpx.Client(timeout=settings.timeout_seconds,
-                                  event_hooks={"response": [self._remember_status]})
+        self._http = httpx.Client(timeout=settings.timeout_seconds, event_hooks={"response": [self._remember_status]})
         failure = None
         try:
-            self._client = create_client(settings.url, settings.key, ClientOptions(
-                httpx_client=self._http, postgrest_client_retry=False))
+            self._client = create_client(
+                settings.url, settings.key, ClientOptions(httpx_client=self._http, postgrest_client_retry=False)
+            )
         except Exception as error:  # SupabaseException for a malformed URL or key
             failure = f"invalid Supabase settings: {type(error).__name__}: {error}"
         if failure is not None:  # raised outside `except`: no chained secrets
@@ -163,15 +167,16 @@ class _RestSession:
 
     def count(self, table: str, narrow: Callable[[Any], Any] = lambda q: q) -> int:
         """Exact row count (of rows passing ``narrow``'s filters) from a HEAD's Content-Range."""
-        response = self.execute(
-            table, lambda q: narrow(q.select("*", count="exact", head=True)), full_response=True)
+        response = self.execute(table, lambda q: narrow(q.select("*", count="exact", head=True)), full_response=True)
         if response.count is None:
-            raise SupabaseReadError(f"no row count for '{table}' in the response "
-                                    f"(HTTP {self._last_status}, no Content-Range total)")
+            raise SupabaseReadError(
+                f"no row count for '{table}' in the response (HTTP {self._last_status}, no Content-Range total)"
+            )
         return response.count
 
-    def read_all(self, table: str, columns: tuple[str, ...], order: tuple[str, ...],
-                 expected: int) -> tuple[list[dict[str, Any]], int]:
+    def read_all(
+        self, table: str, columns: tuple[str, ...], order: tuple[str, ...], expected: int
+    ) -> tuple[list[dict[str, Any]], int]:
         """All rows by ``.range()`` pages until an empty page; also the pages requested.
 
         ``order`` must be a total order when the rows matter individually (offset
@@ -198,8 +203,7 @@ class _RestSession:
             if len(rows) > expected:
                 check_complete(len(rows), expected, table)
 
-    def execute(self, table: str, build: Callable[[Any], Any],
-                full_response: bool = False) -> Any:
+    def execute(self, table: str, build: Callable[[Any], Any], full_response: bool = False) -> Any:
         """Run ``build(client.table(table)).execute()`` with retries and clean errors."""
         settings = self._settings
         for attempt in range(settings.max_retries + 1):
@@ -218,14 +222,12 @@ class _RestSession:
             else:
                 if full_response:
                     return response
-                if isinstance(response.data, list) and all(
-                        isinstance(row, dict) for row in response.data):
+                if isinstance(response.data, list) and all(isinstance(row, dict) for row in response.data):
                     return response.data
-                failure = (f"unexpected response body (HTTP {self._last_status}): "
-                           "not a JSON array of rows")
+                failure = f"unexpected response body (HTTP {self._last_status}): not a JSON array of rows"
             if not retryable or attempt == settings.max_retries:
                 break
-            time.sleep(min(settings.retry_backoff_seconds * 2 ** attempt, MAX_BACKOFF_SECONDS))
+            time.sleep(min(settings.retry_backoff_seconds * 2**attempt, MAX_BACKOFF_SECONDS))
         if retryable and settings.max_retries:
             failure += f" (after {settings.max_retries} retries)"
         raise SupabaseReadError(self._scrub(f"Supabase read from '{table}' failed: {failure}"))

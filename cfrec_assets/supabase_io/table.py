@@ -18,8 +18,13 @@ from pydantic import Field, model_validator
 from cfrec_assets.schema import APP_RATING_COLUMNS, RATING_MAX, RATING_MIN
 
 RATINGS_COLUMNS = APP_RATING_COLUMNS
-DROP_REASONS = ("dropped_missing_ids", "dropped_invalid_ids", "dropped_missing_rating",
-                "dropped_invalid_rating", "dropped_rating_out_of_range")
+DROP_REASONS = (
+    "dropped_missing_ids",
+    "dropped_invalid_ids",
+    "dropped_missing_rating",
+    "dropped_invalid_rating",
+    "dropped_rating_out_of_range",
+)
 
 
 class SupabaseReadError(Exception):
@@ -41,15 +46,13 @@ class RatingsTableSettings(dg.ConfigurableResource):
     @model_validator(mode="after")
     def _check_rating_range(self) -> RatingsTableSettings:
         if not self.rating_min < self.rating_max:
-            raise ValueError(f"rating_min ({self.rating_min}) must be below "
-                             f"rating_max ({self.rating_max})")
+            raise ValueError(f"rating_min ({self.rating_min}) must be below rating_max ({self.rating_max})")
         return self
 
     @property
     def source_columns(self) -> tuple[str, str, str, str]:
         """Table columns feeding user_id, tmdb_id, rating, created_at (in that order)."""
-        return (self.user_column, self.movie_column, self.rating_column,
-                self.created_at_column)
+        return (self.user_column, self.movie_column, self.rating_column, self.created_at_column)
 
 
 class RatingsReader(RatingsTableSettings):
@@ -80,8 +83,7 @@ class RatingsReader(RatingsTableSettings):
         raise NotImplementedError
 
 
-def validate_ratings(raw: pd.DataFrame, rating_min: float,
-                     rating_max: float) -> tuple[pd.DataFrame, dict[str, int]]:
+def validate_ratings(raw: pd.DataFrame, rating_min: float, rating_max: float) -> tuple[pd.DataFrame, dict[str, int]]:
     """Keep valid rating rows; count the others by their first failing reason.
 
     ``raw`` holds raw values in columns user_id, tmdb_id, rating, created_at.
@@ -92,16 +94,17 @@ def validate_ratings(raw: pd.DataFrame, rating_min: float,
     :data:`DROP_REASONS` entry, and ``valid_rows``.
     """
     users, movies, ratings = (raw[c].tolist() for c in RATINGS_COLUMNS[:3])
-    reasons = [_drop_reason(u, m, r, rating_min, rating_max)
-               for u, m, r in zip(users, movies, ratings)]
+    reasons = [_drop_reason(u, m, r, rating_min, rating_max) for u, m, r in zip(users, movies, ratings)]
     keep = [reason is None for reason in reasons]
     valid = raw.loc[keep]
-    frame = pd.DataFrame({
-        "user_id": valid["user_id"].map(str).astype(str),
-        "tmdb_id": valid["tmdb_id"].map(int).astype("int64"),
-        "rating": valid["rating"].map(float).astype("float64"),
-        "created_at": _utc_datetimes(valid["created_at"]),
-    }).reset_index(drop=True)
+    frame = pd.DataFrame(
+        {
+            "user_id": valid["user_id"].map(str).astype(str),
+            "tmdb_id": valid["tmdb_id"].map(int).astype("int64"),
+            "rating": valid["rating"].map(float).astype("float64"),
+            "created_at": _utc_datetimes(valid["created_at"]),
+        }
+    ).reset_index(drop=True)
     stats = {"rows_read": len(raw)}
     stats.update({reason: reasons.count(reason) for reason in DROP_REASONS})
     stats["valid_rows"] = len(frame)
@@ -177,4 +180,5 @@ def check_complete(rows_read: int, server_count: int, table: str) -> None:
     if rows_read != server_count:
         raise SupabaseReadError(
             f"read {rows_read} rows from '{table}' but the server counts {server_count}: "
-            "the table changed during the read or responses were truncated")
+            "the table changed during the read or responses were truncated"
+        )

@@ -65,20 +65,24 @@ class RecordedRequest:
 class ApiError(Exception):
     """A PostgREST-style error reply."""
 
-    def __init__(self, status: int, code: str | None, message: str,
-                 details: str | None = None, hint: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str | None,
+        message: str,
+        details: str | None = None,
+        hint: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
-        self.reply = _json_reply(status, {"code": code, "details": details,
-                                          "hint": hint, "message": message})
+        self.reply = _json_reply(status, {"code": code, "details": details, "hint": hint, "message": message})
         if code:  # PostgREST 13+: the code survives even where the body cannot (HEAD)
             self.reply.headers["Proxy-Status"] = f"PostgREST; error={code}"
         self.reply.headers.update(headers or {})
 
 
 def _json_reply(status: int, payload: Any) -> Reply:
-    return Reply(status, {"Content-Type": "application/json; charset=utf-8"},
-                 json.dumps(payload).encode())
+    return Reply(status, {"Content-Type": "application/json; charset=utf-8"}, json.dumps(payload).encode())
 
 
 def _parse_error(what: str, raw: str, details: str) -> ApiError:
@@ -94,8 +98,9 @@ class PostgrestSubsetServer:
     the port refuses connections).
     """
 
-    def __init__(self, conninfo: str, api_keys: Iterable[str], *,
-                 db_max_rows: int | None = 1000, schema: str = "public") -> None:
+    def __init__(
+        self, conninfo: str, api_keys: Iterable[str], *, db_max_rows: int | None = 1000, schema: str = "public"
+    ) -> None:
         self.conninfo = conninfo
         self.api_keys = frozenset(api_keys)
         self.db_max_rows = db_max_rows
@@ -110,8 +115,9 @@ class PostgrestSubsetServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
         # A short poll interval: shutdown() waits for it, on every test's teardown.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,),
-                                        name="postgrest-subset", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.02,), name="postgrest-subset", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -122,15 +128,20 @@ class PostgrestSubsetServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def fail_next(self, times: int, status: int = 503, body: bytes | None = None,
-                  content_type: str = "application/json; charset=utf-8") -> None:
+    def fail_next(
+        self,
+        times: int,
+        status: int = 503,
+        body: bytes | None = None,
+        content_type: str = "application/json; charset=utf-8",
+    ) -> None:
         """Answer the next ``times`` requests with ``status`` (before auth, like a proxy)."""
         if body is None:
-            body = json.dumps({"code": None, "details": None, "hint": None,
-                               "message": HTTPStatus(status).phrase}).encode()
+            body = json.dumps(
+                {"code": None, "details": None, "hint": None, "message": HTTPStatus(status).phrase}
+            ).encode()
         with self._lock:
-            self._failures.extend(
-                Reply(status, {"Content-Type": content_type}, body) for _ in range(times))
+            self._failures.extend(Reply(status, {"Content-Type": content_type}, body) for _ in range(times))
 
     def stop(self) -> None:
         """Stop serving and close the listening socket (idempotent)."""
@@ -167,15 +178,20 @@ class PostgrestSubsetServer:
         try:
             self._check_key(headers)
             if method not in ("GET", "HEAD"):
-                raise ApiError(405, "PGRST117", f"Unsupported HTTP method: {method}",
-                               "this test server only serves reads")
-            if not parts.path.startswith(REST_PREFIX) or "/" in parts.path[len(REST_PREFIX):]:
+                raise ApiError(
+                    405, "PGRST117", f"Unsupported HTTP method: {method}", "this test server only serves reads"
+                )
+            if not parts.path.startswith(REST_PREFIX) or "/" in parts.path[len(REST_PREFIX) :]:
                 raise ApiError(404, "PGRST125", "Invalid path specified in request URL")
             profile = headers.get("Accept-Profile") or self.schema
             if profile != self.schema:
-                raise ApiError(406, "PGRST106", f"Invalid schema: {profile}",
-                               hint=f"Only the following schemas are exposed: {self.schema}")
-            table = parts.path[len(REST_PREFIX):]
+                raise ApiError(
+                    406,
+                    "PGRST106",
+                    f"Invalid schema: {profile}",
+                    hint=f"Only the following schemas are exposed: {self.schema}",
+                )
+            table = parts.path[len(REST_PREFIX) :]
             return self._read(table, params, headers.get("Prefer") or "", method == "HEAD")
         except ApiError as error:
             return error.reply
@@ -183,38 +199,41 @@ class PostgrestSubsetServer:
     def _check_key(self, headers: Mapping[str, str]) -> None:
         api_key = headers.get("apikey")
         if not api_key:
-            raise ApiError(401, None, "No API key found in request",
-                           hint="No `apikey` request header or url param was found.")
+            raise ApiError(
+                401, None, "No API key found in request", hint="No `apikey` request header or url param was found."
+            )
         if api_key not in self.api_keys:
-            raise ApiError(401, None, "Invalid API key",
-                           hint="Double check your Supabase `anon` or `service_role` API key.")
+            raise ApiError(
+                401, None, "Invalid API key", hint="Double check your Supabase `anon` or `service_role` API key."
+            )
         authorization = headers.get("Authorization")
         if authorization is not None and authorization.removeprefix("Bearer ") not in self.api_keys:
-            raise ApiError(401, "PGRST301", "Invalid JWT",
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            raise ApiError(401, "PGRST301", "Invalid JWT", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
-    def _read(self, table: str, params: tuple[tuple[str, str], ...], prefer: str,
-              head: bool) -> Reply:
-        with psycopg.connect(self.conninfo, autocommit=True,
-                             options="-c TimeZone=UTC") as conn:
+    def _read(self, table: str, params: tuple[tuple[str, str], ...], prefer: str, head: bool) -> Reply:
+        with psycopg.connect(self.conninfo, autocommit=True, options="-c TimeZone=UTC") as conn:
             columns = self._columns(conn, table)
             query = _ReadQuery.parse(table, columns, params, self.db_max_rows)
             counted = any(p.strip().startswith("count=") for p in prefer.split(","))
             try:
-                total, returned, body = conn.execute(
-                    query.statement(self.schema, counted), query.values).fetchone()
+                total, returned, body = conn.execute(query.statement(self.schema, counted), query.values).fetchone()
             except psycopg.Error as error:
                 raise _from_postgres(error) from error
         status, content_range = _range_status(query.offset, returned, total)
-        headers = {"Content-Type": "application/json; charset=utf-8",
-                   "Content-Range": content_range,
-                   "Content-Location": f"/{table}"}
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Content-Range": content_range,
+            "Content-Location": f"/{table}",
+        }
         if counted:
             headers["Preference-Applied"] = "count=exact"
         if status == 416:
-            error = ApiError(416, "PGRST103", "Requested range not satisfiable",
-                             f"An offset of {query.offset} was requested, "
-                             f"but there are only {total} rows.")
+            error = ApiError(
+                416,
+                "PGRST103",
+                "Requested range not satisfiable",
+                f"An offset of {query.offset} was requested, but there are only {total} rows.",
+            )
             error.reply.headers.update(headers)
             return error.reply
         payload = b"" if head else body.encode()
@@ -224,10 +243,10 @@ class PostgrestSubsetServer:
         rows = conn.execute(
             "SELECT column_name FROM information_schema.columns"
             " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-            (self.schema, table)).fetchall()
+            (self.schema, table),
+        ).fetchall()
         if not rows:
-            raise ApiError(404, "PGRST205", f"Could not find the table "
-                           f"'{self.schema}.{table}' in the schema cache")
+            raise ApiError(404, "PGRST205", f"Could not find the table '{self.schema}.{table}' in the schema cache")
         return [name for (name,) in rows]
 
 
@@ -244,8 +263,9 @@ class _ReadQuery:
     offset: int
 
     @classmethod
-    def parse(cls, table: str, columns: list[str], params: tuple[tuple[str, str], ...],
-              db_max_rows: int | None) -> _ReadQuery:
+    def parse(
+        cls, table: str, columns: list[str], params: tuple[tuple[str, str], ...], db_max_rows: int | None
+    ) -> _ReadQuery:
         def known(column: str) -> str:
             if column not in columns:
                 raise ApiError(400, "42703", f"column {table}.{column} does not exist")
@@ -258,8 +278,7 @@ class _ReadQuery:
                 names = [c.strip() for c in raw.split(",")]
                 if names != ["*"]:
                     if any(not c or not c.replace("_", "").isalnum() for c in names):
-                        raise _parse_error("select", raw, "only plain column names are "
-                                           "supported by this test server")
+                        raise _parse_error("select", raw, "only plain column names are supported by this test server")
                     query.select = [known(c) for c in names]
             elif key == "order":
                 query.order = [_parse_order_term(term, raw, known) for term in raw.split(",")]
@@ -269,15 +288,18 @@ class _ReadQuery:
                 if key == "offset":
                     query.offset = int(raw)
                 elif int(raw) < 0:
-                    raise ApiError(416, "PGRST103", "Requested range not satisfiable",
-                                   "Limit should be greater than or equal to zero.")
+                    raise ApiError(
+                        416,
+                        "PGRST103",
+                        "Requested range not satisfiable",
+                        "Limit should be greater than or equal to zero.",
+                    )
                 else:
                     limit = int(raw)
             else:
                 operator, dot, value = raw.partition(".")
                 if not dot or operator not in OPERATORS:
-                    raise _parse_error("filter", raw, "supported operators: "
-                                       + ", ".join(OPERATORS))
+                    raise _parse_error("filter", raw, "supported operators: " + ", ".join(OPERATORS))
                 query.values[f"v{len(query.filters)}"] = value
                 query.filters.append((known(key), OPERATORS[operator]))
         if query.offset < 0:
@@ -288,27 +310,42 @@ class _ReadQuery:
 
     def statement(self, schema: str, counted: bool) -> sql.Composed:
         source = sql.Identifier(schema, self.table)
-        where = sql.SQL(" AND ").join(
-            sql.SQL("{} {} {}").format(sql.Identifier(column), sql.SQL(op),
-                                       sql.Placeholder(f"v{i}"))
-            for i, (column, op) in enumerate(self.filters)) if self.filters else sql.SQL("true")
-        order = sql.SQL(", ").join(
-            sql.SQL("{} {}{}").format(
-                sql.Identifier(column), sql.SQL("DESC" if desc else "ASC"),
-                sql.SQL("" if nulls is None else " NULLS FIRST" if nulls else " NULLS LAST"))
-            for column, desc, nulls in self.order) if self.order else None
-        total = (sql.SQL("(SELECT count(*) FROM {} WHERE {})").format(source, where)
-                 if counted else sql.SQL("NULL::bigint"))
+        where = (
+            sql.SQL(" AND ").join(
+                sql.SQL("{} {} {}").format(sql.Identifier(column), sql.SQL(op), sql.Placeholder(f"v{i}"))
+                for i, (column, op) in enumerate(self.filters)
+            )
+            if self.filters
+            else sql.SQL("true")
+        )
+        order = (
+            sql.SQL(", ").join(
+                sql.SQL("{} {}{}").format(
+                    sql.Identifier(column),
+                    sql.SQL("DESC" if desc else "ASC"),
+                    sql.SQL("" if nulls is None else " NULLS FIRST" if nulls else " NULLS LAST"),
+                )
+                for column, desc, nulls in self.order
+            )
+            if self.order
+            else None
+        )
+        total = (
+            sql.SQL("(SELECT count(*) FROM {} WHERE {})").format(source, where) if counted else sql.SQL("NULL::bigint")
+        )
         return sql.SQL(
             "SELECT {total}, count(t), coalesce(json_agg(t), '[]')::text FROM ("
             "SELECT {cols} FROM {source} WHERE {where}{order} LIMIT {limit} OFFSET {offset}"
             ") t"
         ).format(
-            total=total, source=source, where=where,
+            total=total,
+            source=source,
+            where=where,
             cols=sql.SQL(", ").join(map(sql.Identifier, self.select)),
             order=sql.SQL(" ORDER BY {}").format(order) if order else sql.SQL(""),
             limit=sql.Literal(self.limit) if self.limit is not None else sql.SQL("ALL"),
-            offset=sql.Literal(self.offset))
+            offset=sql.Literal(self.offset),
+        )
 
 
 def _parse_order_term(term: str, raw: str, known: Any) -> tuple[str, bool, bool | None]:
@@ -343,11 +380,15 @@ def _from_postgres(error: psycopg.Error) -> ApiError:
     state = error.sqlstate or ""
     status = {"42P01": 404, "42883": 404, "42501": 403, "57014": 500}.get(state)
     if status is None:
-        status = 503 if state.startswith(("08", "53")) else 500 if state.startswith(
-            ("XX", "58", "57", "55", "54", "40")) else 400
+        status = (
+            503
+            if state.startswith(("08", "53"))
+            else 500
+            if state.startswith(("XX", "58", "57", "55", "54", "40"))
+            else 400
+        )
     diag = error.diag
-    return ApiError(status, state or None, diag.message_primary or str(error),
-                    diag.message_detail, diag.message_hint)
+    return ApiError(status, state or None, diag.message_primary or str(error), diag.message_detail, diag.message_hint)
 
 
 def _make_handler(server: PostgrestSubsetServer) -> type[BaseHTTPRequestHandler]:
@@ -360,8 +401,9 @@ def _make_handler(server: PostgrestSubsetServer) -> type[BaseHTTPRequestHandler]
             try:
                 reply = server.handle(self.command, self.path, self.headers)
             except Exception as error:  # a bug here must surface as a 500, not a hang
-                reply = _json_reply(500, {"code": None, "details": None, "hint": None,
-                                          "message": f"test server error: {error!r}"})
+                reply = _json_reply(
+                    500, {"code": None, "details": None, "hint": None, "message": f"test server error: {error!r}"}
+                )
             try:
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():

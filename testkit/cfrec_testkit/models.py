@@ -32,9 +32,7 @@ class TinyModelVersion:
     ratings: pd.DataFrame
 
 
-def make_ratings_frame(
-    n_users: int = 30, n_movies: int = 40, density: float = 0.3, seed: int = 0
-) -> pd.DataFrame:
+def make_ratings_frame(n_users: int = 30, n_movies: int = 40, density: float = 0.3, seed: int = 0) -> pd.DataFrame:
     """Random ratings shaped like the training frame (user_id str, tmdb_id int, rating).
 
     Users mix MovieLens-style ids (``ml_<n>``) and app-style uuid strings; movie
@@ -50,10 +48,7 @@ def make_ratings_frame(
     # Ratings depend on a hidden user/movie affinity so the model has signal to learn.
     affinity = rng.normal(size=(n_users, 2)) @ rng.normal(size=(2, n_movies))
     half_stars = np.clip(np.rint(6 + 2 * affinity + rng.normal(scale=0.7, size=affinity.shape)), 1, 10)
-    rows = [
-        (users[u], movies[m], float(half_stars[u, m]) / 2)
-        for u, m in zip(*np.nonzero(rated))
-    ]
+    rows = [(users[u], movies[m], float(half_stars[u, m]) / 2) for u, m in zip(*np.nonzero(rated))]
     return pd.DataFrame(rows, columns=["user_id", "tmdb_id", "rating"])
 
 

@@ -24,5 +24,7 @@ def real_movielens_or_skip() -> Path:
     folder = shared_movielens_dir()
     missing = [name for name in ARCHIVES if not (folder / name).is_file()]
     if missing:
-        pytest.skip(f"real MovieLens data not available: {', '.join(missing)} not in {folder} (set CFREC_SHARED_DATASETS)")
+        pytest.skip(
+            f"real MovieLens data not available: {', '.join(missing)} not in {folder} (set CFREC_SHARED_DATASETS)"
+        )
     return folder

@@ -11,8 +11,10 @@ import dagster as dg
 
 from cfrec_assets.assets import ALL_ASSETS
 from cfrec_assets.checks import ALL_CHECKS
-from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, SupabasePostgresResource, SupabaseResource
-from cfrec_assets_tests.support.movielens_fixtures import MovieLensFixture, write_movielens_fixture
+from cfrec_assets.io_manager import LocalIOManager
+from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, build_resources
+from cfrec_assets.supabase_io import RatingsReader, SupabaseResource
+from cfrec_testkit.movielens_fixtures import MovieLensFixture, write_movielens_fixture
 
 
 @dataclass
@@ -21,8 +23,7 @@ class GraphEnv:
 
     mirror: MovieLensFixture
     data_dir: Path
-    supabase: SupabaseResource
-    supabase_db: SupabasePostgresResource
+    supabase: RatingsReader
     catalog: CatalogSource
 
     @property
@@ -34,13 +35,16 @@ class GraphEnv:
         return self.store.serving_dir
 
     def resources(self) -> dict[str, Any]:
-        return {
-            "movielens": MovieLensSource(base_url=self.mirror.root.as_uri() + "/"),
-            "store": self.store,
-            "catalog": self.catalog,
-            "supabase": self.supabase,
-            "supabase_db": self.supabase_db,
-        }
+        """``definitions``' wiring, pointed at the fixture mirror and the temp data dir (never at
+        the environment's: every resource is overridden)."""
+        return build_resources(
+            {},
+            io_manager=LocalIOManager(data_dir=str(self.data_dir)),
+            movielens=MovieLensSource(base_url=self.mirror.root.as_uri() + "/"),
+            store=self.store,
+            catalog=self.catalog,
+            supabase=self.supabase,
+        )
 
     def fixture_check_config(self) -> dict:
         """The fixture is not the official release: tell the shape and coverage checks so."""
@@ -86,7 +90,6 @@ def make_graph_env(tmp_path: Path, **fixture_kwargs) -> GraphEnv:
         mirror=write_movielens_fixture(tmp_path / "mirror", **kwargs),
         data_dir=tmp_path / "data",
         supabase=SupabaseResource(),
-        supabase_db=SupabasePostgresResource(),
         catalog=CatalogSource(),
     )
 

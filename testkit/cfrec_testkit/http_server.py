@@ -51,7 +51,7 @@ class FolderServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/"
 
-    def __enter__(self) -> "FolderServer":
+    def __enter__(self) -> FolderServer:
         self._thread.start()
         return self
 
