@@ -6,12 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv materialize dev test bench clean
+.PHONY: venv materialize dev lint test bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml testkit/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev]" -e ./testkit   # the test kit: tests and benches, not the wheel
 	touch $@
 
 venv: $(VENV)/.installed
@@ -25,6 +25,11 @@ materialize: venv $(DAGSTER_HOME)
 dev: venv $(DAGSTER_HOME)
 	$(VENV)/bin/dagster dev
 
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
 test: venv
 	scripts/install-system-deps.sh
 	$(PY) -m pytest -q
@@ -33,4 +38,4 @@ bench: venv
 	for script in graph_bench supabase_bench serving_bench mapping_report; do $(PY) bench/$$script.py || exit 1; done
 
 clean:
-	rm -rf $(VENV) .dagster_home data/cache data/movielens data/ratings data/models
+	rm -rf $(VENV) .dagster_home data/cache data/movielens data/assets data/models
