@@ -35,7 +35,7 @@ test: venv
 	$(PY) -m pytest -q
 
 bench: venv
-	for script in graph_bench supabase_bench serving_bench mapping_report; do $(PY) bench/$$script.py || exit 1; done
+	for script in graph_bench supabase_bench retrain_latency_bench serving_bench mapping_report; do $(PY) bench/$$script.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .dagster_home data/cache data/movielens data/assets data/models

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 
@@ -14,3 +15,11 @@ def timed(work: Callable[[], object], repeat: int) -> tuple[list[float], object]
         result = work()
         seconds.append(time.perf_counter() - started)
     return seconds, result
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

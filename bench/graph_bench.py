@@ -9,10 +9,10 @@ modes are interleaved round by round so that load from other work on the machine
 alike. Reported:
 
 1. the whole graph, four ways:
-   - ``baseline``: the functions the assets call, called directly in the assets' order with
-     the same arguments and file writes (download cache check, strict parsing, TMDB mapping,
-     combine, SVD fit + save, 3-fold CV, promote). The asset checks have no plain-function
-     twin; their step time is reported separately;
+   - ``baseline``: the asset functions themselves, called directly in the graph's order, each
+     value handed to the next in memory (no IO manager, no event log, no checks); for
+     ``deployed_model`` the function it calls once its gate is open (``promote_model``). The
+     asset checks are not called; their step time is reported separately;
    - ``dg.materialize``: every asset and check, in-process executor;
    - ``execute_job, in_process``: the same job through ``execute_job(reconstructable(...))``,
      the path the multiprocess run has to take; the control for the next line;
@@ -43,9 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import ExitStack
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -53,35 +51,16 @@ import numpy as np
 import pandas as pd
 
 from cfrec_assets.assets import ALL_ASSETS
-from cfrec_assets.assets.deployment import PROMOTED_METRICS
-from cfrec_assets.assets.model import CVConfig, SVDConfig, model_version
+from cfrec_assets.assets.model import CVConfig, SVDConfig, cv_metrics, svd_model
+from cfrec_assets.assets.movielens import ml100k_raw, tmdb_links
+from cfrec_assets.assets.ratings import SupabaseRatingsConfig, catalog_ids, combined_ratings, supabase_ratings
 from cfrec_assets.checks import ALL_CHECKS
-from cfrec_assets.combine import REAL_RATING_COLUMNS, combine_ratings, empty_real_ratings
-from cfrec_assets.deployment import promote
-from cfrec_assets.downloads import fetch_archive, safe_extract
-from cfrec_assets.movielens import (
-    ML100K_ARCHIVE,
-    ML100K_MEMBERS,
-    ML_LATEST_ARCHIVE,
-    ML_LATEST_MEMBERS,
-    parse_links,
-    parse_movies,
-    parse_u_data,
-    parse_u_item,
-)
-from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, SupabaseResource
-from cfrec_assets.storage import read_json, write_json, write_parquet
-from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, mapping_summary
-from cfrec_assets.training import (
-    ARTIFACT_FILES,
-    TRAINING_RATINGS_FILE,
-    SVDParams,
-    cross_validate_svd,
-    fit_svd,
-    sanity_prediction,
-    save_artifacts,
-    summarize_folds,
-)
+from cfrec_assets.deployment import promote_model
+from cfrec_assets.io_manager import LocalIOManager
+from cfrec_assets.movielens import ML100K_ARCHIVE, ML_LATEST_ARCHIVE
+from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, build_resources
+from cfrec_assets.supabase_io import SupabaseResource
+from cfrec_assets.training import SVDParams, cross_validate_svd, fit_svd
 
 REPO = Path(__file__).resolve().parents[1]
 # The job factories below run again in every multiprocess step worker: they read these.
@@ -97,14 +76,16 @@ N_STEPS = len(ASSET_STEPS) + sum(len(list(checks.check_specs)) for checks in ALL
 
 
 def bench_resources(data_dir: str, base_url: str) -> dict:
-    """The resources of ``definitions.py``, with the data dir and mirror given explicitly and
-    Supabase left unconfigured (no app ratings), whatever the environment says."""
-    return {
-        "movielens": MovieLensSource(base_url=base_url),
-        "store": DataStore(data_dir=data_dir),
-        "catalog": CatalogSource(),
-        "supabase": SupabaseResource(),
-    }
+    """``definitions``' wiring with the data dir and mirror given explicitly and Supabase left
+    unconfigured (no app ratings), whatever the environment says."""
+    return build_resources(
+        {},
+        io_manager=LocalIOManager(data_dir=data_dir),
+        movielens=MovieLensSource(base_url=base_url),
+        store=DataStore(data_dir=data_dir),
+        catalog=CatalogSource(),
+        supabase=SupabaseResource(),
+    )
 
 
 def _job(executor: dg.ExecutorDefinition) -> dg.JobDefinition:
@@ -141,86 +122,38 @@ def step_seconds(instance: dg.DagsterInstance, run_id: str) -> tuple[float, floa
 # --- the graph, as plain function calls -----------------------------------------------------------
 
 
-def baseline(
-    store: DataStore, base_url: str, timeout_seconds: float = MovieLensSource().timeout_seconds
-) -> dict[str, float]:
-    """Each asset's computation, as in ``cfrec_assets/assets/*.py``; seconds per asset."""
+def baseline(data_dir: str, base_url: str) -> tuple[dict[str, float], pd.DataFrame]:
+    """The asset functions themselves, called in the graph's order with each one's value handed
+    to the next (no IO manager, no event log); seconds per asset, and the training table.
+
+    ``deployed_model`` is the one asset whose body needs Dagster's event log (its gate reads the
+    check results), so the baseline calls what it calls once the gate is open: ``promote_model``.
+    """
+    resources = bench_resources(data_dir, base_url)
+    movielens, store, catalog, supabase = (resources[k] for k in ("movielens", "store", "catalog", "supabase"))
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
-    def lap(name: str) -> None:
+    def lap(name: str, output: dg.Output):
         nonlocal clock
         now = time.perf_counter()
         seconds[name], clock = now - clock, now
+        return output.value
 
-    archive = fetch_archive(base_url, ML100K_ARCHIVE, store.cache_dir, ML100K_MEMBERS, timeout_seconds)
-    files = safe_extract(archive.path, store.movielens_dir, ML100K_MEMBERS)
-    ratings = parse_u_data(files["ml-100k/u.data"])
-    items = parse_u_item(files["ml-100k/u.item"])
-    if set(ratings["item_id"].unique()) - set(items["item_id"]):
-        raise ValueError("u.data rates items missing from u.item")
-    write_parquet(ratings, store.ml100k_ratings_path)
-    write_parquet(items, store.ml100k_items_path)
-    lap("ml100k_raw")
-
-    archive = fetch_archive(base_url, ML_LATEST_ARCHIVE, store.cache_dir, ML_LATEST_MEMBERS, timeout_seconds)
-    files = safe_extract(archive.path, store.movielens_dir, ML_LATEST_MEMBERS)
-    links = parse_links(files["ml-latest-small/links.csv"])
-    movies = parse_movies(files["ml-latest-small/movies.csv"])
-    items = pd.read_parquet(store.ml100k_items_path)
-    ratings = pd.read_parquet(store.ml100k_ratings_path)
-    mapping = build_tmdb_mapping(items, links, movies, load_overrides())
-    mapping_summary(mapping, ratings)
-    write_parquet(mapping, store.tmdb_links_path)
-    lap("tmdb_links")
-
-    mapped = pd.read_parquet(store.tmdb_links_path)["tmdb_id"].dropna().astype("int64")
-    write_json({"filter": False, "source": "none", "tmdb_ids": sorted(set(mapped.tolist()))}, store.catalog_path)
-    lap("catalog_ids")
-
-    write_parquet(empty_real_ratings()[REAL_RATING_COLUMNS], store.supabase_ratings_path)
-    lap("supabase_ratings")
-
-    catalog = read_json(store.catalog_path)
-    combined, _ = combine_ratings(
-        pd.read_parquet(store.ml100k_ratings_path),
-        pd.read_parquet(store.tmdb_links_path),
-        pd.read_parquet(store.supabase_ratings_path),
-        catalog["tmdb_ids"] if catalog["filter"] else None,
+    context = dg.build_asset_context  # a fresh context per call, as each step gets one
+    raw = lap("ml100k_raw", ml100k_raw(context(), movielens=movielens, store=store))
+    links = lap("tmdb_links", tmdb_links(context(), movielens=movielens, store=store, ml100k_raw=raw))
+    catalog_value = lap("catalog_ids", catalog_ids(context(), catalog=catalog, supabase=supabase, tmdb_links=links))
+    app = lap("supabase_ratings", supabase_ratings(context(), config=SupabaseRatingsConfig(), supabase=supabase))
+    combined = lap(
+        "combined_ratings",
+        combined_ratings(context(), ml100k_raw=raw, tmdb_links=links, catalog_ids=catalog_value, supabase_ratings=app),
     )
-    write_parquet(combined, store.combined_ratings_path)
-    lap("combined_ratings")
-
-    ratings = pd.read_parquet(store.combined_ratings_path)
-    params = SVDParams(**SVDConfig().model_dump())
-    algo, trainset, _ = fit_svd(ratings, params)
-    sanity_prediction(algo, trainset)
-    trained_at = datetime.now(timezone.utc)
-    version = model_version(uuid.uuid4().hex, trained_at)
-    files_meta = save_artifacts(algo, trainset, ratings, store.models_dir, version)
-    lap("svd_model")
-
-    cv = CVConfig()
-    training = pd.read_parquet(store.models_dir / version / TRAINING_RATINGS_FILE)
-    summary = summarize_folds(cross_validate_svd(training, params, cv.n_folds, cv.n_jobs, cv.seed, cv.k))
-    lap("cv_metrics")
-
-    promote(
-        store.models_dir / version,
-        store.serving_dir,
-        version=version,
-        metrics={k: summary[k] for k in PROMOTED_METRICS if k in summary},
-        counts={
-            "ratings": len(ratings),
-            "real_ratings": int((ratings["source"] == "app").sum()),
-            "users": trainset.n_users,
-            "movies": trainset.n_items,
-        },
-        trained_at=trained_at.isoformat(),
-        expected_sha256={name: files_meta[name]["sha256"] for name in ARTIFACT_FILES},
-    )
-    lap("deployed_model")
-    return seconds
+    model = lap("svd_model", svd_model(context(), config=SVDConfig(), store=store, combined_ratings=combined))
+    metrics = lap("cv_metrics", cv_metrics(context(), config=CVConfig(), svd_model=model))
+    promote_model(model, metrics, store.serving_dir)
+    seconds["deployed_model"] = time.perf_counter() - clock
+    return seconds, combined
 
 
 # --- measurements -----------------------------------------------------------------------------
@@ -252,7 +185,7 @@ class GraphModes:
         data_dir = str(self.data_dirs[name])
         started = time.perf_counter()
         if name == "baseline":
-            stages = baseline(DataStore(data_dir=data_dir), self.base_url)
+            stages, _ = baseline(data_dir, self.base_url)
             wall = time.perf_counter() - started
             self.baseline_stages.append(stages)
             return wall, wall, 0.0
@@ -411,11 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cfrec-graph-bench-") as tmp, ExitStack() as stack:
         root = Path(tmp)
         warm = DataStore(data_dir=str(root / "warm"))
-        baseline(warm, base_url)  # fills the download cache every mode starts from
+        _, combined = baseline(warm.data_dir, base_url)  # fills the download cache every mode starts from
         modes = GraphModes(root, warm.cache_dir, base_url, stack)
         names = tuple(n for n in GraphModes.NAMES if not (args.skip_multiprocess and n.endswith("multiprocess")))
         graph(modes, args.repeat, names)
-        combined = pd.read_parquet(warm.combined_ratings_path)
         if not args.skip_svd_order:
             svd_order(combined, args.repeat)
         if not args.skip_cv_jobs:

@@ -36,14 +36,16 @@ from pathlib import Path
 import joblib
 import numpy as np
 import surprise
-from benchlib import timed  # noqa: E402  (bench/ is sys.path[0])
+from benchlib import positive_int, timed  # bench/ is sys.path[0] when a script here runs
 
 from cfrec_assets import movielens
 from cfrec_assets.combine import combine_ratings, empty_real_ratings
-from cfrec_assets.deployment import promote, rollback, sha256_file
+from cfrec_assets.deployment import promote, rollback
+from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, TRAINSET_FILE
 from cfrec_assets.serving import DeployedModel, load_deployed
+from cfrec_assets.storage import sha256_file
 from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides
-from cfrec_assets.training import ARTIFACT_FILES, MODEL_FILE, TRAINSET_FILE, SVDParams, fit_svd, save_artifacts
+from cfrec_assets.training import SVDParams, fit_svd, save_artifacts
 
 REPO = Path(__file__).resolve().parents[1]
 AGREEMENT_SAMPLE = 200
@@ -203,13 +205,6 @@ def bench_deployment(source: Path, scratch: Path, repeat: int) -> None:
         f"\nload_deployed / joblib.load: {statistics.median(load_s) / statistics.median(joblib_s):.2f}x "
         f"(interleaved runs, warm page cache)"
     )
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

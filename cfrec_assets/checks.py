@@ -94,15 +94,49 @@ def supabase_ratings_were_read(context: dg.AssetCheckExecutionContext) -> dg.Ass
     meta = materialization_metadata(context.instance, dg.AssetKey("supabase_ratings"), context.run.run_id)
     status = meta.get("status")
     verdict = {
-        "ok": f"read all {meta.get('ratings')} app ratings",
+        "ok": f"read all {meta.get('rows_read', 0)} app ratings, kept {meta.get('ratings')}",
         "not_configured": "Supabase is not configured: training on MovieLens only",
         "unreachable": "Supabase was unreachable and allow_fallback was set: this run has NO app ratings",
+        "all_rows_invalid": f"read {meta.get('rows_read')} app ratings and kept 0: every row was invalid",
     }.get(status, f"unexpected status {status!r}")
     return dg.AssetCheckResult(
         passed=status in ("ok", "not_configured"),
         severity=dg.AssetCheckSeverity.WARN,
         description=verdict,
         metadata={"verdict": verdict, "status": str(status)},
+    )
+
+
+class AppRatingsValidityConfig(dg.Config):
+    max_dropped_share: float = 0.1
+    """Largest share of the app's rows that may be dropped as invalid. A healthy table drops
+    none; a column of the wrong type drops all of them."""
+
+
+@dg.asset_check(asset="supabase_ratings", blocking=True)
+def supabase_rows_mostly_valid(
+    context: dg.AssetCheckExecutionContext, config: AppRatingsValidityConfig, store: DataStore
+) -> dg.AssetCheckResult:
+    """Fails when too many of the app's rows were dropped as invalid. It blocks the retrain
+    (severity ERROR) when the deployed champion learned from app ratings, since a model that
+    lost them would replace it; before that it only warns, so a first model can still ship."""
+    meta = materialization_metadata(context.instance, dg.AssetKey("supabase_ratings"), context.run.run_id)
+    rows_read, share = meta.get("rows_read", 0), meta.get("dropped_share", 0.0)
+    champion = read_manifest(store.serving_dir)
+    champion_had_app = bool(champion and champion["counts"].get("real_ratings", 0))
+    passed = not rows_read or share <= config.max_dropped_share
+    verdict = (
+        f"{share:.1%} of {rows_read} app rows dropped (limit {config.max_dropped_share:.0%})"
+        if rows_read
+        else "no app rows read"
+    )
+    if not passed:
+        verdict += f"; e.g. {meta.get('dropped_examples')}"[:500]
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR if champion_had_app else dg.AssetCheckSeverity.WARN,
+        description=verdict,
+        metadata={"verdict": verdict, "dropped_share": share, "champion_had_app_ratings": champion_had_app},
     )
 
 
@@ -244,6 +278,7 @@ ALL_CHECKS = [
     ml100k_is_official_release,
     tmdb_mapping_coverage,
     supabase_ratings_were_read,
+    supabase_rows_mostly_valid,
     combined_ratings_are_valid,
     svd_artifacts_load_and_predict,
     cv_rmse_under_ceiling,

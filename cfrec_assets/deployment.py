@@ -25,10 +25,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.schema import ARTIFACT_FILES, MANIFEST_FILE, VERSION_FILE, VERSIONS_DIR
 from cfrec_assets.storage import TEMP_PREFIX, sha256_file, write_dir_atomic, write_json
 
 LOCK_FILE = ".deploy.lock"
+PROMOTED_METRICS = ("rmse_mean", "rmse_std", "mae_mean", "precision_at_10_mean", "ndcg_at_10_mean")
+PROMOTED_COUNTS = ("ratings", "real_ratings", "users", "movies")
 # Version names become directory names: no separators, no leading dot (temp dirs use one).
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -168,6 +171,20 @@ def promote(
                 shutil.rmtree(target, ignore_errors=True)
             raise
         return manifest
+
+
+def promote_model(model: ModelVersion, metrics: ModelMetrics, serving_dir: Path | str) -> dict[str, Any]:
+    """Promote a trained version with its cross-validation metrics (what ``deployed_model`` does
+    once the gate is open); the files must still match the sha256s recorded at training."""
+    return promote(
+        Path(model.path),
+        serving_dir,
+        version=model.version,
+        metrics={k: metrics.summary[k] for k in PROMOTED_METRICS if k in metrics.summary},
+        counts={k: model.counts[k] for k in PROMOTED_COUNTS},
+        trained_at=model.trained_at,
+        expected_sha256={name: model.sha256(name) for name in ARTIFACT_FILES},
+    )
 
 
 def rollback(serving_dir: Path | str, version: str) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def gate_problems(
     version: str,
 ) -> list[str]:
     """Why ``version`` may not ship: for each blocking check, its newest verdict on the
-    materialization of its asset that ``runs`` names must be a pass."""
+    materialization of its asset that ``runs`` names must be a pass (or a WARN-severity failure,
+    which Dagster does not block on either)."""
     problems = []
     for key in checks:
         name = f"{key.asset_key.to_user_string()}:{key.name}"
@@ -68,7 +69,9 @@ def gate_problems(
                 problems.append(f"{name} never reported: run {record.run_id[:8]} ended ({run.status.value}) first")
             else:
                 problems.append(f"{name}: another run ({record.run_id[:8]}) is still checking version {version}")
-        elif record.evaluation is None or not record.evaluation.passed:
+        elif record.evaluation is None or (
+            not record.evaluation.passed and record.evaluation.severity != dg.AssetCheckSeverity.WARN
+        ):
             description = record.evaluation.description if record.evaluation else "no result recorded"
             problems.append(f"{name} failed: {description}")
     return problems

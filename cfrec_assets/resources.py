@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cfrec_assets.io_manager import LocalIOManager
 from cfrec_assets.schema import DEFAULT_DATA_DIR, ENV_DATA_DIR, ENV_SERVING_DIR, serving_dir
 from cfrec_assets.supabase_io import RatingsReader, SupabasePostgresResource, SupabaseResource
+from cfrec_assets.supabase_io.table import check_identifier
 
 GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
 
@@ -75,6 +76,13 @@ class CatalogSource(dg.ConfigurableResource):
         default=None, description="Read the catalog from this Supabase table instead (needs SUPABASE_URL/KEY)."
     )
     supabase_column: str = "tmdb_id"
+
+    @model_validator(mode="after")
+    def _check_names(self) -> CatalogSource:
+        if self.supabase_table:
+            check_identifier(self.supabase_table, "catalog table", table=True)
+        check_identifier(self.supabase_column, "catalog column")
+        return self
 
 
 def _from_env(environ: Mapping[str, str], **fields: str) -> dict[str, Any]:

@@ -61,9 +61,11 @@ def build_retrain_sensor(
 
 
 def retrain_sensor_from_env() -> dg.SensorDefinition:
-    """``CFREC_RETRAIN_MIN_NEW_RATINGS`` sets N; ``CFREC_RETRAIN_SENSOR=running`` starts it on load."""
+    """``CFREC_RETRAIN_MIN_NEW_RATINGS`` sets N, ``CFREC_RETRAIN_INTERVAL_SECONDS`` the interval;
+    ``CFREC_RETRAIN_SENSOR=running`` starts it on load."""
     running = os.environ.get("CFREC_RETRAIN_SENSOR", "").lower() == "running"
     return build_retrain_sensor(
         min_new_ratings=int(os.environ.get("CFREC_RETRAIN_MIN_NEW_RATINGS", DEFAULT_MIN_NEW_RATINGS)),
+        interval_seconds=int(os.environ.get("CFREC_RETRAIN_INTERVAL_SECONDS", DEFAULT_INTERVAL_SECONDS)),
         default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
     )

@@ -1,19 +1,14 @@
 """The deployment asset: promotes a checked model version to the serving directory, or rolls back."""
 
-from pathlib import Path
-
 import dagster as dg
 
 from cfrec_assets.checks import GATE_CHECKS
-from cfrec_assets.deployment import list_versions, promote, rollback
+from cfrec_assets.deployment import list_versions, promote_model, rollback
 from cfrec_assets.gate import gate_problems, materialization_runs
 from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.resources import DataStore
-from cfrec_assets.schema import ARTIFACT_FILES
 
 GROUP = "deployment"
-PROMOTED_METRICS = ("rmse_mean", "rmse_std", "mae_mean", "precision_at_10_mean", "ndcg_at_10_mean")
-PROMOTED_COUNTS = ("ratings", "real_ratings", "users", "movies")
 MODEL_KEY, METRICS_KEY = dg.AssetKey("svd_model"), dg.AssetKey("cv_metrics")
 
 
@@ -55,20 +50,16 @@ def deployed_model(
     Copies the version's files into ``<serving>/versions/<version>/`` and then replaces
     ``manifest.json`` (temp file + ``os.replace``); earlier versions are kept for rollback.
     """
-    if config.rollback_to:
+    if config.rollback_to is not None:
+        if not config.rollback_to.strip():
+            raise ValueError(
+                "rollback_to is empty: name a kept version (python -m cfrec_assets deployments) or unset it"
+            )
         manifest = rollback(store.serving_dir, config.rollback_to)
         action = "rollback"
     else:
         check_gate(context.instance, svd_model, cv_metrics)
-        manifest = promote(
-            Path(svd_model.path),
-            store.serving_dir,
-            version=svd_model.version,
-            metrics={k: cv_metrics.summary[k] for k in PROMOTED_METRICS if k in cv_metrics.summary},
-            counts={k: svd_model.counts[k] for k in PROMOTED_COUNTS},
-            trained_at=svd_model.trained_at,
-            expected_sha256={name: svd_model.sha256(name) for name in ARTIFACT_FILES},
-        )
+        manifest = promote_model(svd_model, cv_metrics, store.serving_dir)
         action = "promote"
     context.log.info(f"{action}: serving version {manifest['version']} (previous: {manifest.get('previous_version')})")
     return dg.MaterializeResult(

@@ -1,5 +1,6 @@
 """Model assets: the SVD model version trained on the combined ratings, and its CV metrics."""
 
+import uuid
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,14 @@ class SVDConfig(dg.Config):
     random_state: int = SEED_SVD_PARAMS["random_state"]
 
 
+def run_id_of(context: dg.AssetExecutionContext) -> str:
+    """The run's id; a fresh one when the asset is called directly (tests, benchmarks)."""
+    try:
+        return context.run.run_id
+    except dg.DagsterError:  # DagsterInvalidPropertyError: no run when called directly
+        return uuid.uuid4().hex
+
+
 def model_version(run_id: str, now: datetime | None = None) -> str:
     """Sortable, unique per run: UTC time plus the run id's first 8 characters."""
     now = now or datetime.now(timezone.utc)
@@ -53,7 +62,8 @@ def svd_model(
     algo, trainset, fit_seconds = fit_svd(ratings, params)
     sanity = sanity_prediction(algo, trainset)
     trained_at = datetime.now(timezone.utc)
-    version = model_version(context.run.run_id, trained_at)
+    run_id = run_id_of(context)
+    version = model_version(run_id, trained_at)
     files = save_artifacts(algo, trainset, ratings, store.models_dir, version)
     counts = {
         "ratings": len(ratings),
@@ -64,7 +74,7 @@ def svd_model(
     record = ModelVersion(
         version=version,
         path=str(store.models_dir / version),
-        run_id=context.run.run_id,
+        run_id=run_id,
         trained_at=trained_at.isoformat(),
         params=asdict(params),
         counts=counts,
@@ -119,7 +129,7 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
     context.log.info(f"version {svd_model.version}: RMSE {summary['rmse_mean']:.4f} ± {summary['rmse_std']:.4f}")
     metrics = ModelMetrics(
         version=svd_model.version,
-        run_id=context.run.run_id,
+        run_id=run_id_of(context),
         n_folds=config.n_folds,
         summary=summary,
         real_ratings=svd_model.counts["real_ratings"],

@@ -77,13 +77,18 @@ def supabase_ratings(
     else:
         try:
             frame, stats = supabase.read_ratings()
-            status = "ok"
+            # "Read N, kept 0" is not "ok": a column of the wrong type drops every row.
+            status = "all_rows_invalid" if stats["rows_read"] and not stats["valid_rows"] else "ok"
         except SupabaseReadError as exc:
             if not config.allow_fallback or context.retry_number < SUPABASE_RETRIES:
                 raise
             context.log.warning(f"Supabase unreachable, continuing without app ratings (allow_fallback): {exc}")
             frame, stats, status = empty_real_ratings(), {"error": str(exc)}, "unreachable"
     latest = frame["created_at"].max() if len(frame) else None
+    examples = stats.pop("dropped_examples", {})
+    if examples:
+        context.log.warning(f"dropped app ratings, e.g. {examples}")
+    rows_read = stats.get("rows_read", 0)
     return dg.Output(
         frame[list(APP_RATING_COLUMNS)],
         metadata={
@@ -94,6 +99,8 @@ def supabase_ratings(
             "movies": int(frame["tmdb_id"].nunique()),
             "latest_created_at": str(latest) if latest is not None else "",
             **stats,
+            "dropped_share": round((rows_read - len(frame)) / rows_read, 4) if rows_read else 0.0,
+            "dropped_examples": dg.MetadataValue.json(examples),
         },
     )
 

@@ -27,6 +27,7 @@ from cfrec_assets.supabase_io.table import (
     SupabaseReadError,
     catalog_ids_from_values,
     check_complete,
+    check_identifier,
     utc_isoformat,
     validate_ratings,
 )
@@ -53,7 +54,7 @@ class SupabasePostgresResource(RatingsReader):
     def read_ratings(self) -> tuple[pd.DataFrame, dict[str, int]]:
         """Every rating row, validated; ``pages`` counts cursor fetches (last one empty)."""
         table = _identifier(self.table)
-        columns = sql.SQL(", ").join(map(sql.Identifier, self.source_columns))
+        columns = sql.SQL(", ").join(map(sql.Identifier, (self.id_column, *self.source_columns)))
         order = sql.SQL("{} ASC NULLS LAST, {} ASC").format(
             sql.Identifier(self.created_at_column), sql.Identifier(self.id_column)
         )
@@ -62,8 +63,9 @@ class SupabasePostgresResource(RatingsReader):
             lambda conn: (_count(conn, table), _fetch_all(conn, query, self.batch_size))
         )
         check_complete(len(rows), server_count, self.table)
-        raw = pd.DataFrame(rows, columns=list(RATINGS_COLUMNS), dtype=object)
-        frame, stats = validate_ratings(raw, self.rating_min, self.rating_max)
+        raw = pd.DataFrame([row[1:] for row in rows], columns=list(RATINGS_COLUMNS), dtype=object)
+        ids = [row[0] for row in rows]
+        frame, stats = validate_ratings(raw, self.rating_min, self.rating_max, ids, self.table)
         stats.update(server_count=server_count, pages=pages)
         logger.info("read %s rows of '%s' over PostgreSQL: %s", len(rows), self.table, stats)
         return frame, stats
@@ -96,6 +98,8 @@ class SupabasePostgresResource(RatingsReader):
 
     def read_catalog_ids(self, table: str, column: str = "tmdb_id") -> list[int]:
         """Sorted distinct ids in ``table.column`` (nulls skipped)."""
+        check_identifier(table, "catalog table", table=True)
+        check_identifier(column, "catalog column")
         source = _identifier(table)
         query = sql.SQL("SELECT {} FROM {}").format(sql.Identifier(column), source)
         server_count, (rows, _) = self._run(

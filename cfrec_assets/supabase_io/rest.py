@@ -35,6 +35,7 @@ from cfrec_assets.supabase_io.table import (
     SupabaseReadError,
     catalog_ids_from_values,
     check_complete,
+    check_identifier,
     utc_isoformat,
     validate_ratings,
 )
@@ -77,7 +78,8 @@ class SupabaseResource(RatingsReader):
                 f"rows of '{self.table}' were read twice: the table changed during the read (offset pages shifted)"
             )
         raw = pd.DataFrame([[row.get(c) for c in columns] for row in rows], columns=list(RATINGS_COLUMNS), dtype=object)
-        frame, stats = validate_ratings(raw, self.rating_min, self.rating_max)
+        ids = [row.get(self.id_column) for row in rows]
+        frame, stats = validate_ratings(raw, self.rating_min, self.rating_max, ids, self.table)
         stats.update(server_count=server_count, pages=pages)
         logger.info("read %s rows of '%s' in %s pages: %s", len(rows), self.table, pages, stats)
         return frame, stats
@@ -122,6 +124,8 @@ class SupabaseResource(RatingsReader):
 
     def read_catalog_ids(self, table: str, column: str = "tmdb_id") -> list[int]:
         """Sorted distinct ids in ``table.column``, read completely (nulls skipped)."""
+        check_identifier(table, "catalog table", table=True)
+        check_identifier(column, "catalog column")
         with self._session() as session:
             server_count = session.count(table)
             rows, _ = session.read_all(table, (column,), (column,), server_count)

@@ -7,7 +7,8 @@ frame and stats for the same table; everything that makes them agree lives here.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +32,20 @@ class SupabaseReadError(Exception):
     """Reading from Supabase failed; the message names the cause, never a secret."""
 
 
+# Plain SQL identifiers, optionally schema-qualified: a name like "../admin" would make the REST
+# reader send the service-role key to paths outside /rest/v1/.
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?")
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def check_identifier(name: str, what: str, table: bool = False) -> str:
+    """``name`` if it is a plain (for tables: optionally schema-qualified) SQL identifier."""
+    pattern = _TABLE_NAME if table else _COLUMN_NAME
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        raise ValueError(f"{what} {str(name)[:80]!r} is not a plain SQL identifier (letters, digits, '_')")
+    return name
+
+
 class RatingsTableSettings(dg.ConfigurableResource):
     """Where the ratings live and what a valid rating is (shared by both readers)."""
 
@@ -42,6 +57,13 @@ class RatingsTableSettings(dg.ConfigurableResource):
     id_column: str = Field(default="id", description="Primary key, the order tiebreak.")
     rating_min: float = Field(default=RATING_MIN, description="Lowest valid rating (inclusive).")
     rating_max: float = Field(default=RATING_MAX, description="Highest valid rating (inclusive).")
+
+    @model_validator(mode="after")
+    def _check_names(self) -> RatingsTableSettings:
+        check_identifier(self.table, "table", table=True)
+        for field in ("user_column", "movie_column", "rating_column", "created_at_column", "id_column"):
+            check_identifier(getattr(self, field), field)
+        return self
 
     @model_validator(mode="after")
     def _check_rating_range(self) -> RatingsTableSettings:
@@ -83,38 +105,66 @@ class RatingsReader(RatingsTableSettings):
         raise NotImplementedError
 
 
-def validate_ratings(raw: pd.DataFrame, rating_min: float, rating_max: float) -> tuple[pd.DataFrame, dict[str, int]]:
+MAX_ID = 2**63 - 1  # ids are stored as int64; a larger number cannot be one
+DROP_EXAMPLES = 3  # rows quoted per drop reason, so a schema mistake is diagnosed at a glance
+
+
+def validate_ratings(
+    raw: pd.DataFrame,
+    rating_min: float,
+    rating_max: float,
+    row_ids: Sequence[Any] | None = None,
+    table: str = "ratings",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Keep valid rating rows; count the others by their first failing reason.
 
     ``raw`` holds raw values in columns user_id, tmdb_id, rating, created_at.
-    Nothing is coerced: a blank user id, a non-integer movie id, a rating that
-    is not a number or lies outside [rating_min, rating_max] drops the row.
+    Nothing is coerced: a blank user id, a movie id that is not a positive 64-bit integer, a
+    rating that is not a number or lies outside [rating_min, rating_max] drops the row.
     Returns the typed frame (user_id str, tmdb_id int64, rating float64,
-    created_at UTC datetime) and counts: ``rows_read``, one per
-    :data:`DROP_REASONS` entry, and ``valid_rows``.
+    created_at UTC datetime) and stats: ``rows_read``, one count per
+    :data:`DROP_REASONS` entry, ``valid_rows``, and ``dropped_examples`` (a few rows per reason,
+    named by table and primary key, values truncated).
     """
     users, movies, ratings = (raw[c].tolist() for c in RATINGS_COLUMNS[:3])
     reasons = [_drop_reason(u, m, r, rating_min, rating_max) for u, m, r in zip(users, movies, ratings)]
     keep = [reason is None for reason in reasons]
     valid = raw.loc[keep]
-    frame = pd.DataFrame(
-        {
-            "user_id": valid["user_id"].map(str).astype(str),
-            "tmdb_id": valid["tmdb_id"].map(int).astype("int64"),
-            "rating": valid["rating"].map(float).astype("float64"),
-            "created_at": _utc_datetimes(valid["created_at"]),
-        }
-    ).reset_index(drop=True)
-    stats = {"rows_read": len(raw)}
+    try:
+        frame = pd.DataFrame(
+            {
+                "user_id": valid["user_id"].map(str).astype(str),
+                "tmdb_id": valid["tmdb_id"].map(int).astype("int64"),
+                "rating": valid["rating"].map(float).astype("float64"),
+                "created_at": _utc_datetimes(valid["created_at"], table),
+            }
+        ).reset_index(drop=True)
+    except (OverflowError, ValueError, TypeError) as error:  # a backstop: the rules above should prevent it
+        raise SupabaseReadError(f"{table}: a kept row failed conversion ({type(error).__name__}: {error})") from None
+    stats: dict[str, Any] = {"rows_read": len(raw)}
     stats.update({reason: reasons.count(reason) for reason in DROP_REASONS})
     stats["valid_rows"] = len(frame)
+    stats["dropped_examples"] = _examples(raw, reasons, row_ids, table)
     return frame, stats
+
+
+def _examples(raw: pd.DataFrame, reasons: list[str | None], row_ids: Sequence[Any] | None, table: str) -> dict:
+    examples: dict[str, list[str]] = {}
+    for position, reason in enumerate(reasons):
+        if reason is None or len(examples.setdefault(reason, [])) >= DROP_EXAMPLES:
+            continue
+        row = raw.iloc[position]
+        key = f"id {row_ids[position]}" if row_ids is not None else f"row {position + 1}"
+        values = ", ".join(f"{c}={repr(row[c])[:40]}" for c in RATINGS_COLUMNS[:3])
+        examples[reason].append(f"{table} {key}: {values}")
+    return examples
 
 
 def _drop_reason(user: Any, movie: Any, rating: Any, low: float, high: float) -> str | None:
     if _is_missing(user) or (isinstance(user, str) and not user.strip()) or _is_missing(movie):
         return "dropped_missing_ids"
-    if _as_integer(movie) is None or _as_integer(movie) <= 0:
+    movie_id = _as_integer(movie)
+    if movie_id is None or not 0 < movie_id <= MAX_ID:
         return "dropped_invalid_ids"
     if _is_missing(rating):
         return "dropped_missing_rating"
@@ -140,12 +190,12 @@ def _as_integer(value: Any) -> int | None:
     return int(value) if value == int(value) else None
 
 
-def _utc_datetimes(values: pd.Series) -> pd.Series:
+def _utc_datetimes(values: pd.Series, table: str = "ratings") -> pd.Series:
     # Microseconds: PostgreSQL's precision, and equal for both readers' inputs.
     try:
         parsed = pd.to_datetime(values, utc=True, format="ISO8601")
-    except (ValueError, TypeError) as error:
-        raise SupabaseReadError(f"unparseable created_at value: {error}") from error
+    except (ValueError, TypeError, OverflowError) as error:
+        raise SupabaseReadError(f"{table}.created_at: unparseable value ({str(error)[:200]})") from None
     return pd.Series(pd.DatetimeIndex(parsed).as_unit("us"), index=values.index)
 
 

@@ -15,9 +15,7 @@ import numpy as np
 import pandas as pd
 from surprise import SVD, Dataset, Reader, Trainset
 
-RATING_SCALE = (0.5, 5.0)
-MODEL_FILE = "svd_model.pkl"
-TRAINSET_FILE = "cf_trainset.pkl"
+from cfrec_assets.schema import MODEL_FILE, RATING_SCALE, TRAINSET_FILE
 
 
 @dataclass(frozen=True)

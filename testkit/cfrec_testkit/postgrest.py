@@ -23,10 +23,12 @@ unsupported (400), and ``count=planned|estimated`` are answered exactly.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -422,3 +424,30 @@ def _make_handler(server: PostgrestSubsetServer) -> type[BaseHTTPRequestHandler]
             """Silent: request lines are test noise."""
 
     return Handler
+
+
+def _serve(conninfo: str, keys: list[str], ready, stop) -> None:
+    with PostgrestSubsetServer(conninfo, keys) as server:
+        ready.put(server.url)
+        stop.wait()
+
+
+@contextlib.contextmanager
+def postgrest_process(conninfo: str, keys: list[str] | None = None) -> Iterator[str]:
+    """The PostgREST-subset server in its own process (as PostgREST would be): yields its URL.
+
+    In-process, its JSON work would share the reader's GIL and slow both down (benchmarks), and
+    a daemon in another process can reach it the same way.
+    """
+    context = multiprocessing.get_context("spawn")
+    ready, stop = context.Queue(), context.Event()
+    process = context.Process(target=_serve, args=(conninfo, keys or [TEST_API_KEY], ready, stop), daemon=True)
+    process.start()
+    try:
+        yield ready.get(timeout=60)
+    finally:
+        stop.set()
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join()
