@@ -1,15 +1,17 @@
-"""The Dagster code location: ``dagster dev`` loads ``defs`` through workspace.yaml."""
+"""The Dagster code location: ``dg dev`` (pyproject ``[tool.dg]``) and ``workspace.yaml`` load ``defs``."""
 
 import dagster as dg
 
 from cfrec_assets.assets import ALL_ASSETS
 from cfrec_assets.checks import ALL_CHECKS
+from cfrec_assets.jobs import ALL_JOBS
 from cfrec_assets.resources import build_resources
 from cfrec_assets.sensors import retrain_sensor_from_env
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
+    jobs=ALL_JOBS,
     sensors=[retrain_sensor_from_env()],
     resources=build_resources(),
     executor=dg.in_process_executor,

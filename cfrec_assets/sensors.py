@@ -11,6 +11,9 @@ from cfrec_assets.supabase_io import RatingsReader, SupabaseReadError
 # supabase_ratings and everything downstream: combined_ratings, svd_model, cv_metrics,
 # deployed_model, with their checks (the blocking ones gate the deployment).
 RETRAIN_SELECTION = dg.AssetSelection.assets(supabase_ratings).downstream()
+# A sensor-launched retrain whose run worker died is re-executed from the failure (on an
+# instance with run retries on: deploy/dagster.yaml); a failed check is not retried there.
+RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
 DEFAULT_MIN_NEW_RATINGS = 50
 # Ticks are two cheap requests (a HEAD count and a one-row query); a retrain takes about a
 # minute, so five minutes keeps the model fresh without keeping the machine busy.
@@ -53,7 +56,7 @@ def build_retrain_sensor(
             return dg.SkipReason(f"{new} new rating(s) since the last retrain; waiting for {min_new_ratings}")
         run_key = f"ratings:{mark['count']}:{mark['latest_created_at']}:{mark['latest_id']}"
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=run_key, tags={"cfrec/new_ratings": str(new)})],
+            run_requests=[dg.RunRequest(run_key=run_key, tags={"cfrec/new_ratings": str(new), **RETRY_TAGS})],
             cursor=json.dumps(mark, sort_keys=True),
         )
 

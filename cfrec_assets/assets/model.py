@@ -21,6 +21,8 @@ from cfrec_assets.training import (
 )
 
 GROUP = "model"
+TRAINING_POOL = "cfrec_training"
+"""Steps that fit models; the production instance runs one run holding them at a time."""
 
 
 class SVDConfig(dg.Config):
@@ -47,7 +49,7 @@ def model_version(run_id: str, now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{run_id[:8]}"
 
 
-@dg.asset(group_name=GROUP, kinds={"surprise"})
+@dg.asset(group_name=GROUP, kinds={"surprise"}, pool=TRAINING_POOL)
 def svd_model(
     context: dg.AssetExecutionContext, config: SVDConfig, store: DataStore, combined_ratings: pd.DataFrame
 ) -> dg.Output[ModelVersion]:
@@ -114,7 +116,7 @@ class CVConfig(dg.Config):
     """Cut-off for precision@k and NDCG@k (relevant = held-out rating >= 4)."""
 
 
-@dg.asset(group_name=GROUP, kinds={"surprise"})
+@dg.asset(group_name=GROUP, kinds={"surprise"}, pool=TRAINING_POOL)
 def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: ModelVersion) -> dg.Output[ModelMetrics]:
     """K-fold RMSE, MAE, precision@k and NDCG@k of the ``svd_model`` version this run trained.
 

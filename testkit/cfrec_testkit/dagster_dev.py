@@ -1,6 +1,6 @@
-"""Run the real ``dagster dev`` (webserver + daemon + code server) for a test, and clean it up.
+"""Run the real ``dg dev`` or the production server (webserver + daemon + code servers) for a test, and clean it up.
 
-``dagster dev`` runs in its own session, hence its own process group, so everything it starts
+Each runs in its own session, hence its own process group, so everything it starts
 (webserver, daemon, code server, run workers) can be signalled at once and checked for
 leftovers afterwards. Each instance gets a temp ``DAGSTER_HOME`` and data dir, and a free
 loopback port; the code server talks over a socket dagster picks itself, so no fixed port is
@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,36 +150,76 @@ def _stop(dev: DagsterDev, timeout: float) -> None:
 def dagster_dev(
     tmp_dir: Path,
     env: Mapping[str, str] | None = None,
-    workspace: Path = REPO_ROOT / "workspace.yaml",
     startup_timeout: float = 180.0,
     shutdown_timeout: float = 60.0,
 ) -> Iterator[DagsterDev]:
-    """Start ``dagster dev`` on a free loopback port; yield once ``/server_info`` answers.
+    """Start ``dg dev`` (webserver + daemon, the project's [tool.dg] code location) on a free
+    loopback port; yield once ``/server_info`` answers.
 
-    ``tmp_dir`` receives ``dagster_home/``, ``data/`` (``CFREC_DATA_DIR``) and ``dagster_dev.log``.
-    ``env`` adds variables (e.g. ``CFREC_MOVIELENS_BASE_URL``) on top of the inherited
-    environment, from which every CFREC_*, SUPABASE_* and DAGSTER_* variable is removed.
-    On exit the whole process group is stopped and checked to be gone.
+    ``tmp_dir`` receives ``dagster_home/`` (a dagster.yaml with telemetry off), ``data/``
+    (``CFREC_DATA_DIR``) and ``dagster_dev.log``. ``env`` adds variables (e.g.
+    ``CFREC_MOVIELENS_BASE_URL``) on top of the inherited environment, from which every CFREC_*,
+    SUPABASE_* and DAGSTER_* variable is removed. On exit the whole process group is stopped
+    and checked to be gone.
     """
+    (tmp_dir / "dagster_home").mkdir(parents=True, exist_ok=True)
+    (tmp_dir / "dagster_home" / "dagster.yaml").write_text(_INSTANCE_YAML, encoding="utf-8")
+
+    def command(port: int) -> list[str]:
+        dg_cli = str(Path(sys.executable).with_name("dg"))
+        return [sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGNALS, dg_cli, "dev", "-h", "127.0.0.1", "-p", str(port)]
+
+    with _serving(tmp_dir, command, env, startup_timeout, shutdown_timeout) as dev:
+        yield dev
+
+
+@contextmanager
+def production_server(
+    tmp_dir: Path,
+    pg_url: str,
+    env: Mapping[str, str] | None = None,
+    startup_timeout: float = 180.0,
+    shutdown_timeout: float = 60.0,
+) -> Iterator[DagsterDev]:
+    """``deploy/serve.sh`` (daemon + webserver on deploy/dagster.yaml, history in PostgreSQL at
+    ``pg_url``), as the README's production section runs it; same folders and clean-up as
+    :func:`dagster_dev`."""
+
+    def command(port: int) -> list[str]:
+        return ["bash", str(REPO_ROOT / "deploy" / "serve.sh")]
+
+    production_env = {"DAGSTER_PG_URL": pg_url, "CFREC_VENV": str(Path(sys.executable).parent.parent), **(env or {})}
+    with _serving(
+        tmp_dir, command, production_env, startup_timeout, shutdown_timeout, port_variable="CFREC_PORT"
+    ) as dev:
+        yield dev
+
+
+@contextmanager
+def _serving(
+    tmp_dir: Path,
+    command: Callable[[int], list[str]],
+    env: Mapping[str, str] | None,
+    startup_timeout: float,
+    shutdown_timeout: float,
+    port_variable: str | None = None,
+) -> Iterator[DagsterDev]:
     dagster_home = tmp_dir / "dagster_home"
     data_dir = tmp_dir / "data"
     dagster_home.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text(_INSTANCE_YAML, encoding="utf-8")
+    port = free_loopback_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
     child_env.update(DAGSTER_HOME=str(dagster_home), CFREC_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    if port_variable:
+        child_env[port_variable] = str(port)
     child_env.update(env or {})
 
-    port = free_loopback_port()
     log_path = tmp_dir / "dagster_dev.log"
-    command = [
-        *(sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGNALS),
-        *(sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(workspace)),
-    ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command,
-            cwd=workspace.parent,
+            command(port),
+            cwd=REPO_ROOT,
             env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -89,7 +89,7 @@ def postgres_server() -> Iterator[PostgresServer]:
             password=os.environ.get("PGPASSWORD", ""),
             dbname=os.environ.get("PGDATABASE", "postgres"),
         )
-        with _scratch_database(admin) as server:
+        with scratch_database(admin) as server:
             yield server
         return
     bin_dir = find_pg_bin_dir()
@@ -98,7 +98,7 @@ def postgres_server() -> Iterator[PostgresServer]:
             "no PostgreSQL binaries (initdb/pg_ctl under /usr/lib/postgresql/*/bin or "
             "on PATH) and PGHOST is not set; install postgresql or point PG* at a server"
         )
-    with _temporary_cluster(bin_dir) as admin, _scratch_database(admin) as server:
+    with _temporary_cluster(bin_dir) as admin, scratch_database(admin) as server:
         yield server
 
 
@@ -194,7 +194,8 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 @contextlib.contextmanager
-def _scratch_database(admin: PostgresServer) -> Iterator[PostgresServer]:
+def scratch_database(admin: PostgresServer) -> Iterator[PostgresServer]:
+    """A new, empty database on ``admin``'s server (dropped afterwards), connected as admin's user."""
     name = f"cfrec_test_{secrets.token_hex(4)}"
     with psycopg.connect(admin.conninfo, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

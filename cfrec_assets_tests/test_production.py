@@ -1,0 +1,161 @@
+"""The production instance (deploy/dagster.yaml + deploy/serve.sh) on a real PostgreSQL.
+
+The server runs as the README says: daemon + webserver, history in PostgreSQL, the queued run
+coordinator with one training run at a time, run monitoring and run retries. Runs are launched
+the way the UI launches them (GraphQL ``launchRun``), so they go through the real queue.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from cfrec_assets.deployment import list_versions, read_manifest, verification_problems, version_dir
+from cfrec_assets.run_launcher import worker_pid
+from cfrec_assets.serving import load_deployed
+from cfrec_testkit.dagster_dev import DagsterDev, production_server, wait_for_code_locations
+from cfrec_testkit.graph import make_graph_env
+from cfrec_testkit.postgres import PostgresServer, scratch_database
+
+pytestmark = pytest.mark.timeout(900)
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+@pytest.fixture
+def prod(tmp_path: Path, pg_server: PostgresServer, monkeypatch) -> Iterator[tuple[DagsterDev, dg.DagsterInstance]]:
+    env = make_graph_env(tmp_path)
+    with scratch_database(pg_server) as database:
+        monkeypatch.setenv("DAGSTER_PG_URL", database.conninfo)  # the test reads the same instance
+        server_env = {"CFREC_MOVIELENS_BASE_URL": env.mirror.root.as_uri() + "/"}
+        with production_server(tmp_path / "prod", database.conninfo, env=server_env) as dev:
+            [location] = wait_for_code_locations(dev)
+            dev.location, dev.env, dev.database = location, env, database
+            env.data_dir = dev.data_dir  # the server's data folder: its serving dir is what we check
+            with dg.DagsterInstance.from_config(str(dev.dagster_home)) as instance:
+                yield dev, instance
+
+
+def launch(dev: DagsterDev, job: str = "train_and_deploy", tags: dict[str, str] | None = None, **config) -> str:
+    params = {
+        "selector": {"repositoryLocationName": dev.location, "repositoryName": "__repository__", "jobName": job},
+        "runConfigData": {"ops": {**dev.env.fixture_check_config(), **config}} if job == "train_and_deploy" else {},
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+    }
+    result = dev.graphql(LAUNCH, {"params": params})["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def wait_finished(instance: dg.DagsterInstance, run_ids: list[str], timeout: float = 420) -> dict[str, dg.RunRecord]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = {r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(run_ids=run_ids))}
+        if len(records) == len(run_ids) and all(r.dagster_run.status in FINISHED for r in records.values()):
+            return records
+        time.sleep(1)
+    raise AssertionError(f"runs not finished in {timeout}s: {[(k, r.dagster_run.status) for k, r in records.items()]}")
+
+
+def test_a_full_run_through_the_queue_lands_in_postgres(prod) -> None:
+    dev, instance = prod
+    run_id = launch(dev)
+    record = wait_finished(instance, [run_id])[run_id]
+    assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS, dev.log_tail()
+    assert instance.run_coordinator.__class__.__name__ == "QueuedRunCoordinator"
+    # The history is in PostgreSQL itself, not in files under DAGSTER_HOME.
+    with psycopg.connect(dev.database.conninfo) as conn:
+        runs = conn.execute("SELECT count(*) FROM runs WHERE run_id = %s", (run_id,)).fetchone()[0]
+        events = conn.execute("SELECT count(*) FROM event_logs WHERE run_id = %s", (run_id,)).fetchone()[0]
+        assets = {row[0] for row in conn.execute("SELECT asset_key FROM asset_keys")}
+    assert runs == 1 and events > 50
+    assert '["deployed_model"]' in assets and '["svd_model"]' in assets
+    assert read_manifest(dev.data_dir / "serving") is not None
+    assert not list(dev.dagster_home.glob("history/runs/*.db")), "run storage fell back to SQLite"
+
+
+def test_training_runs_queue_one_after_the_other_and_others_do_not_wait(prod) -> None:
+    dev, instance = prod
+    first, second = launch(dev), launch(dev)
+    records = wait_finished(instance, [first, second])
+    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records.values()), dev.log_tail()
+    a, b = sorted(records.values(), key=lambda r: r.start_time)
+    assert b.start_time >= a.end_time, "two training runs were in progress at once"
+    # A run with no training step (re-pointing the manifest) is not held behind a retrain.
+    training = launch(dev)
+    rollback = launch_rollback(dev, version=read_manifest(dev.data_dir / "serving")["version"])
+    done = wait_finished(instance, [training, rollback])
+    assert done[rollback].dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    assert done[rollback].start_time < done[training].end_time, "the rollback waited for the retrain"
+
+
+def launch_rollback(dev: DagsterDev, version: str) -> str:
+    params = {
+        "selector": {
+            "repositoryLocationName": dev.location,
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+        },
+        "runConfigData": {"ops": {"deployed_model": {"config": {"rollback_to": version}}}},
+        "stepKeys": ["deployed_model"],
+        "executionMetadata": {"tags": []},
+    }
+    params["selector"]["assetSelection"] = [{"path": ["deployed_model"]}]
+    result = dev.graphql(LAUNCH, {"params": params})["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def test_a_killed_run_worker_is_detected_and_the_run_retried(prod) -> None:
+    dev, instance = prod
+    assert wait_finished(instance, [launch(dev)])  # a champion to protect
+    serving = dev.data_dir / "serving"
+    champion = read_manifest(serving)["version"]
+    run_id = launch(dev, tags={"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"})
+    deadline = time.monotonic() + 300
+    while (pid := worker_pid(instance, run_id)) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pid is not None, "the run never started"
+    os.kill(pid, signal.SIGKILL)
+
+    killed = wait_finished(instance, [run_id])[run_id]
+    assert killed.dagster_run.status == dg.DagsterRunStatus.FAILURE
+    messages = " ".join(
+        (e.dagster_event.message or "") if e.dagster_event else e.user_message for e in instance.all_logs(run_id)
+    )
+    # The code server that started the worker, or run monitoring (our launcher's health check,
+    # for a worker whose parent died too), marks the run failed: it is never left "started".
+    assert "marked as failed" in messages or f"run worker process {pid} is gone" in messages, messages[-2000:]
+
+    deadline = time.monotonic() + 300
+    retries: list[dg.RunRecord] = []
+    while not retries and time.monotonic() < deadline:
+        retries = list(instance.get_run_records(dg.RunsFilter(tags={"dagster/parent_run_id": run_id})))
+        time.sleep(1)
+    assert retries, "the killed run was not retried"
+    retry = wait_finished(instance, [retries[0].dagster_run.run_id])[retries[0].dagster_run.run_id]
+    assert retry.dagster_run.status == dg.DagsterRunStatus.SUCCESS, dev.log_tail()
+
+    # Nothing torn: the manifest names a complete, verified version; every kept version verifies.
+    manifest = read_manifest(serving)
+    assert manifest["version"] != champion
+    for entry in list_versions(serving):
+        assert not verification_problems(version_dir(serving, entry["version"]), entry["files"])
+    assert load_deployed(serving).version == manifest["version"]
