@@ -7,10 +7,23 @@ mirror, gzip-encoded and redirected downloads, and catalog pickles built to exha
 from __future__ import annotations
 
 import random
+import re
+import struct
+import traceback
+import zipfile
+import zlib
+from pathlib import Path
 
 import pytest
 
+from cfrec_assets.downloads import DownloadError, evict, fetch_archive, member_limit, safe_extract
+from cfrec_assets.movielens import ML100K_MEMBERS
 from cfrec_assets.redact import REDACTED, dsn_password, redact_dsn_secrets, redact_url
+from cfrec_assets.storage import sha256_file
+from cfrec_assets_tests.support.http_server import FolderServer
+
+SECRET = "s3cr3tPW"
+BOMB_BYTES = 64 << 20  # 64 MiB of zeros deflate to ~64 KiB
 
 # --- Secrets in URLs and DSNs (cases 1, 2 and 11) -------------------------------------------
 
@@ -78,3 +91,197 @@ def test_dsn_scrub_of_keyword_dsn_and_of_nothing() -> None:
     dsn = "host=db user=u password='it\\'s s3cret'"
     assert redact_dsn_secrets(f"bad dsn {dsn}; it's s3cret", dsn) == f"bad dsn host=db user=u password={REDACTED}; {REDACTED}"
     assert redact_dsn_secrets("nothing to hide", None) == "nothing to hide"
+
+
+# --- Downloads: credentials in every error (case 1) -------------------------------------------
+
+
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def release_zip(path: Path, u_data: bytes = b"1\t1\t5\t874724710\n" * 50) -> Path:
+    return make_zip(path, {"ml-100k/u.data": u_data, "ml-100k/u.item": b"1|Toy Story (1995)|01-Jan-1995||x|0\n"})
+
+
+def with_credentials(url: str) -> str:
+    return url.replace("://", f"://user:{SECRET}@", 1)
+
+
+def _failure(base_url: str, cache: Path) -> str:
+    with pytest.raises(DownloadError) as caught:
+        fetch_archive(base_url, "ml-100k.zip", cache, ML100K_MEMBERS, timeout_seconds=5)
+    return "".join(traceback.format_exception(caught.value))
+
+
+@pytest.mark.parametrize("failure", ["refused", "http_404", "truncated", "not_a_zip", "missing_member", "bomb"])
+def test_download_errors_never_print_the_password(tmp_path: Path, failure: str) -> None:
+    mirror = tmp_path / "mirror"
+    release_zip(mirror / "ml-100k.zip")
+    if failure == "not_a_zip":
+        (mirror / "ml-100k.zip").write_bytes(b"<html>login</html>")
+    elif failure == "missing_member":
+        make_zip(mirror / "ml-100k.zip", {"ml-100k/u.data": b"1\t1\t5\t1\n"})
+    elif failure == "bomb":
+        write_bomb(mirror / "ml-100k.zip")
+    cache = tmp_path / "cache"
+    with FolderServer(mirror) as server:
+        if failure == "truncated":
+            server.state.truncate_to["ml-100k.zip"] = 100
+        base = server.url + ("missing/" if failure == "http_404" else "")
+        if failure != "refused":
+            text = _failure(with_credentials(base), cache)
+    if failure == "refused":
+        text = _failure(with_credentials(base), cache)
+    assert SECRET not in text and "user:" not in text
+    assert base.rstrip("/") in text  # still names the input, without its credentials
+    assert list(cache.iterdir()) == []
+
+
+def test_file_url_with_credentials_is_read_and_errors_stay_redacted(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    release_zip(mirror / "ml-100k.zip")
+    archive = fetch_archive(with_credentials(mirror.as_uri() + "/"), "ml-100k.zip", tmp_path / "cache", ML100K_MEMBERS)
+    assert archive.source_url == mirror.as_uri() + "/ml-100k.zip" == archive.final_url
+    text = _failure(with_credentials((tmp_path / "nowhere").as_uri() + "/"), tmp_path / "cache2")
+    assert SECRET not in text and "cannot read" in text
+
+
+def test_unsupported_scheme_error_is_redacted(tmp_path: Path) -> None:
+    text = _failure(f"ftp://user:{SECRET}@mirror.example/ml/", tmp_path / "cache")
+    assert SECRET not in text and "ftp://mirror.example/ml/" in text
+
+
+# --- Downloads: zip bombs and lying headers (case 5) -------------------------------------------
+
+
+def write_bomb(path: Path, member: str = "ml-100k/u.data", size: int = BOMB_BYTES) -> Path:
+    """A release-shaped zip whose ``member`` is ``size`` zero bytes, written in 1 MiB steps."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ml-100k/u.item", b"1|Toy Story (1995)|01-Jan-1995||x|0\n")
+        with zf.open(member, "w") as out:
+            for _ in range(size >> 20):
+                out.write(bytes(1 << 20))
+    return path
+
+
+def forge_declared_size(path: Path, member: str, size: int, crc: int) -> None:
+    """Make both headers of ``member`` claim ``size`` bytes with CRC ``crc`` (a lying header)."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        local = zf.getinfo(member).header_offset
+    struct.pack_into("<I", data, local + 14, crc)  # local header: CRC, then sizes at +18/+22
+    struct.pack_into("<I", data, local + 22, size)
+    name = member.encode()
+    for found in re.finditer(re.escape(b"PK\x01\x02"), data):
+        if data[found.start() + 46 : found.start() + 46 + len(name)] == name:
+            struct.pack_into("<I", data, found.start() + 16, crc)  # central entry: CRC, sizes at +20/+24
+            struct.pack_into("<I", data, found.start() + 24, size)
+    path.write_bytes(bytes(data))
+
+
+def test_zip_bomb_is_refused_before_inflating_and_never_cached(tmp_path: Path) -> None:
+    bomb = write_bomb(tmp_path / "mirror" / "ml-100k.zip")
+    assert bomb.stat().st_size < BOMB_BYTES // 100
+    cache = tmp_path / "cache"
+    limit = f"{member_limit('ml-100k/u.data'):,} bytes"
+    with pytest.raises(DownloadError, match=re.escape(f"'ml-100k/u.data' declares {BOMB_BYTES:,}") + ".*" + limit):
+        fetch_archive(bomb.parent.as_uri(), "ml-100k.zip", cache, ML100K_MEMBERS)
+    assert list(cache.iterdir()) == []
+    out = tmp_path / "out"
+    with pytest.raises(DownloadError, match=f"'ml-100k/u.data'.*{limit}"):
+        safe_extract(bomb, out, ML100K_MEMBERS)
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+
+
+def test_lying_header_is_cut_at_its_declared_size(tmp_path: Path) -> None:
+    """Headers claim 4 KiB (CRC forged to match those 4 KiB) while the data inflates to 64 MiB."""
+    bomb = write_bomb(tmp_path / "mirror" / "ml-100k.zip")
+    forge_declared_size(bomb, "ml-100k/u.data", 4096, zlib.crc32(bytes(4096)))
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError, match=r"'ml-100k/u.data' inflates past the 4,096 bytes its header declares"):
+        fetch_archive(bomb.parent.as_uri(), "ml-100k.zip", cache, ML100K_MEMBERS)
+    assert list(cache.iterdir()) == []
+    out = tmp_path / "out"
+    with pytest.raises(DownloadError, match="lying header"):
+        safe_extract(bomb, out, ML100K_MEMBERS)
+    assert [p for p in out.rglob("*") if p.is_file()] == []  # no partial u.data left
+
+
+def test_members_within_limits_still_extract(tmp_path: Path) -> None:
+    u_data = b"1\t1\t5\t874724710\n" * 100_000  # 2 MB, about the real u.data
+    archive = release_zip(tmp_path / "ml-100k.zip", u_data)
+    files = safe_extract(archive, tmp_path / "out", ML100K_MEMBERS)
+    assert files["ml-100k/u.data"].read_bytes() == u_data
+
+
+# --- Downloads: the cache follows the source (case 6) --------------------------------------------
+
+
+def test_changed_source_never_reuses_an_archive_from_another_source(tmp_path: Path) -> None:
+    bad = release_zip(tmp_path / "bad" / "ml-100k.zip", b"1\t1\t5\t1\n")  # valid zip, cut-down data
+    fixed = release_zip(tmp_path / "fixed" / "ml-100k.zip")
+    cache = tmp_path / "cache"
+    first = fetch_archive(bad.parent.as_uri(), "ml-100k.zip", cache, ML100K_MEMBERS)
+    second = fetch_archive(fixed.parent.as_uri(), "ml-100k.zip", cache, ML100K_MEMBERS)
+    again = fetch_archive(fixed.parent.as_uri(), "ml-100k.zip", cache, ML100K_MEMBERS)
+    assert first.sha256 == sha256_file(bad) and not second.from_cache
+    assert second.sha256 == again.sha256 == sha256_file(fixed) == sha256_file(again.path)
+    assert again.from_cache and again.source_url == fixed.parent.as_uri() + "/ml-100k.zip"
+
+
+def test_cache_replaced_behind_our_back_is_refetched_with_the_hash_of_bytes_used(tmp_path: Path) -> None:
+    mirror = release_zip(tmp_path / "mirror" / "ml-100k.zip")
+    cache = tmp_path / "cache"
+    first = fetch_archive(mirror.parent.as_uri(), "ml-100k.zip", cache, ML100K_MEMBERS)
+    release_zip(first.path, b"9\t9\t1\t1\n")  # another valid archive in its place
+    second = fetch_archive(mirror.parent.as_uri(), "ml-100k.zip", cache, ML100K_MEMBERS)
+    assert not second.from_cache and second.sha256 == sha256_file(second.path) == sha256_file(mirror)
+
+
+def test_evict_drops_an_archive_that_failed_validation(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    release_zip(mirror / "ml-100k.zip")
+    cache = tmp_path / "cache"
+    with FolderServer(mirror) as server:
+        archive = fetch_archive(server.url, "ml-100k.zip", cache, ML100K_MEMBERS)
+        evict(archive)
+        assert list(cache.iterdir()) == []
+        again = fetch_archive(server.url, "ml-100k.zip", cache, ML100K_MEMBERS)
+    assert server.state.requests == ["/ml-100k.zip", "/ml-100k.zip"] and not again.from_cache
+    evict(again)
+    evict(again)  # idempotent: a second failure handler finds nothing to drop
+
+
+# --- Downloads: gzip transfer encoding and redirects (case 10, and redirects) --------------------
+
+
+def test_gzip_encoded_download_is_decoded_not_called_truncated(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    original = release_zip(mirror / "ml-100k.zip", b"1\t1\t5\t874724710\n" * 5_000)
+    with FolderServer(mirror) as server:
+        server.state.gzip.add("ml-100k.zip")
+        archive = fetch_archive(server.url, "ml-100k.zip", tmp_path / "cache", ML100K_MEMBERS)
+    assert archive.sha256 == sha256_file(original) and archive.path.read_bytes() == original.read_bytes()
+
+
+def test_redirected_download_records_the_url_that_answered(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    release_zip(mirror / "ml-100k.zip")
+    cache = tmp_path / "cache"
+    with FolderServer(mirror) as server:
+        server.state.redirects["old/ml-100k.zip"] = "/ml-100k.zip"
+        server.state.redirects["old/ml-latest-small.zip"] = "/ml-latest-small.zip"
+        base = with_credentials(server.url + "old/")
+        first = fetch_archive(base, "ml-100k.zip", cache, ML100K_MEMBERS)
+        second = fetch_archive(base, "ml-100k.zip", cache, ML100K_MEMBERS)
+        with pytest.raises(DownloadError, match=f"redirected to {re.escape(server.url)}ml-latest-small.zip.*HTTP 404"):
+            fetch_archive(base, "ml-latest-small.zip", cache, ML100K_MEMBERS)
+    assert first.source_url == server.url + "old/ml-100k.zip"
+    assert first.final_url == second.final_url == server.url + "ml-100k.zip"
+    assert second.from_cache

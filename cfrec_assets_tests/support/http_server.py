@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import threading
 from dataclasses import dataclass, field
 from functools import partial
@@ -14,6 +15,10 @@ class ServerState:
     requests: list[str] = field(default_factory=list)
     # path -> bytes actually sent while Content-Length announces the full size
     truncate_to: dict[str, int] = field(default_factory=dict)
+    # paths sent gzipped with Content-Encoding: gzip (Content-Length: the gzipped size)
+    gzip: set[str] = field(default_factory=set)
+    # path -> Location of a 302 redirect
+    redirects: dict[str, str] = field(default_factory=dict)
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -27,6 +32,20 @@ class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self) -> None:
         self.state.requests.append(self.path)
         name = self.path.lstrip("/")
+        if name in self.state.redirects:
+            self.send_response(302)
+            self.send_header("Location", self.state.redirects[name])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if name in self.state.gzip:
+            body = gzip.compress(Path(self.directory, name).read_bytes())
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if name in self.state.truncate_to:
             body = Path(self.directory, name).read_bytes()
             self.send_response(200)
