@@ -2,10 +2,14 @@
 
 Secrets in URLs and DSNs, zip bombs and lying zip headers, a cache that outlives a fixed
 mirror, gzip-encoded and redirected downloads, and catalog pickles built to exhaust the CPU.
+Speed is measured in bench/fault_bench.py; here a generous timeout only turns "never finishes"
+(the behaviour before the fixes) into a failure.
 """
 
 from __future__ import annotations
 
+import json
+import pickle
 import random
 import re
 import struct
@@ -14,8 +18,11 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import joblib
+import numpy as np
 import pytest
 
+from cfrec_assets.catalog import MAX_CATALOG_BYTES, MAX_DEPTH, MAX_ELEMENTS, CatalogError, load_catalog_ids
 from cfrec_assets.downloads import DownloadError, evict, fetch_archive, member_limit, safe_extract
 from cfrec_assets.movielens import ML100K_MEMBERS
 from cfrec_assets.redact import REDACTED, dsn_password, redact_dsn_secrets, redact_url
@@ -285,3 +292,100 @@ def test_redirected_download_records_the_url_that_answered(tmp_path: Path) -> No
     assert first.source_url == server.url + "old/ml-100k.zip"
     assert first.final_url == second.final_url == server.url + "ml-100k.zip"
     assert second.from_cache
+
+
+# --- Catalog pickles built from allowed types to exhaust the machine (case 4) --------------------
+
+PROTO4 = pickle.PROTO + b"\x04"
+
+
+def get(index: int) -> bytes:
+    return pickle.BINGET + bytes([index])
+
+
+def doubling_tuples_in_frozenset(levels: int, width: int = 2) -> bytes:
+    """t0 = (); t(i) = (t(i-1),) * width through memo references; then frozenset({t(levels)}).
+
+    A few hundred bytes for a structure of width**levels leaves, which the frozenset hashes."""
+    ops = [PROTO4, pickle.EMPTY_TUPLE, pickle.MEMOIZE]
+    for level in range(1, levels + 1):
+        ops += [pickle.MARK, get(level - 1) * width, pickle.TUPLE, pickle.MEMOIZE]
+    ops += [pickle.MARK, get(levels), pickle.FROZENSET, pickle.STOP]
+    return b"".join(ops)
+
+
+def nested_lists(depth: int) -> bytes:
+    return PROTO4 + pickle.EMPTY_LIST * depth + pickle.APPEND * (depth - 1) + pickle.STOP
+
+
+def filled_after_use() -> bytes:
+    """A list shared 50 times by a tuple, then filled: the tuple grows behind any count."""
+    ints = b"".join(pickle.BININT1 + bytes([i]) for i in range(1, 100))
+    return b"".join([
+        PROTO4, pickle.EMPTY_LIST, pickle.MEMOIZE, pickle.MARK, get(0) * 50, pickle.TUPLE, pickle.POP,
+        get(0), pickle.MARK, ints, pickle.APPENDS, pickle.STOP,
+    ])  # fmt: skip
+
+
+def _refused(tmp_path: Path, data: bytes, name: str = "movie_ids.pkl") -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(CatalogError) as caught:
+        load_catalog_ids(path)
+    message = str(caught.value)
+    assert message.startswith(name) and len(message) < 400
+    return message
+
+
+@pytest.mark.timeout(120, method="thread")
+def test_doubling_tuples_in_a_frozenset_are_refused_by_depth(tmp_path: Path) -> None:
+    data = doubling_tuples_in_frozenset(60)
+    assert len(data) < 500
+    assert f"nested deeper than {MAX_DEPTH}" in _refused(tmp_path, data)
+
+
+@pytest.mark.timeout(120, method="thread")
+def test_wide_shared_tuples_are_refused_by_element_count(tmp_path: Path) -> None:
+    data = doubling_tuples_in_frozenset(levels=5, width=40)  # 40**5 = 1e8 leaves, depth 6
+    assert len(data) < 500
+    assert f"more than {MAX_ELEMENTS:,} elements" in _refused(tmp_path, data)
+
+
+@pytest.mark.timeout(120, method="thread")
+def test_deeply_nested_lists_are_refused(tmp_path: Path) -> None:
+    assert f"nested deeper than {MAX_DEPTH}" in _refused(tmp_path, nested_lists(100_000))
+
+
+def test_container_filled_after_use_is_refused(tmp_path: Path) -> None:
+    assert "filled after it was used" in _refused(tmp_path, filled_after_use())
+
+
+def test_error_messages_show_a_bounded_part_of_the_value(tmp_path: Path) -> None:
+    joblib.dump([862, tuple("x" * 1_000 for _ in range(1_000))], tmp_path / "big_entry.pkl")
+    assert "entry 1" in _refused(tmp_path, (tmp_path / "big_entry.pkl").read_bytes(), "big_entry.pkl")
+    huge_global = PROTO4 + pickle.GLOBAL + b"os" * 50_000 + b"\nsystem\n" + pickle.STOP
+    assert "refusing to unpickle" in _refused(tmp_path, huge_global)
+    assert "too large" in _refused(tmp_path, pickle.dumps([862, 10**5000]))
+
+
+def test_oversized_catalog_file_is_refused_unread(tmp_path: Path) -> None:
+    (tmp_path / "c.json").write_text("[862" + " " * MAX_CATALOG_BYTES + "]")
+    assert f"larger than {MAX_CATALOG_BYTES:,} bytes" in _refused(tmp_path, (tmp_path / "c.json").read_bytes(), "c.json")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "write"),
+    [
+        (".pkl", lambda p, ids: joblib.dump(ids, p)),
+        (".joblib", lambda p, ids: joblib.dump(np.array(ids, dtype=np.int64), p)),
+        (".pkl", lambda p, ids: p.write_bytes(pickle.dumps([str(i) for i in ids], protocol=2))),
+        (".pkl", lambda p, ids: p.write_bytes(pickle.dumps(frozenset(ids)))),
+        (".json", lambda p, ids: p.write_text(json.dumps(ids))),
+    ],
+    ids=["joblib-list", "joblib-array", "pickle-strings-protocol2", "pickle-frozenset", "json"],
+)
+def test_ordinary_catalog_of_10000_ids_still_loads(tmp_path: Path, suffix: str, write) -> None:
+    ids = random.Random(4).sample(range(1, 1_000_000), 10_000)
+    path = tmp_path / f"movie_ids{suffix}"
+    write(path, ids)
+    assert load_catalog_ids(path) == sorted(ids)
