@@ -10,16 +10,19 @@ printing takes forever. The unpickler therefore enforces hard limits *while* it 
 
 - :data:`MAX_CATALOG_BYTES` = 16 MiB per catalog file (any format). Every TMDB film (~1.2M
   ids) pickles to ~6 MB as a list and ~10 MB as an int64 array.
-- :data:`MAX_DEPTH` = 16 levels of nesting. A catalog is depth 1; joblib/numpy array records
-  reach 5. The limit keeps hashing, comparing and printing far from Python's recursion limit.
+- :data:`MAX_DEPTH` = 16 levels of nesting, and as many open MARKs. A catalog is depth 1;
+  joblib/numpy array records reach 5. The limit keeps hashing, comparing and printing far
+  from Python's recursion limit.
 - :data:`MAX_ELEMENTS` = 3,000,000 units of work: one per opcode run plus, for every opcode
   that fills a container or calls a constructor (APPEND(S), SETITEM(S), ADDITEMS, TUPLE*,
   LIST, DICT, FROZENSET, REDUCE, NEWOBJ*, OBJ, INST, BUILD), the full expanded size of each
   element it takes, so a reference repeated through the memo counts every time. That bounds
   the work of hashing, iterating or printing anything built, and admits ~1.4M int ids or
-  ~950k string ids (an id costs 2-3 units). Measured worst case, 16 MiB of MEMOIZE opcodes:
-  refused after ~1.2 s at ~400 MB peak RSS (38 MB of it imports). A numpy array record may
-  hold at most MAX_ELEMENTS elements.
+  ~950k string ids (an id costs 2-3 units). A numpy array record may hold as many elements.
+- :data:`MAX_CONTAINERS` = 100,000 containers or constructor results, and
+  :data:`MAX_MEMO` = 1,000,000 memo entries: a catalog needs a handful of containers and one
+  memo entry per string id, while each costs ~100 bytes to keep, so these bound memory. The
+  measured worst case (16 MiB of MEMOIZE opcodes) is refused in ~0.4 s at ~150 MB peak RSS.
 
 A container may not be filled after it was put into another one or passed to a constructor
 (that would let its size grow behind the count); only recursive or crafted pickles do that.
@@ -44,6 +47,8 @@ from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 MAX_CATALOG_BYTES = 16 << 20
 MAX_DEPTH = 16
 MAX_ELEMENTS = 3_000_000
+MAX_CONTAINERS = 100_000
+MAX_MEMO = 1_000_000
 MAX_TMDB_ID = 2**63 - 1  # stored as int64 downstream
 
 
@@ -101,6 +106,7 @@ class RestrictedUnpickler(NumpyUnpickler):
         super().__init__(filename, file_handle, ensure_native_byte_order)
         self._where = os.path.basename(filename)
         self._work = 0
+        self._containers = 0
         self._built: dict[int, tuple[object, int, int]] = {}  # id -> (object kept alive, size, depth)
         self._sealed: set[int] = set()
 
@@ -149,6 +155,10 @@ class RestrictedUnpickler(NumpyUnpickler):
                 "(references repeated through the memo count every time)"
             )
 
+    def _limit(self, used: int, limit: int, what: str) -> None:
+        if used > limit:
+            raise CatalogError(f"{self._where}: refusing a pickle with more than {limit:,} {what}")
+
     def _record(self, obj: object, added: int, depth: int, fresh: bool) -> None:
         size = 1 + added if fresh else self._size(obj) + added
         self._built[id(obj)] = (obj, size, depth)
@@ -170,6 +180,8 @@ def _creates(opcode: bytes, consumed: Accessor):
     original = NumpyUnpickler.dispatch[opcode[0]]
 
     def handler(u: RestrictedUnpickler) -> None:
+        u._containers += 1
+        u._limit(u._containers, MAX_CONTAINERS, "containers")
         added, depth = u._admit(consumed(u), None)
         original(u)
         u._record(u.stack[-1], added, depth, fresh=True)
@@ -198,6 +210,20 @@ def _counted(original):
     return handler
 
 
+def _memo_write(original):
+    def handler(u: RestrictedUnpickler) -> None:
+        u._limit(len(u.memo) + 1, MAX_MEMO, "memo entries")
+        original(u)
+
+    return handler
+
+
+def _mark(u: RestrictedUnpickler) -> None:
+    if len(u.metastack) >= MAX_DEPTH:  # each open MARK is a level of nesting being built
+        raise CatalogError(f"{u._where}: refusing a pickle nested deeper than {MAX_DEPTH} levels")
+    NumpyUnpickler.dispatch[pickle.MARK[0]](u)
+
+
 def _below_mark(u: RestrictedUnpickler) -> object:
     return u.metastack[-1][-1]
 
@@ -215,6 +241,9 @@ def _guarded_dispatch() -> dict:
         dispatch[opcode[0]] = _counted(_fills(opcode, _after_mark, _below_mark))
     for opcode, count in ((pickle.APPEND, 1), (pickle.SETITEM, 2), (pickle.BUILD, 1)):
         dispatch[opcode[0]] = _counted(_fills(opcode, _top(count), lambda u, c=count: u.stack[-1 - c]))
+    for opcode in (pickle.MEMOIZE, pickle.PUT, pickle.BINPUT, pickle.LONG_BINPUT):
+        dispatch[opcode[0]] = _counted(_memo_write(NumpyUnpickler.dispatch[opcode[0]]))
+    dispatch[pickle.MARK[0]] = _counted(_mark)
     return dispatch
 
 

@@ -22,7 +22,15 @@ import joblib
 import numpy as np
 import pytest
 
-from cfrec_assets.catalog import MAX_CATALOG_BYTES, MAX_DEPTH, MAX_ELEMENTS, CatalogError, load_catalog_ids
+from cfrec_assets.catalog import (
+    MAX_CATALOG_BYTES,
+    MAX_CONTAINERS,
+    MAX_DEPTH,
+    MAX_ELEMENTS,
+    MAX_MEMO,
+    CatalogError,
+    load_catalog_ids,
+)
 from cfrec_assets.downloads import DownloadError, evict, fetch_archive, member_limit, safe_extract
 from cfrec_assets.movielens import ML100K_MEMBERS
 from cfrec_assets.redact import REDACTED, dsn_password, redact_dsn_secrets, redact_url
@@ -354,6 +362,19 @@ def test_wide_shared_tuples_are_refused_by_element_count(tmp_path: Path) -> None
 @pytest.mark.timeout(120, method="thread")
 def test_deeply_nested_lists_are_refused(tmp_path: Path) -> None:
     assert f"nested deeper than {MAX_DEPTH}" in _refused(tmp_path, nested_lists(100_000))
+
+
+@pytest.mark.parametrize(
+    ("flood", "message"),
+    [
+        (pickle.EMPTY_LIST * (MAX_CONTAINERS + 1), f"more than {MAX_CONTAINERS:,} containers"),
+        (pickle.EMPTY_LIST + pickle.MEMOIZE * (MAX_MEMO + 1), f"more than {MAX_MEMO:,} memo entries"),
+        (pickle.MARK * 1_000 + pickle.EMPTY_LIST, f"nested deeper than {MAX_DEPTH}"),
+    ],
+    ids=["containers", "memo", "marks"],
+)
+def test_floods_of_cheap_opcodes_are_refused_before_memory_grows(tmp_path: Path, flood: bytes, message: str) -> None:
+    assert message in _refused(tmp_path, PROTO4 + flood + pickle.STOP)
 
 
 def test_container_filled_after_use_is_refused(tmp_path: Path) -> None:
