@@ -19,7 +19,8 @@ of the bytes used. :func:`evict` drops an archive whose contents failed validati
 HTTP responses are read raw (``iter_raw``): the raw byte count is compared with
 ``Content-Length`` and a ``Content-Encoding: gzip`` body is decoded here, with a bounded output
 (:data:`MAX_ARCHIVE_BYTES`), instead of by httpx. Every URL in a message, log line or record
-goes through :func:`cfrec_assets.redact.redact_url`.
+goes through :func:`cfrec_assets.redact.redact_url`; credentials in the base URL are sent as
+an ``Authorization`` header, never as part of a URL that httpx would log.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import BinaryIO
 
 import httpx
 
-from cfrec_assets.redact import redact_dsn_secrets, redact_url
+from cfrec_assets.redact import redact_dsn_secrets, redact_url, split_credentials
 from cfrec_assets.storage import sha256_file, write_atomic
 
 CHUNK = 1 << 20
@@ -175,9 +176,16 @@ def _stream(url: str, out: BinaryIO, timeout_seconds: float) -> str:
         except OSError as exc:
             raise DownloadError(f"cannot read {shown}: {exc.strerror or exc}") from None
         return shown
+    # Credentials go in an Authorization header: httpx logs the request URL at INFO level.
+    bare_url, credentials = split_credentials(url)
     try:
         with httpx.stream(
-            "GET", url, timeout=timeout_seconds, follow_redirects=True, headers={"Accept-Encoding": "gzip"}
+            "GET",
+            bare_url,
+            auth=credentials,
+            timeout=timeout_seconds,
+            follow_redirects=True,
+            headers={"Accept-Encoding": "gzip"},
         ) as resp:
             return _receive(resp, shown, out)
     except httpx.RemoteProtocolError as exc:

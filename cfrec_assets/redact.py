@@ -61,6 +61,17 @@ def redact_url(url: str) -> str:
     return prefix + _URL_PASSWORD_PARAM.sub(lambda m: m.group(1) + REDACTED, rest)
 
 
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without its ``user:password@`` (nothing else changed) and the percent-decoded
+    ``(user, password)`` it held, so a client sends them in a header, never in a logged URL."""
+    parts = _split(url)
+    if parts is None or parts[1] is None:
+        return url, None
+    prefix, userinfo, rest = parts
+    user, _, password = userinfo.partition(":")
+    return prefix + rest, (unquote(user), unquote(password))
+
+
 def dsn_password(dsn: str) -> str | None:
     """The password of a URL-style DSN as written (maybe percent-encoded), or of a keyword DSN
     with its quotes and backslash escapes removed; None when there is none."""

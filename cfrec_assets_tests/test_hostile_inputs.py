@@ -8,7 +8,9 @@ Speed is measured in bench/fault_bench.py; here a generous timeout only turns "n
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import pickle
 import random
 import re
@@ -33,7 +35,7 @@ from cfrec_assets.catalog import (
 )
 from cfrec_assets.downloads import DownloadError, evict, fetch_archive, member_limit, safe_extract
 from cfrec_assets.movielens import ML100K_MEMBERS
-from cfrec_assets.redact import REDACTED, dsn_password, redact_dsn_secrets, redact_url
+from cfrec_assets.redact import REDACTED, dsn_password, redact_dsn_secrets, redact_url, split_credentials
 from cfrec_assets.storage import sha256_file
 from cfrec_assets_tests.support.http_server import FolderServer
 
@@ -155,6 +157,24 @@ def test_download_errors_never_print_the_password(tmp_path: Path, failure: str) 
     assert SECRET not in text and "user:" not in text
     assert base.rstrip("/") in text  # still names the input, without its credentials
     assert list(cache.iterdir()) == []
+
+
+def test_credentials_are_sent_as_a_header_and_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mirror = tmp_path / "mirror"
+    release_zip(mirror / "ml-100k.zip")
+    caplog.set_level(logging.DEBUG)
+    with FolderServer(mirror) as server:
+        fetch_archive(with_credentials(server.url), "ml-100k.zip", tmp_path / "cache", ML100K_MEMBERS)
+    assert server.state.authorizations == ["Basic " + base64.b64encode(f"user:{SECRET}".encode()).decode()]
+    assert "HTTP Request: GET" in caplog.text and SECRET not in caplog.text
+
+
+def test_split_credentials_keeps_the_rest_of_the_url() -> None:
+    assert split_credentials("https://us%40er:p@ss:w/rd@host:8443/ml/?password=kept") == (
+        "https://host:8443/ml/?password=kept",
+        ("us@er", "p@ss:w/rd"),
+    )
+    assert split_credentials("https://host/ml/") == ("https://host/ml/", None)
 
 
 def test_file_url_with_credentials_is_read_and_errors_stay_redacted(tmp_path: Path) -> None:

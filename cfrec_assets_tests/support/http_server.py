@@ -13,6 +13,7 @@ from pathlib import Path
 @dataclass
 class ServerState:
     requests: list[str] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)  # Authorization header of each request
     # path -> bytes actually sent while Content-Length announces the full size
     truncate_to: dict[str, int] = field(default_factory=dict)
     # paths sent gzipped with Content-Encoding: gzip (Content-Length: the gzipped size)
@@ -31,6 +32,7 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.state.requests.append(self.path)
+        self.state.authorizations.append(self.headers.get("Authorization"))
         name = self.path.lstrip("/")
         if name in self.state.redirects:
             self.send_response(302)
