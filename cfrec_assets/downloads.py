@@ -103,7 +103,13 @@ def fetch_archive(
     required_members: tuple[str, ...],
     timeout_seconds: float = 60.0,
 ) -> CachedArchive:
-    """Return the cached archive for this source, downloading and verifying it first if needed."""
+    """Return the cached archive for this source, downloading and verifying it first if needed.
+
+    The cache holds one ``filename`` per ``cache_dir``: it is reused only when its record names
+    the same (redacted) source URL and its bytes still hash to the recorded sha256; otherwise a
+    fresh copy replaces it once verified. A failed download leaves the cache as it was. The
+    returned URLs are redacted; ``final_url`` is the one that answered after redirects.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / filename
     url = archive_url(base_url, filename)
@@ -114,7 +120,13 @@ def fetch_archive(
 
 def evict(archive: CachedArchive) -> None:
     """Drop a cached archive (and its record) whose contents failed validation downstream,
-    so the next run downloads it again instead of reusing it."""
+    so the next run downloads it again instead of reusing it. Only if the cache still holds
+    those bytes: an archive another run has meanwhile replaced is left alone."""
+    try:
+        if sha256_file(archive.path) != archive.sha256:
+            return
+    except FileNotFoundError:
+        return
     _record_path(archive.path).unlink(missing_ok=True)
     archive.path.unlink(missing_ok=True)
 

@@ -291,6 +291,18 @@ def test_evict_drops_an_archive_that_failed_validation(tmp_path: Path) -> None:
     assert server.state.requests == ["/ml-100k.zip", "/ml-100k.zip"] and not again.from_cache
     evict(again)
     evict(again)  # idempotent: a second failure handler finds nothing to drop
+    assert list(cache.iterdir()) == []
+
+
+def test_evict_leaves_an_archive_replaced_since(tmp_path: Path) -> None:
+    mirror = release_zip(tmp_path / "mirror" / "ml-100k.zip")
+    cache = tmp_path / "cache"
+    stale = fetch_archive(mirror.parent.as_uri(), "ml-100k.zip", cache, ML100K_MEMBERS)
+    release_zip(mirror, b"2\t2\t4\t1\n")
+    evict(stale)
+    fresh = fetch_archive(mirror.parent.as_uri(), "ml-100k.zip", cache, ML100K_MEMBERS)
+    evict(stale)  # a late handler of the first run's failure
+    assert fresh.path.is_file() and sha256_file(fresh.path) == fresh.sha256 != stale.sha256
 
 
 # --- Downloads: gzip transfer encoding and redirects (case 10, and redirects) --------------------
