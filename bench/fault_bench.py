@@ -369,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for c in CASES if not args.words or any(w.lower() in c.name.lower() for w in args.words)]
     with tempfile.TemporaryDirectory(prefix="fault-bench-") as root:
         _, _, baseline = run_case(None, Path(root), args.timeout)
-        print(f"`python {' '.join(sys.argv)}`: peak MB is a spawned child's peak RSS; imports alone: {baseline:.0f} MB\n")
+        print(
+            f"`python {' '.join(sys.argv)}`: peak MB is a spawned child's peak RSS; imports alone: {baseline:.0f} MB\n"
+        )
         print("| case | held/failed | seconds | peak MB |\n|---|---|---:|---:|")
         held, total_seconds, peak = 0, 0.0, 0.0
         for index, case in enumerate(cases):

@@ -69,7 +69,8 @@ class _IntegerArrayWrapper(NumpyArrayWrapper):
             count *= int(extent)
         if not 0 <= count <= MAX_ELEMENTS:
             raise CatalogError(
-                f"{unpickler._where}: refusing numpy array of shape {_short(self.shape)}: over {MAX_ELEMENTS:,} elements"
+                f"{unpickler._where}: refusing numpy array of shape {_short(self.shape)}: "
+                f"over {MAX_ELEMENTS:,} elements"
             )
         return super().read(unpickler, *args, **kwargs)
 
@@ -100,7 +101,7 @@ _ALLOWED_GLOBALS = {
 
 class RestrictedUnpickler(NumpyUnpickler):
     """Reads plain pickles and uncompressed joblib files, resolving only allow-listed globals and
-    enforcing :data:`MAX_DEPTH` and :data:`MAX_ELEMENTS` opcode by opcode (see the module doc)."""
+    enforcing the limits of the module doc opcode by opcode."""
 
     def __init__(self, filename: str, file_handle, ensure_native_byte_order: bool) -> None:
         super().__init__(filename, file_handle, ensure_native_byte_order)
@@ -118,8 +119,8 @@ class RestrictedUnpickler(NumpyUnpickler):
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise CatalogError(
-                f"{self._where}: refusing to unpickle {_short_text(module)}.{_short_text(name)}: a catalog pickle may hold only "
-                "a list, tuple or set of ints/strings or a numpy integer array"
+                f"{self._where}: refusing to unpickle {_short_text(module)}.{_short_text(name)}: "
+                "a catalog pickle may hold only a list, tuple or set of ints/strings or a numpy integer array"
             ) from None
 
     def _size(self, obj: object) -> int:
@@ -234,8 +235,14 @@ def _guarded_dispatch() -> dict:
         dispatch[opcode[0]] = _counted(_creates(opcode, _top(0)))
     for opcode in (pickle.LIST, pickle.TUPLE, pickle.DICT, pickle.FROZENSET, pickle.OBJ, pickle.INST):
         dispatch[opcode[0]] = _counted(_creates(opcode, _after_mark))
-    for opcode, count in ((pickle.TUPLE1, 1), (pickle.TUPLE2, 2), (pickle.TUPLE3, 3), (pickle.REDUCE, 2),
-                          (pickle.NEWOBJ, 2), (pickle.NEWOBJ_EX, 3)):
+    for opcode, count in (
+        (pickle.TUPLE1, 1),
+        (pickle.TUPLE2, 2),
+        (pickle.TUPLE3, 3),
+        (pickle.REDUCE, 2),
+        (pickle.NEWOBJ, 2),
+        (pickle.NEWOBJ_EX, 3),
+    ):
         dispatch[opcode[0]] = _counted(_creates(opcode, _top(count)))
     for opcode in (pickle.APPENDS, pickle.SETITEMS, pickle.ADDITEMS):
         dispatch[opcode[0]] = _counted(_fills(opcode, _after_mark, _below_mark))

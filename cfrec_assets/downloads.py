@@ -310,7 +310,8 @@ def _check_declared(info: zipfile.ZipInfo, where: str) -> None:
     name, limit = info.filename, member_limit(info.filename)
     if info.file_size > limit:
         raise DownloadError(
-            f"{where}: member {name!r} declares {info.file_size:,} bytes uncompressed, over its limit of {limit:,} bytes"
+            f"{where}: member {name!r} declares {info.file_size:,} bytes uncompressed, "
+            f"over its limit of {limit:,} bytes"
         )
     if info.flag_bits & 0x1:
         raise DownloadError(f"{where}: member {name!r} is encrypted")

@@ -58,7 +58,10 @@ BOMB_BYTES = 64 << 20  # 64 MiB of zeros deflate to ~64 KiB
         ("https://user:s3cret@host:notaport/ml/", "https://host:notaport/ml/"),
         ("https://mirror.example/ml/", "https://mirror.example/ml/"),
         ("file:///srv/ml/ml-100k.zip", "file:///srv/ml/ml-100k.zip"),
-        ("postgresql://db.example/app?user=u&password=s3cret", f"postgresql://db.example/app?user=u&password={REDACTED}"),
+        (
+            "postgresql://db.example/app?user=u&password=s3cret",
+            f"postgresql://db.example/app?user=u&password={REDACTED}",
+        ),
         ("host=db user=u password='s3 cr\\'et' dbname=app", f"host=db user=u password={REDACTED} dbname=app"),
     ],
 )
@@ -106,7 +109,10 @@ def test_dsn_scrub_removes_the_whole_password_in_every_spelling_and_nothing_else
 
 def test_dsn_scrub_of_keyword_dsn_and_of_nothing() -> None:
     dsn = "host=db user=u password='it\\'s s3cret'"
-    assert redact_dsn_secrets(f"bad dsn {dsn}; it's s3cret", dsn) == f"bad dsn host=db user=u password={REDACTED}; {REDACTED}"
+    assert (
+        redact_dsn_secrets(f"bad dsn {dsn}; it's s3cret", dsn)
+        == f"bad dsn host=db user=u password={REDACTED}; {REDACTED}"
+    )
     assert redact_dsn_secrets("nothing to hide", None) == "nothing to hide"
 
 
@@ -423,7 +429,9 @@ def test_error_messages_show_a_bounded_part_of_the_value(tmp_path: Path) -> None
 
 def test_oversized_catalog_file_is_refused_unread(tmp_path: Path) -> None:
     (tmp_path / "c.json").write_text("[862" + " " * MAX_CATALOG_BYTES + "]")
-    assert f"larger than {MAX_CATALOG_BYTES:,} bytes" in _refused(tmp_path, (tmp_path / "c.json").read_bytes(), "c.json")
+    assert f"larger than {MAX_CATALOG_BYTES:,} bytes" in _refused(
+        tmp_path, (tmp_path / "c.json").read_bytes(), "c.json"
+    )
 
 
 @pytest.mark.parametrize(
