@@ -33,7 +33,7 @@ from cfrec_assets.catalog import (
     CatalogError,
     load_catalog_ids,
 )
-from cfrec_assets.downloads import DownloadError, evict, fetch_archive, member_limit, safe_extract
+from cfrec_assets.downloads import MAX_ARCHIVE_BYTES, DownloadError, evict, fetch_archive, member_limit, safe_extract
 from cfrec_assets.movielens import ML100K_MEMBERS
 from cfrec_assets.redact import REDACTED, dsn_password, redact_dsn_secrets, redact_url, split_credentials
 from cfrec_assets.storage import sha256_file
@@ -321,6 +321,29 @@ def test_gzip_encoded_download_is_decoded_not_called_truncated(tmp_path: Path) -
         server.state.gzip.add("ml-100k.zip")
         archive = fetch_archive(server.url, "ml-100k.zip", tmp_path / "cache", ML100K_MEMBERS)
     assert archive.sha256 == sha256_file(original) and archive.path.read_bytes() == original.read_bytes()
+
+
+def test_truncated_gzip_body_is_reported_as_truncated(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    release_zip(mirror / "ml-100k.zip", random.Random(3).randbytes(50_000))
+    cache = tmp_path / "cache"
+    with FolderServer(mirror) as server:
+        server.state.gzip.add("ml-100k.zip")
+        server.state.truncate_to["ml-100k.zip"] = 10_000
+        with pytest.raises(DownloadError, match="truncated"):
+            fetch_archive(server.url, "ml-100k.zip", cache, ML100K_MEMBERS)
+    assert list(cache.iterdir()) == []
+
+
+def test_gzip_transport_bomb_stops_at_the_archive_limit(tmp_path: Path) -> None:
+    packer = zlib.compressobj(wbits=31)  # gzip framing
+    body = b"".join(packer.compress(bytes(1 << 20)) for _ in range(2 * MAX_ARCHIVE_BYTES >> 20)) + packer.flush()
+    cache = tmp_path / "cache"
+    with FolderServer(tmp_path) as server:
+        server.state.gzip_bodies["ml-100k.zip"] = body
+        with pytest.raises(DownloadError, match=f"exceeds {MAX_ARCHIVE_BYTES:,} bytes"):
+            fetch_archive(server.url, "ml-100k.zip", cache, ML100K_MEMBERS)
+    assert list(cache.iterdir()) == []
 
 
 def test_redirected_download_records_the_url_that_answered(tmp_path: Path) -> None:
