@@ -39,7 +39,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from cfrec_assets.catalog import CatalogError, load_catalog_ids
-from cfrec_assets.downloads import DownloadError, evict, fetch_archive, member_limit
+from cfrec_assets.downloads import MAX_ARCHIVE_BYTES, DownloadError, evict, fetch_archive, member_limit
 from cfrec_assets.movielens import ML100K_MEMBERS
 from cfrec_assets.redact import redact_dsn_secrets, redact_url
 from cfrec_assets.storage import sha256_file
@@ -108,11 +108,17 @@ def with_credentials(url: str) -> str:
 
 
 class Mirror:
-    """A loopback HTTP server for ``folder``: ``gzip`` paths are sent gzip-encoded, ``redirects``
-    answer 302, ``truncate`` paths announce the full length and stop early."""
+    """A loopback HTTP server for ``folder``: ``gzip_paths`` are sent gzip-encoded, ``gzip_bodies``
+    sent as given with ``Content-Encoding: gzip``, ``redirects`` answer 302, ``truncate`` paths
+    announce the full length and stop early."""
 
-    def __init__(self, folder: Path, gzip_paths=(), redirects=None, truncate=None) -> None:
-        options = {"gzip": set(gzip_paths), "redirects": dict(redirects or {}), "truncate": dict(truncate or {})}
+    def __init__(self, folder: Path, gzip_paths=(), gzip_bodies=None, redirects=None, truncate=None) -> None:
+        options = {
+            "gzip": set(gzip_paths),
+            "gzip_bodies": dict(gzip_bodies or {}),
+            "redirects": dict(redirects or {}),
+            "truncate": dict(truncate or {}),
+        }
         handler = partial(_MirrorHandler, directory=str(folder), options=options)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/"
@@ -138,6 +144,8 @@ class _MirrorHandler(SimpleHTTPRequestHandler):
         name = self.path.lstrip("/")
         if name in self.options["redirects"]:
             self._send(302, b"", {"Location": self.options["redirects"][name]})
+        elif name in self.options["gzip_bodies"]:
+            self._send(200, self.options["gzip_bodies"][name], {"Content-Encoding": "gzip"})
         elif name in self.options["gzip"]:
             self._send(200, gzip.compress(Path(self.directory, name).read_bytes()), {"Content-Encoding": "gzip"})
         elif name in self.options["truncate"]:
@@ -257,6 +265,20 @@ def gzip_encoded_download(tmp: Path) -> None:
     assert archive.sha256 == sha256_file(tmp / "mirror" / ARCHIVE)
 
 
+def gzip_transport_bomb(tmp: Path) -> None:
+    body = (tmp / "body.gz").read_bytes()
+    with Mirror(tmp / "mirror", gzip_bodies={ARCHIVE: body}) as server:
+        expect_refusal(server.url, tmp / "cache", f"exceeds {MAX_ARCHIVE_BYTES:,} bytes")
+
+
+def _prepare_gzip_bomb(tmp: Path) -> None:
+    packer = zlib.compressobj(wbits=31)  # gzip framing
+    with (tmp / "body.gz").open("wb") as out:
+        for _ in range(BOMB_MIB):
+            out.write(packer.compress(bytes(1 << 20)))
+        out.write(packer.flush())
+
+
 def redirected_download(tmp: Path) -> None:
     with Mirror(tmp / "mirror", redirects={f"old/{ARCHIVE}": f"/{ARCHIVE}"}) as server:
         archive = fetch_archive(with_credentials(server.url + "old/"), ARCHIVE, tmp / "cache", ML100K_MEMBERS)
@@ -322,6 +344,7 @@ CASES: list[Case] = [
     Case("cache: archive of another source", cached_archive_from_another_source),
     Case("cache: evict after failed validation", evict_after_failed_validation, _prepare_release),
     Case("gzip Content-Encoding", gzip_encoded_download, _prepare_release),
+    Case(f"gzip transport bomb: {BOMB_MIB} MiB", gzip_transport_bomb, _prepare_gzip_bomb),
     Case("redirect: final URL recorded", redirected_download, _prepare_release),
     Case("catalog: 60 doubling tuples in frozenset", catalog_doubling_tuples),
     Case("catalog: 40^5 shared tuples", catalog_wide_shared_tuples),
