@@ -364,7 +364,7 @@ def _child(attack: Callable[[Path], None] | None, tmp: str, conn) -> None:
             attack(Path(tmp))
         status = "held"
     except BaseException as exc:  # noqa: BLE001 (any escape is a failed defence, reported not raised)
-        status = f"failed: {type(exc).__name__}: {str(exc)[:160]}"
+        status = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}"  # one table cell
     seconds = time.perf_counter() - started
     conn.send((status, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
