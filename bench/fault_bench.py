@@ -322,7 +322,7 @@ def catalog_nested_lists(tmp: Path) -> None:
 
 
 def catalog_memo_flood(tmp: Path) -> None:
-    expect_catalog_refusal(tmp, b"\x80\x04" + pickle.EMPTY_LIST + pickle.MEMOIZE * (16_000_000) + b".", "elements")
+    expect_catalog_refusal(tmp, b"\x80\x04" + pickle.EMPTY_LIST + pickle.MEMOIZE * 16_000_000 + b".", "memo entries")
 
 
 def catalog_ordinary_control(tmp: Path) -> None:
