@@ -2,7 +2,8 @@
 
 Use :func:`redact_url` for every URL shown in a message, log line or metadata value, and
 :func:`redact_dsn_secrets` for free text (an exception message, a driver error) that may
-contain a URL/DSN or its password.
+contain a URL/DSN or its password. :func:`split_credentials` takes the credentials out of a URL
+so that a client can send them in a header instead of a URL it would log.
 
 Operators paste credentials unencoded, so a password may hold raw ``@``, ``:`` or ``/``
 (``postgresql://user:p@ss:w/rd@host:5432/db``). The authority is therefore split at the
