@@ -1,27 +1,65 @@
 """Idempotent, verified downloads of the MovieLens archives.
 
 An archive enters the cache only after it has been verified (a readable zip whose CRCs
-check out, holding the expected members, with no unsafe member names), so a truncated or
-corrupt download can never poison the cache: it fails with a clear error and the cache is
-left as it was.
+check out, holding the expected members, with no unsafe member names and no member larger
+than :data:`MEMBER_SIZE_LIMITS` allows), so a truncated, corrupt or bomb download can never
+poison the cache: it fails with a clear error, its temp file is removed and the cache is left
+as it was.
+
+Members are inflated by hand (:func:`_member_bytes`) rather than through ``ZipFile.open``:
+the declared size is checked against the limit before inflating, and the output is counted
+while inflating and cut at the declared size, so a header that lies costs at most the limit.
+
+Each cached archive has a sidecar ``<archive>.source.json`` recording the (redacted) URL it
+came from, the URL that finally answered (after redirects) and its sha256. A cached archive is
+reused only for the same source URL and only if its bytes still hash to the record, so a
+changed mirror never inherits another source's archive and the sha256 reported is always that
+of the bytes used. :func:`evict` drops an archive whose contents failed validation downstream.
+
+HTTP responses are read raw (``iter_raw``): the raw byte count is compared with
+``Content-Length`` and a ``Content-Encoding: gzip`` body is decoded here, with a bounded output
+(:data:`MAX_ARCHIVE_BYTES`), instead of by httpx. Every URL in a message, log line or record
+goes through :func:`cfrec_assets.redact.redact_url`; credentials in the base URL are sent as
+an ``Authorization`` header, never as part of a URL that httpx would log.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import json
+import struct
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import httpx
 
-from cfrec_assets.storage import sha256_file
+from cfrec_assets.redact import redact_dsn_secrets, redact_url, split_credentials
+from cfrec_assets.storage import sha256_file, write_atomic
 
 CHUNK = 1 << 20
+MiB = 1 << 20
+
+# Uncompressed size limits per member: 4x the member's size in the GroupLens release (in the
+# comment), rounded up to whole MiB, so a re-packed or slightly grown release still passes.
+MEMBER_SIZE_LIMITS: dict[str, int] = {
+    "ml-100k/u.data": 8 * MiB,  # 1,979,173 bytes
+    "ml-100k/u.item": 1 * MiB,  # 236,344 bytes
+    "ml-latest-small/ratings.csv": 10 * MiB,  # 2,483,723 bytes
+    "ml-latest-small/movies.csv": 2 * MiB,  # 494,431 bytes
+    "ml-latest-small/links.csv": 1 * MiB,  # 197,979 bytes
+}
+# Any other member: the largest in either release is ml-100k/ua.base (1,792,501 bytes).
+DEFAULT_MEMBER_LIMIT = 8 * MiB
+# All members together (ml-100k holds 15.9 MB uncompressed) and the archive itself (4.9 MB).
+ARCHIVE_CONTENT_LIMIT = 64 * MiB
+MAX_ARCHIVE_BYTES = 64 * MiB
+MAX_MEMBERS = 1_000  # ml-100k has 24
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then name and extra field lengths
 
 
 class DownloadError(RuntimeError):
@@ -30,11 +68,14 @@ class DownloadError(RuntimeError):
 
 @dataclass(frozen=True)
 class CachedArchive:
+    """A verified archive in the cache. URLs are redacted (no ``user:password@``)."""
+
     path: Path
     sha256: str
-    source_url: str
+    source_url: str  # the URL asked for
     from_cache: bool
     bytes: int
+    final_url: str  # the URL that answered, after redirects
 
 
 def archive_url(base_url: str, filename: str) -> str:
@@ -42,9 +83,15 @@ def archive_url(base_url: str, filename: str) -> str:
     scheme = urllib.parse.urlsplit(base_url).scheme
     if scheme not in ("http", "https", "file"):
         raise DownloadError(
-            f"unsupported download base URL scheme {scheme!r} in {base_url!r}: use http://, https:// or file://"
+            f"unsupported download base URL scheme {scheme!r} in {redact_url(base_url)!r}: "
+            "use http://, https:// or file://"
         )
     return base_url.rstrip("/") + "/" + urllib.parse.quote(filename)
+
+
+def member_limit(name: str) -> int:
+    """The largest uncompressed size accepted for archive member ``name``."""
+    return MEMBER_SIZE_LIMITS.get(name, DEFAULT_MEMBER_LIMIT)
 
 
 def fetch_archive(
@@ -54,77 +101,270 @@ def fetch_archive(
     required_members: tuple[str, ...],
     timeout_seconds: float = 60.0,
 ) -> CachedArchive:
-    """Return the cached archive, downloading and verifying it first if needed."""
+    """Return the cached archive for this source, downloading and verifying it first if needed.
+
+    The cache holds one ``filename`` per ``cache_dir``: it is reused only when its record names
+    the same (redacted) source URL and its bytes still hash to the recorded sha256; otherwise a
+    fresh copy replaces it once verified. A failed download leaves the cache as it was. The
+    returned URLs are redacted; ``final_url`` is the one that answered after redirects.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / filename
     url = archive_url(base_url, filename)
-    if target.exists():
-        try:
-            verify_archive(target, required_members)
-            return CachedArchive(target, sha256_file(target), url, True, target.stat().st_size)
-        except DownloadError:
-            # Only reachable if someone edited the cache by hand: fetch a fresh copy.
-            pass
+    return _reuse(target, redact_url(url), required_members) or _download(
+        url, target, required_members, timeout_seconds
+    )
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".partial", dir=cache_dir)
-    tmp = Path(tmp_name)
+
+def evict(archive: CachedArchive) -> None:
+    """Drop a cached archive (and its record) whose contents failed validation downstream,
+    so the next run downloads it again instead of reusing it. Only if the cache still holds
+    those bytes: an archive another run has meanwhile replaced is left alone."""
     try:
-        with os.fdopen(fd, "wb") as out:
-            _stream(url, out, timeout_seconds)
-            out.flush()
-            os.fsync(out.fileno())
-        verify_archive(tmp, required_members, source=url)
-        digest = sha256_file(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return CachedArchive(target, digest, url, False, target.stat().st_size)
+        if sha256_file(archive.path) != archive.sha256:
+            return
+    except FileNotFoundError:
+        return
+    _record_path(archive.path).unlink(missing_ok=True)
+    archive.path.unlink(missing_ok=True)
 
 
-def _stream(url: str, out, timeout_seconds: float) -> None:
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme == "file":
-        path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+def _record_path(target: Path) -> Path:
+    return target.with_name(target.name + ".source.json")
+
+
+def _reuse(target: Path, source_url: str, required_members: tuple[str, ...]) -> CachedArchive | None:
+    """The cached archive if it came from ``source_url`` and still hashes to its record."""
+    try:
+        record = json.loads(_record_path(target).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no record (a cache older than records, or an interrupted write): refetch
+    if not isinstance(record, dict) or record.get("source_url") != source_url or not target.is_file():
+        return None
+    try:
+        verify_archive(target, required_members)
+    except DownloadError:
+        return None  # only reachable if someone edited the cache by hand: fetch a fresh copy
+    digest = sha256_file(target)
+    if digest != record.get("sha256"):
+        return None
+    final_url = str(record.get("final_url") or source_url)
+    return CachedArchive(target, digest, source_url, True, target.stat().st_size, final_url)
+
+
+def _download(url: str, target: Path, required_members: tuple[str, ...], timeout_seconds: float) -> CachedArchive:
+    source_url = redact_url(url)
+    got: dict[str, str] = {}
+
+    def fill(tmp: Path) -> None:  # a failure here leaves the cache as it was (storage.write_atomic)
+        with tmp.open("wb") as out:
+            got["final_url"] = _stream(url, out, timeout_seconds)
+        verify_archive(tmp, required_members, source=source_url)
+        got["sha256"] = sha256_file(tmp)
+        _record_path(target).unlink(missing_ok=True)  # no moment where a record names other bytes
+
+    write_atomic(target, fill)
+    record = {"source_url": source_url, **got}
+    write_atomic(_record_path(target), lambda p: p.write_text(json.dumps(record, indent=1), encoding="utf-8"))
+    return CachedArchive(target, got["sha256"], source_url, False, target.stat().st_size, got["final_url"])
+
+
+def _stream(url: str, out: BinaryIO, timeout_seconds: float) -> str:
+    """Write the body at ``url`` to ``out``; return the redacted URL that answered."""
+    shown = redact_url(url)
+    if urllib.parse.urlsplit(url).scheme == "file":
+        path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(shown).path))
         try:
             with path.open("rb") as src:
-                shutil.copyfileobj(src, out, CHUNK)
+                sink = _BoundedSink(out, shown, None)
+                while chunk := src.read(CHUNK):
+                    sink.write(chunk)
         except OSError as exc:
-            raise DownloadError(f"cannot read {url}: {exc.strerror or exc}") from None
-        return
+            raise DownloadError(f"cannot read {shown}: {exc.strerror or exc}") from None
+        return shown
+    # Credentials go in an Authorization header: httpx logs the request URL at INFO level.
+    bare_url, credentials = split_credentials(url)
     try:
-        with httpx.stream("GET", url, timeout=timeout_seconds, follow_redirects=True) as resp:
-            if resp.status_code != 200:
-                raise DownloadError(f"GET {url} returned HTTP {resp.status_code}")
-            expected = resp.headers.get("content-length")
-            received = 0
-            for chunk in resp.iter_bytes(CHUNK):
-                out.write(chunk)
-                received += len(chunk)
-            if expected is not None and received != int(expected):
-                raise DownloadError(f"GET {url} was truncated: received {received} of {expected} bytes")
+        with httpx.stream(
+            "GET",
+            bare_url,
+            auth=credentials,
+            timeout=timeout_seconds,
+            follow_redirects=True,
+            headers={"Accept-Encoding": "gzip"},
+        ) as resp:
+            return _receive(resp, shown, out)
     except httpx.RemoteProtocolError as exc:
-        raise DownloadError(f"GET {url} was truncated: {exc}") from None
+        raise DownloadError(f"GET {shown} was truncated: {redact_dsn_secrets(str(exc), url)}") from None
     except httpx.HTTPError as exc:
-        raise DownloadError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
+        raise DownloadError(f"GET {shown} failed: {type(exc).__name__}: {redact_dsn_secrets(str(exc), url)}") from None
+
+
+def _receive(resp: httpx.Response, shown: str, out: BinaryIO) -> str:
+    final_url = redact_url(str(resp.url))
+    where = shown if final_url == shown else f"{shown} (redirected to {final_url})"
+    if resp.status_code != 200:
+        raise DownloadError(f"GET {where} returned HTTP {resp.status_code}")
+    expected = _content_length(resp, where)
+    sink = _BoundedSink(out, where, _transport_decoder(resp, where))
+    received = 0
+    for raw in resp.iter_raw(CHUNK):
+        received += len(raw)
+        sink.write(raw)
+    # Content-Length counts the bytes on the wire, so compare it with the raw count, not the decoded one.
+    if expected is not None and received != expected:
+        raise DownloadError(f"GET {where} was truncated: received {received} of {expected} bytes")
+    sink.close()
+    return final_url
+
+
+def _content_length(resp: httpx.Response, where: str) -> int | None:
+    value = resp.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise DownloadError(f"GET {where}: invalid Content-Length {value[:40]!r}")
+    return int(value)
+
+
+def _transport_decoder(resp: httpx.Response, where: str):
+    encoding = resp.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    raise DownloadError(f"GET {where}: unsupported Content-Encoding {encoding[:40]!r} (only gzip was accepted)")
+
+
+class _BoundedSink:
+    """Writes a body to a file, gunzipping it if asked, refusing more than MAX_ARCHIVE_BYTES."""
+
+    def __init__(self, out: BinaryIO, where: str, inflater) -> None:
+        self.out, self.where, self.inflater, self.size = out, where, inflater, 0
+
+    def write(self, raw: bytes) -> None:
+        if self.inflater is None:
+            self._emit(raw)
+            return
+        try:
+            while raw:  # max_length bounds the memory a gzip bomb can claim per call
+                self._emit(self.inflater.decompress(raw, CHUNK))
+                raw = self.inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise DownloadError(f"GET {self.where}: corrupt gzip body ({exc})") from None
+
+    def close(self) -> None:
+        if self.inflater is not None:
+            self._emit(self.inflater.flush())
+            if not self.inflater.eof:
+                raise DownloadError(f"GET {self.where} was truncated: the gzip body ends early")
+
+    def _emit(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > MAX_ARCHIVE_BYTES:
+            raise DownloadError(f"{self.where}: archive exceeds {MAX_ARCHIVE_BYTES:,} bytes")
+        self.out.write(data)
 
 
 def verify_archive(path: Path, required_members: tuple[str, ...], source: str | None = None) -> None:
-    """Raise DownloadError unless ``path`` is an intact zip holding ``required_members``."""
-    where = source or str(path)
+    """Raise DownloadError unless ``path`` is an intact zip holding ``required_members``,
+    within the size limits. Every member is inflated (and counted) to check its CRC."""
+    where = redact_url(source) if source else str(path)
     try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            for name in names:
-                check_member_name(name)
-            bad = zf.testzip()
-            if bad is not None:
-                raise DownloadError(f"{where}: corrupt archive, bad CRC in member {bad!r}")
+        with zipfile.ZipFile(path) as zf, path.open("rb") as fh:
+            infos = zf.infolist()
+            _check_listing(infos, where)
+            for info in infos:
+                for _ in _member_bytes(fh, info, where):
+                    pass
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise DownloadError(f"{where}: not a readable zip archive ({exc})") from None
+    names = {info.filename for info in infos}
     missing = [m for m in required_members if m not in names]
     if missing:
         raise DownloadError(f"{where}: archive lacks required member(s) {', '.join(missing)}")
+
+
+def _check_listing(infos: list[zipfile.ZipInfo], where: str) -> None:
+    """Names, member count and declared sizes, before anything is inflated."""
+    if len(infos) > MAX_MEMBERS:
+        raise DownloadError(f"{where}: archive lists {len(infos):,} members, over the limit of {MAX_MEMBERS:,}")
+    for info in infos:
+        check_member_name(info.filename)
+        _check_declared(info, where)
+    total = sum(info.file_size for info in infos)
+    if total > ARCHIVE_CONTENT_LIMIT:
+        raise DownloadError(
+            f"{where}: members declare {total:,} bytes uncompressed, over the archive limit of "
+            f"{ARCHIVE_CONTENT_LIMIT:,} bytes"
+        )
+
+
+def _check_declared(info: zipfile.ZipInfo, where: str) -> None:
+    name, limit = info.filename, member_limit(info.filename)
+    if info.file_size > limit:
+        raise DownloadError(
+            f"{where}: member {name!r} declares {info.file_size:,} bytes uncompressed, "
+            f"over its limit of {limit:,} bytes"
+        )
+    if info.flag_bits & 0x1:
+        raise DownloadError(f"{where}: member {name!r} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise DownloadError(f"{where}: member {name!r} uses unsupported compression method {info.compress_type}")
+
+
+def _member_bytes(fh: BinaryIO, info: zipfile.ZipInfo, where: str) -> Iterator[bytes]:
+    """The member's bytes, counted while inflating and cut at its declared size (itself within
+    the limit): a header that understates the size cannot make us inflate more."""
+    _check_declared(info, where)
+    name, limit = info.filename, member_limit(info.filename)
+    produced, crc = 0, 0
+    try:
+        for data in _inflate(fh, info):
+            produced += len(data)
+            if produced > info.file_size:
+                raise DownloadError(
+                    f"{where}: member {name!r} inflates past the {info.file_size:,} bytes its header declares "
+                    f"(limit {limit:,} bytes): refusing a lying header"
+                )
+            crc = zlib.crc32(data, crc)
+            yield data
+    except zlib.error as exc:
+        raise DownloadError(f"{where}: corrupt archive, member {name!r} does not inflate ({exc})") from None
+    if produced != info.file_size or crc != info.CRC:
+        raise DownloadError(f"{where}: corrupt archive, bad CRC or size in member {name!r}")
+
+
+def _inflate(fh: BinaryIO, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    raw = _raw_chunks(fh, info)
+    if info.compress_type == zipfile.ZIP_STORED:
+        yield from raw
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    for chunk in raw:
+        while chunk:  # max_length: at most CHUNK bytes of output per call, however dense the input
+            yield inflater.decompress(chunk, CHUNK)
+            chunk = inflater.unconsumed_tail
+    yield inflater.flush()
+    if not inflater.eof:
+        raise zlib.error("the deflate stream ends early")
+
+
+def _raw_chunks(fh: BinaryIO, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """The member's compressed bytes, located through its local header as ZipFile does."""
+    fh.seek(info.header_offset)
+    header = fh.read(_LOCAL_HEADER.size)
+    if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"bad local header for member {info.filename!r}")
+    _, name_len, extra_len = _LOCAL_HEADER.unpack(header)
+    fh.seek(info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
+    left = info.compress_size
+    while left > 0:
+        chunk = fh.read(min(CHUNK, left))
+        if not chunk:
+            raise EOFError(f"member {info.filename!r} is cut short")
+        left -= len(chunk)
+        yield chunk
 
 
 def check_member_name(name: str) -> None:
@@ -135,20 +375,35 @@ def check_member_name(name: str) -> None:
 
 
 def safe_extract(zip_path: Path, dest_dir: Path, members: tuple[str, ...]) -> dict[str, Path]:
-    """Extract ``members`` into ``dest_dir`` (atomically per file), refusing unsafe names."""
+    """Extract ``members`` into ``dest_dir`` (atomically per file), refusing unsafe names and
+    members over their size limit; a refused member leaves no partial file behind."""
     dest = dest_dir.resolve()
     dest.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
-    with zipfile.ZipFile(zip_path) as zf:
-        for name in members:
-            check_member_name(name)
-            target = (dest / name).resolve()
-            if not target.is_relative_to(dest):
-                raise DownloadError(f"unsafe member name in archive: {name!r}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.partial")
-            with zf.open(name) as src, tmp.open("wb") as dst:
-                shutil.copyfileobj(src, dst, CHUNK)
-            os.replace(tmp, target)
-            out[name] = target
+    where = str(zip_path)
+    try:
+        with zipfile.ZipFile(zip_path) as zf, zip_path.open("rb") as fh:
+            for name in members:
+                out[name] = _extract_member(zf, fh, name, dest, where)
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise DownloadError(f"{where}: not a readable zip archive ({exc})") from None
     return out
+
+
+def _extract_member(zf: zipfile.ZipFile, fh: BinaryIO, name: str, dest: Path, where: str) -> Path:
+    check_member_name(name)
+    target = (dest / name).resolve()
+    if not target.is_relative_to(dest):
+        raise DownloadError(f"unsafe member name in archive: {name!r}")
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise DownloadError(f"{where}: archive lacks member {name}") from None
+
+    def fill(tmp: Path) -> None:
+        with tmp.open("wb") as dst:
+            for data in _member_bytes(fh, info, where):
+                dst.write(data)
+
+    write_atomic(target, fill)
+    return target

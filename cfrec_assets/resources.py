@@ -54,10 +54,6 @@ class DataStore(dg.ConfigurableResource):
         return self.root / "cache"
 
     @property
-    def movielens_dir(self) -> Path:
-        return self.root / "movielens"
-
-    @property
     def models_dir(self) -> Path:
         return self.root / "models"
 

@@ -40,7 +40,8 @@ def test_first_download_then_cache_hit_makes_no_request(mirror: Path, tmp_path: 
     assert not first.from_cache and second.from_cache
     assert first.sha256 == second.sha256 == sha256_file(mirror / "ml-100k.zip")
     assert first.source_url == server.url + "ml-100k.zip"
-    assert sorted(p.name for p in cache.iterdir()) == ["ml-100k.zip"]
+    assert first.final_url == first.source_url
+    assert sorted(p.name for p in cache.iterdir()) == ["ml-100k.zip", "ml-100k.zip.source.json"]
 
 
 def test_truncated_download_fails_clearly_and_leaves_cache_untouched(mirror: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import dagster as dg
 import joblib
 import pytest
 
-from cfrec_assets.assets.movielens import display_url
+from cfrec_assets.redact import redact_url
 from cfrec_assets.definitions import defs
 from cfrec_assets.deployment import read_manifest
 from cfrec_assets.resources import CatalogSource
@@ -156,7 +156,7 @@ def test_catalog_misconfiguration_fails_clearly(tmp_path: Path, catalog: Catalog
 
 def test_source_url_metadata_drops_credentials() -> None:
     assert (
-        display_url("https://user:secret@mirror.example:8443/ml/ml-100k.zip")
+        redact_url("https://user:secret@mirror.example:8443/ml/ml-100k.zip")
         == "https://mirror.example:8443/ml/ml-100k.zip"
     )
-    assert display_url("file:///srv/ml/ml-100k.zip") == "file:///srv/ml/ml-100k.zip"
+    assert redact_url("file:///srv/ml/ml-100k.zip") == "file:///srv/ml/ml-100k.zip"

@@ -158,6 +158,9 @@ def test_invalid_rows_are_dropped_and_counted_by_reason(postgrest, ratings_db):
         ],
     )
     frame, stats = rest(postgrest).read_ratings()
+    examples = stats.pop("dropped_examples")
+    assert examples["dropped_invalid_ids"] == ["ratings id 8: user_id='u', tmdb_id=0, rating=4.0"]
+    assert len(examples["dropped_missing_ids"]) == 3 and len(examples["dropped_rating_out_of_range"]) == 3
     assert stats == {
         "rows_read": 14,
         "server_count": 14,

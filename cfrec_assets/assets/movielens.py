@@ -1,16 +1,19 @@
 """MovieLens assets: the raw ML-100K ratings and items, and the ML-100K item -> TMDB id mapping."""
 
-import urllib.parse
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from cfrec_assets.downloads import CachedArchive, fetch_archive, safe_extract
+from cfrec_assets.downloads import CachedArchive, evict, fetch_archive, safe_extract
 from cfrec_assets.movielens import (
     ML100K_ARCHIVE,
     ML100K_MEMBERS,
     ML_LATEST_ARCHIVE,
     ML_LATEST_MEMBERS,
+    MovieLensFormatError,
     parse_links,
     parse_movies,
     parse_u_data,
@@ -23,27 +26,30 @@ from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, mappin
 GROUP = "movielens"
 
 
-def display_url(url: str) -> str:
-    """The URL without any user:password part, safe for logs and metadata."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
-
-
 def _archive_metadata(archive: CachedArchive) -> dict:
     return {
         "sha256": archive.sha256,
-        "source_url": display_url(archive.source_url),
+        "source_url": archive.source_url,  # already without credentials
+        "final_url": archive.final_url,
         "from_cache": archive.from_cache,
         "archive_bytes": archive.bytes,
         "archive_path": dg.MetadataValue.path(str(archive.path)),
     }
 
 
-def _fetch(movielens: MovieLensSource, store: DataStore, filename: str, members: tuple[str, ...]):
+@contextmanager
+def _members(movielens: MovieLensSource, store: DataStore, filename: str, members: tuple[str, ...]):
+    """The verified (cached) archive and its members extracted into a folder of this step's own,
+    removed afterwards. If parsing them fails, the cached archive is evicted, so a fixed mirror is
+    downloaded again instead of the bad archive being reused forever."""
     archive = fetch_archive(movielens.base_url, filename, store.cache_dir, members, movielens.timeout_seconds)
-    return archive, safe_extract(archive.path, store.movielens_dir, members)
+    store.cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".extract-", dir=store.cache_dir) as folder:
+        try:
+            yield archive, safe_extract(archive.path, Path(folder), members)
+        except (MovieLensFormatError, ValueError):
+            evict(archive)
+            raise
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
@@ -54,13 +60,15 @@ def ml100k_raw(
 
     The archive is cached only after it verifies, so a later run reuses it without a network call.
     """
-    archive, files = _fetch(movielens, store, ML100K_ARCHIVE, ML100K_MEMBERS)
-    context.log.info(f"ml-100k.zip {'reused from cache' if archive.from_cache else 'downloaded'}: {archive.path}")
-    ratings = parse_u_data(files["ml-100k/u.data"])
-    items = parse_u_item(files["ml-100k/u.item"])
-    unknown_items = set(ratings["item_id"].unique()) - set(items["item_id"])
-    if unknown_items:
-        raise ValueError(f"u.data rates {len(unknown_items)} item id(s) missing from u.item, e.g. {min(unknown_items)}")
+    with _members(movielens, store, ML100K_ARCHIVE, ML100K_MEMBERS) as (archive, files):
+        context.log.info(f"ml-100k.zip {'reused from cache' if archive.from_cache else 'downloaded'}: {archive.path}")
+        ratings = parse_u_data(files["ml-100k/u.data"])
+        items = parse_u_item(files["ml-100k/u.item"])
+        unknown_items = set(ratings["item_id"].unique()) - set(items["item_id"])
+        if unknown_items:
+            raise ValueError(
+                f"u.data rates {len(unknown_items)} item id(s) missing from u.item, e.g. {min(unknown_items)}"
+            )
     histogram = ratings["rating"].value_counts().sort_index()
     return dg.Output(
         MovieLens100K(ratings=ratings, items=items),
@@ -86,9 +94,9 @@ def tmdb_links(
     The two MovieLens releases number films differently, so ids are never joined across them:
     ml-latest-small only contributes its (title, year) -> tmdbId and imdbId -> tmdbId tables.
     """
-    archive, files = _fetch(movielens, store, ML_LATEST_ARCHIVE, ML_LATEST_MEMBERS)
-    links = parse_links(files["ml-latest-small/links.csv"])
-    movies = parse_movies(files["ml-latest-small/movies.csv"])
+    with _members(movielens, store, ML_LATEST_ARCHIVE, ML_LATEST_MEMBERS) as (archive, files):
+        links = parse_links(files["ml-latest-small/links.csv"])
+        movies = parse_movies(files["ml-latest-small/movies.csv"])
 
     mapping = build_tmdb_mapping(ml100k_raw.items, links, movies, load_overrides())
     summary = mapping_summary(mapping, ml100k_raw.ratings)

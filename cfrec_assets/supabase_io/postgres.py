@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote
 
 import pandas as pd
 import psycopg
 from psycopg import sql
 from pydantic import Field
 
+from cfrec_assets.redact import redact_dsn_secrets
 from cfrec_assets.supabase_io.table import (
     RATINGS_COLUMNS,
     RatingsReader,
@@ -130,7 +129,9 @@ class SupabasePostgresResource(RatingsReader):
         except psycopg.Error as error:
             failure = self._describe(error)
         # Raised outside `except` so no database exception is chained to it.
-        raise SupabaseReadError(_scrub(f"Supabase Postgres read from '{self.table}' failed: {failure}", self.db_url))
+        raise SupabaseReadError(
+            redact_dsn_secrets(f"Supabase Postgres read from '{self.table}' failed: {failure}", self.db_url)
+        )
 
     def _describe(self, error: psycopg.Error) -> str:
         if isinstance(error, psycopg.errors.QueryCanceled):
@@ -172,18 +173,3 @@ def _fetch_all(conn: psycopg.Connection, query: sql.Composed, batch_size: int) -
             if not batch:
                 return rows, fetches
             rows.extend(batch)
-
-
-def _scrub(text: str, db_url: str | None) -> str:
-    """Remove the connection URL and its password, however they were spelled."""
-    if not db_url:
-        return text
-    secrets = {db_url}
-    match = re.search(r"://[^:/@]*:([^@]*)@", db_url) or re.search(r"password\s*=\s*'?([^'\s]+)", db_url)
-    if match and match.group(1):
-        password = match.group(1)
-        secrets |= {password, quote(password, safe=""), unquote(password)}
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text

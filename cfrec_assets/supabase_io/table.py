@@ -155,9 +155,14 @@ def _examples(raw: pd.DataFrame, reasons: list[str | None], row_ids: Sequence[An
             continue
         row = raw.iloc[position]
         key = f"id {row_ids[position]}" if row_ids is not None else f"row {position + 1}"
-        values = ", ".join(f"{c}={repr(row[c])[:40]}" for c in RATINGS_COLUMNS[:3])
+        values = ", ".join(f"{c}={_shown(row[c])}" for c in RATINGS_COLUMNS[:3])
         examples[reason].append(f"{table} {key}: {values}")
     return examples
+
+
+def _shown(value: Any) -> str:
+    # Decimal (Postgres numeric) as its digits, so both readers quote a row the same way.
+    return (str(value) if isinstance(value, Decimal) else repr(value))[:40]
 
 
 def _drop_reason(user: Any, movie: Any, rating: Any, low: float, high: float) -> str | None:

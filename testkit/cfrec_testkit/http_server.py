@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import threading
 from dataclasses import dataclass, field
 from functools import partial
@@ -12,8 +13,15 @@ from pathlib import Path
 @dataclass
 class ServerState:
     requests: list[str] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)  # Authorization header of each request
     # path -> bytes actually sent while Content-Length announces the full size
     truncate_to: dict[str, int] = field(default_factory=dict)
+    # paths sent gzipped with Content-Encoding: gzip (Content-Length: the gzipped size)
+    gzip: set[str] = field(default_factory=set)
+    # path -> a ready gzip body sent as is with Content-Encoding: gzip (a transport-level bomb, say)
+    gzip_bodies: dict[str, bytes] = field(default_factory=dict)
+    # path -> Location of a 302 redirect
+    redirects: dict[str, str] = field(default_factory=dict)
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -26,16 +34,30 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.state.requests.append(self.path)
+        self.state.authorizations.append(self.headers.get("Authorization"))
         name = self.path.lstrip("/")
-        if name in self.state.truncate_to:
-            body = Path(self.directory, name).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: self.state.truncate_to[name]])
+        if name in self.state.redirects:
+            self._send(b"", {"Location": self.state.redirects[name]}, status=302)
+        elif name in self.state.gzip_bodies:
+            self._send(self.state.gzip_bodies[name], {"Content-Encoding": "gzip"})
+        elif name in self.state.gzip:
+            self._send(gzip.compress(Path(self.directory, name).read_bytes()), {"Content-Encoding": "gzip"})
+        elif name in self.state.truncate_to:
+            self._send(Path(self.directory, name).read_bytes(), {})
+        else:
+            super().do_GET()
+
+    def _send(self, body: bytes, headers: dict[str, str], status: int = 200) -> None:
+        """Send ``body`` (cut to ``truncate_to`` if set for the path, with the full length announced)."""
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        cut = self.state.truncate_to.get(self.path.lstrip("/"))
+        self.wfile.write(body if cut is None else body[:cut])
+        if cut is not None:
             self.close_connection = True
-            return
-        super().do_GET()
 
 
 class FolderServer:
