@@ -14,8 +14,9 @@ not hold (a leak, a wrong result, something left behind). ``attack`` runs in a f
 ``baseline`` line, a child that only imports, shows that part). "seconds" is the wall time of
 ``attack`` alone. A case that runs past ``--timeout`` is killed and reported as failed.
 
-Inputs are generated here (nothing from MovieLens, no test helpers: the test support package
-is moving), so adding a case is one function and one :data:`CASES` entry.
+Inputs are generated here or by the test kit (nothing from MovieLens), so adding a case is one
+function and one :data:`CASES` entry. The gate's "another run is still checking" case needs two
+live runs and is covered by ``cfrec_assets_tests/test_hostile_pipeline.py`` instead.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import multiprocessing
+import os
 import pickle
 import resource
 import sys
@@ -38,11 +40,19 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pandas as pd
+
 from cfrec_assets.catalog import CatalogError, load_catalog_ids
+from cfrec_assets.checks import svd_artifacts_load_and_predict
 from cfrec_assets.downloads import MAX_ARCHIVE_BYTES, DownloadError, evict, fetch_archive, member_limit
 from cfrec_assets.movielens import ML100K_MEMBERS
+from cfrec_assets.records import ModelVersion
 from cfrec_assets.redact import redact_dsn_secrets, redact_url
+from cfrec_assets.schema import APP_RATING_COLUMNS, MODEL_FILE
 from cfrec_assets.storage import sha256_file
+from cfrec_assets.supabase_io import SupabaseResource
+from cfrec_assets.supabase_io.table import validate_ratings
+from cfrec_testkit.models import write_model_version
 
 SECRET = "s3cr3tPW"
 ARCHIVE = "ml-100k.zip"
@@ -332,6 +342,55 @@ def catalog_ordinary_control(tmp: Path) -> None:
     assert load_catalog_ids(path) == ids
 
 
+# --- app rows, names, checks ---------------------------------------------------------------------
+
+
+def app_ratings_all_wrong_type(tmp: Path) -> None:
+    raw = pd.DataFrame(
+        [(f"u{i}", 862, str(4.0), "2026-01-01T00:00:00Z") for i in range(1000)], columns=list(APP_RATING_COLUMNS)
+    )
+    frame, stats = validate_ratings(raw, 0.5, 5.0, list(range(1, 1001)))
+    assert frame.empty and stats["valid_rows"] == 0 and stats["dropped_invalid_rating"] == 1000, stats
+    assert stats["dropped_examples"]["dropped_invalid_rating"][0].startswith("ratings id 1: ")
+
+
+def app_ratings_id_overflow(tmp: Path) -> None:
+    rows = [("u", 1e30, 4.0, "2026-01-01T00:00:00Z"), ("u", 862, 4.0, "2026-01-01T00:00:00Z")]
+    frame, stats = validate_ratings(pd.DataFrame(rows, columns=list(APP_RATING_COLUMNS)), 0.5, 5.0, [17, 18])
+    assert len(frame) == 1 and stats["dropped_invalid_ids"] == 1, stats
+    assert stats["dropped_examples"]["dropped_invalid_ids"] == ["ratings id 17: user_id='u', tmdb_id=1e+30, rating=4.0"]
+
+
+def table_name_traversal(tmp: Path) -> None:
+    for name in ("../admin", "ratings?select=*"):
+        try:
+            SupabaseResource(url="http://127.0.0.1:9", key=SECRET, table=name)
+        except ValueError as exc:
+            assert "not a plain SQL identifier" in str(exc) and SECRET not in str(exc)
+        else:
+            raise AssertionError(f"table {name!r} accepted")
+
+
+class _RunsCode:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def check_refuses_swapped_pickle(tmp: Path) -> None:
+    version = write_model_version(tmp / "models")
+    files = {
+        name: {"sha256": sha, "bytes": (version.path / name).stat().st_size} for name, sha in version.sha256.items()
+    }
+    record = ModelVersion(version.version, str(version.path), "run", "2026-01-01T00:00:00+00:00", {}, {}, files)
+    marker = tmp / "code-ran"
+    (version.path / MODEL_FILE).write_bytes(pickle.dumps(_RunsCode(str(marker))))
+    result = svd_artifacts_load_and_predict(svd_model=record)
+    assert not result.passed and not marker.exists(), result.description
+
+
 CASES: list[Case] = [
     Case("credentials: connection refused", credentials_refused),
     Case("credentials: HTTP 404", credentials_http_404, _prepare_release),
@@ -351,6 +410,10 @@ CASES: list[Case] = [
     Case("catalog: 100,000 nested lists", catalog_nested_lists),
     Case("catalog: 16M memo opcodes", catalog_memo_flood),
     Case("catalog: 10,000 ids (control)", catalog_ordinary_control),
+    Case("app rows: 1,000 ratings of the wrong type", app_ratings_all_wrong_type),
+    Case("app rows: tmdb_id 1e30", app_ratings_id_overflow),
+    Case("table name ../admin", table_name_traversal),
+    Case("model check: pickle swapped after training", check_refuses_swapped_pickle),
 ]
 
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
@@ -161,7 +162,10 @@ def _examples(raw: pd.DataFrame, reasons: list[str | None], row_ids: Sequence[An
 
 
 def _shown(value: Any) -> str:
-    # Decimal (Postgres numeric) as its digits, so both readers quote a row the same way.
+    # Decimal (Postgres numeric) as its digits and numpy scalars as plain numbers, so every
+    # reader quotes a row the same way.
+    if isinstance(value, np.generic):
+        value = value.item()
     return (str(value) if isinstance(value, Decimal) else repr(value))[:40]
 
 
