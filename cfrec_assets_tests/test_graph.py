@@ -9,9 +9,9 @@ import dagster as dg
 import joblib
 import pytest
 
-from cfrec_assets.redact import redact_url
 from cfrec_assets.definitions import defs
 from cfrec_assets.deployment import read_manifest
+from cfrec_assets.redact import redact_url
 from cfrec_assets.resources import CatalogSource
 from cfrec_assets.serving import load_deployed
 from cfrec_testkit.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest

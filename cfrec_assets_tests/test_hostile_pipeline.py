@@ -194,3 +194,51 @@ def test_empty_rollback_target_is_refused_not_read_as_promote(tmp_path: Path) ->
     assert not result.success
     assert "rollback_to is empty" in failure_messages(result)["deployed_model"]
     assert tree_digest(env.serving_dir) == before and read_manifest(env.serving_dir) is not None
+
+
+# --- secrets never land in the instance -----------------------------------------------------------
+
+PLANTED = {
+    "download password": "dl-Secret-7f3a",
+    "database password": "db-p@ss:w/rd-9c1e",  # '@', ':' and '/' inside: the mis-split case
+    "API key": "api-Secret-key-44d2",
+}
+
+
+def test_planted_secrets_never_reach_the_instance_after_failing_runs(tmp_path: Path, postgrest, ratings_db) -> None:
+    """Three runs fail on purpose, each with a secret in its settings; then every byte the
+    instance stored (run and event databases, logs, metadata) is searched for every spelling."""
+    from urllib.parse import quote
+
+    from cfrec_assets.resources import MovieLensSource
+    from cfrec_testkit.postgres import free_loopback_port
+
+    env = make_graph_env(tmp_path)
+    closed = free_loopback_port()
+    home = tmp_path / "instance"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        mirror = f"http://mirror-user:{PLANTED['download password']}@127.0.0.1:{closed}/ml/"
+        resources = {**env.resources(), "movielens": MovieLensSource(base_url=mirror, timeout_seconds=2)}
+        failed = dg.materialize(
+            [*ALL_ASSETS, *ALL_CHECKS],
+            selection=["ml100k_raw"],
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
+        assert not failed.success
+        password = quote(PLANTED["database password"], safe="")
+        env.supabase = SupabasePostgresResource(
+            db_url=f"postgresql://postgres:{password}@127.0.0.1:{closed}/app", timeout_seconds=2
+        )
+        assert not env.materialize(instance, selection=["supabase_ratings"]).success
+        env.supabase = SupabaseResource(url=postgrest.url, key=PLANTED["API key"], max_retries=0)
+        assert not env.materialize(instance, selection=["supabase_ratings"]).success
+        messages = " ".join(failure_messages(failed).values())
+        assert "127.0.0.1" in messages and "mirror-user" not in messages  # the failure is explained, redacted
+    stored = b"".join(path.read_bytes() for path in home.rglob("*") if path.is_file())
+    assert stored, "the instance stored nothing: the scan would prove nothing"
+    for what, secret in PLANTED.items():
+        for spelling in {secret, quote(secret, safe=""), quote(secret, safe="").lower()}:
+            assert spelling.encode() not in stored, f"{what} ({spelling}) found in the instance directory"
