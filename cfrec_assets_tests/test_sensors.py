@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -12,7 +13,7 @@ import pytest
 from cfrec_assets.definitions import defs
 from cfrec_assets.deployment import read_manifest
 from cfrec_assets.sensors import RETRAIN_SELECTION, build_retrain_sensor
-from cfrec_assets.supabase_io import SupabaseResource
+from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseResource
 from cfrec_testkit.graph import make_graph_env, metadata
 from cfrec_testkit.postgres import insert_ratings
 from cfrec_testkit.postgrest import TEST_API_KEY
@@ -22,6 +23,12 @@ sensor = build_retrain_sensor(min_new_ratings=10)
 
 def rows(n: int, start: int = 0, user: str = "app-user", tmdb_ids=(862, 710, 11)):
     return [(f"{user}-{(start + i) % 7}", tmdb_ids[(start + i) % len(tmdb_ids)], 4.0, None) for i in range(n)]
+
+
+def skipped(result) -> str:
+    """The skip message of a tick that requested no run ('' when it requested one)."""
+    assert isinstance(result, dg.SensorResult)
+    return "" if result.run_requests else result.skip_reason.skip_message
 
 
 def evaluate(instance, supabase, cursor=None):
@@ -37,18 +44,18 @@ def supabase(postgrest) -> SupabaseResource:
 def test_not_configured_skips() -> None:
     with dg.instance_for_test() as instance:
         result, _ = evaluate(instance, SupabaseResource())
-    assert isinstance(result, dg.SkipReason) and "not configured" in result.skip_message
+    assert "not configured" in skipped(result)
 
 
 def test_below_threshold_skips_then_growth_requests_one_run(postgrest, ratings_db, supabase) -> None:
     with dg.instance_for_test() as instance:
         insert_ratings(ratings_db, rows(9))
         result, _ = evaluate(instance, supabase)
-        assert isinstance(result, dg.SkipReason) and "9 new rating(s)" in result.skip_message
+        assert "9 new rating(s)" in skipped(result)
 
         insert_ratings(ratings_db, rows(3, start=9))
         result, _ = evaluate(instance, supabase)
-        assert isinstance(result, dg.SensorResult)
+        assert not skipped(result)
         [request] = result.run_requests
         cursor = json.loads(result.cursor)
         assert cursor["count"] == 12 and cursor["latest_id"] == 12
@@ -57,7 +64,7 @@ def test_below_threshold_skips_then_growth_requests_one_run(postgrest, ratings_d
 
         # Same table state again: nothing new after the cursor, no duplicate request.
         again, _ = evaluate(instance, supabase, cursor=result.cursor)
-        assert isinstance(again, dg.SkipReason) and "0 new rating(s)" in again.skip_message
+        assert "0 new rating(s)" in skipped(again)
         # With the cursor lost, the same state yields the same run_key (Dagster drops duplicates).
         lost, _ = evaluate(instance, supabase)
         assert lost.run_requests[0].run_key == request.run_key
@@ -72,7 +79,6 @@ def test_new_ratings_are_counted_after_the_cursor_not_by_totals(postgrest, ratin
             conn.execute("DELETE FROM ratings WHERE id <= 15")
         insert_ratings(ratings_db, rows(10, start=20))
         result, _ = evaluate(instance, supabase, cursor=first.cursor)
-        assert isinstance(result, dg.SensorResult)
         assert result.run_requests[0].tags["cfrec/new_ratings"] == "10"
         assert json.loads(result.cursor)["count"] == 15
 
@@ -84,13 +90,12 @@ def test_supabase_down_skips_naming_the_cause_and_keeps_the_cursor(postgrest, ra
         insert_ratings(ratings_db, rows(12, start=12))
         postgrest.fail_next(5, status=503)
         result, context = evaluate(instance, supabase, cursor=first.cursor)
-        assert isinstance(result, dg.SkipReason)
-        assert "unreachable" in result.skip_message and "503" in result.skip_message
-        assert TEST_API_KEY not in result.skip_message
-        assert context.cursor == first.cursor
+        assert "unreachable" in skipped(result) and "503" in skipped(result)
+        assert TEST_API_KEY not in skipped(result)
+        assert result.cursor is None and not result.asset_events  # cursor kept, nothing observed
         postgrest.stop()
         down, context = evaluate(instance, supabase, cursor=first.cursor)
-        assert isinstance(down, dg.SkipReason) and context.cursor == first.cursor
+        assert "unreachable" in skipped(down) and down.cursor is None
 
 
 def test_sensor_run_retrains_on_the_new_ratings(tmp_path: Path, postgrest, ratings_db, supabase) -> None:
@@ -119,3 +124,49 @@ def test_sensor_run_retrains_on_the_new_ratings(tmp_path: Path, postgrest, ratin
     assert new_version != metadata(baseline, "svd_model")["version"]
     assert (env.data_dir / "models" / new_version / "svd_model.pkl").is_file()
     assert read_manifest(env.serving_dir)["counts"]["real_ratings"] == combined["real_ratings"]
+
+
+def test_a_few_old_ratings_trigger_a_retrain_by_age(postgrest, ratings_db, supabase) -> None:
+    aged = build_retrain_sensor(min_new_ratings=10, max_age_seconds=24 * 3600)
+    with dg.instance_for_test() as instance:
+        insert_ratings(ratings_db, rows(3))  # a young app: 3 ratings, just now
+        context = dg.build_sensor_context(instance=instance, resources={"supabase": supabase})
+        fresh = aged(context)
+        assert "3 new rating(s) since the last retrain, the oldest 0.0 h old" in skipped(fresh)
+        two_days_ago = datetime.now(timezone.utc) - timedelta(days=2)
+        with psycopg.connect(ratings_db) as conn:
+            conn.execute("UPDATE ratings SET created_at = %s WHERE id = 1", (two_days_ago,))
+        context = dg.build_sensor_context(instance=instance, cursor=fresh.cursor, resources={"supabase": supabase})
+        old = aged(context)
+        [request] = old.run_requests
+        assert request.tags["cfrec/trigger"] == "age" and request.tags["cfrec/new_ratings"] == "3"
+        assert request.tags["dagster/max_retries"] == "2"
+
+
+def test_ticks_record_the_table_growing_only_when_it_changed(postgrest, ratings_db, supabase) -> None:
+    with dg.instance_for_test() as instance:
+        insert_ratings(ratings_db, rows(4))
+        first, _ = evaluate(instance, supabase)
+        [observation] = first.asset_events
+        assert observation.asset_key == dg.AssetKey("supabase_ratings_table")
+        assert observation.metadata["row_count"].value == 4
+        same, _ = evaluate(instance, supabase, cursor=first.cursor)
+        assert same.asset_events == []
+        insert_ratings(ratings_db, rows(2, start=4))
+        grown, _ = evaluate(instance, supabase, cursor=same.cursor)
+        assert [e.metadata["row_count"].value for e in grown.asset_events] == [6]
+        assert "6 new rating(s)" in skipped(grown)  # observing never moves the retrain watermark
+
+
+def test_both_readers_agree_on_what_is_new(postgrest, ratings_db, supabase) -> None:
+    insert_ratings(ratings_db, rows(5))
+    postgres = SupabasePostgresResource(db_url=ratings_db)
+    mark = supabase.ratings_watermark()
+    insert_ratings(ratings_db, rows(3, start=5))
+    for reader in (supabase, postgres):
+        assert reader.new_since(None, None)[0] == 8
+        count, oldest = reader.new_since(mark["latest_created_at"], mark["latest_id"])
+        assert count == 3 and oldest is not None and oldest >= mark["latest_created_at"]
+    assert supabase.new_since(mark["latest_created_at"], mark["latest_id"]) == postgres.new_since(
+        mark["latest_created_at"], mark["latest_id"]
+    )

@@ -3,9 +3,10 @@
 from cfrec_assets.assets.deployment import deployed_model
 from cfrec_assets.assets.model import cv_metrics, svd_model
 from cfrec_assets.assets.movielens import ml100k_raw, tmdb_links
-from cfrec_assets.assets.ratings import catalog_ids, combined_ratings, supabase_ratings
+from cfrec_assets.assets.ratings import app_ratings_table, catalog_ids, combined_ratings, supabase_ratings
 
 ALL_ASSETS = [
+    app_ratings_table,
     ml100k_raw,
     tmdb_links,
     catalog_ids,

@@ -14,6 +14,15 @@ from cfrec_assets.supabase_io import RatingsReader, SupabaseReadError
 
 GROUP = "ratings"
 SUPABASE_RETRIES = 2
+RATINGS_TABLE = dg.AssetKey("supabase_ratings_table")
+
+app_ratings_table = dg.AssetSpec(
+    RATINGS_TABLE,
+    group_name=GROUP,
+    kinds={"supabase", "postgres"},
+    description="The app's ratings table in Supabase (external): the retrain sensor records its row "
+    "count and newest rating here, so the UI shows it growing between retrains.",
+)
 
 
 @dg.asset(group_name=GROUP, kinds={"python"})
@@ -61,6 +70,7 @@ class SupabaseRatingsConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     kinds={"supabase", "pandas"},
+    deps=[app_ratings_table],  # read by the resource, not handed over by an IO manager
     retry_policy=dg.RetryPolicy(max_retries=SUPABASE_RETRIES, delay=2, backoff=dg.Backoff.EXPONENTIAL),
 )
 def supabase_ratings(

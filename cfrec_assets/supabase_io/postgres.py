@@ -86,14 +86,23 @@ class SupabasePostgresResource(RatingsReader):
 
     def count_after(self, created_at: str | None, row_id: int | None) -> int:
         """Rows after a watermark's (created_at, id) in read order; all rows for None."""
-        table = _identifier(self.table)
+        return self.new_since(created_at, row_id)[0]
+
+    def new_since(self, created_at: str | None, row_id: int | None) -> tuple[int, str | None]:
+        """(count, earliest created_at) of the rows after a watermark's (created_at, id); of all
+        rows for None (as :meth:`SupabaseResource.new_since`)."""
+        table, at = _identifier(self.table), sql.Identifier(self.created_at_column)
+        params: dict[str, Any] | None = None
         if created_at is None:
-            return self._run(lambda conn: _count(conn, table))
-        query = sql.SQL(
-            "SELECT count(*) FROM {table} WHERE {at} > %(at)s"
-            " OR ({at} = %(at)s AND (%(id)s::bigint IS NULL OR {id} > %(id)s))"
-        ).format(table=table, at=sql.Identifier(self.created_at_column), id=sql.Identifier(self.id_column))
-        return self._run(lambda conn: conn.execute(query, {"at": created_at, "id": row_id}).fetchone()[0])
+            query = sql.SQL("SELECT count(*), min({at}) FROM {table}").format(table=table, at=at)
+        else:
+            params = {"at": created_at, "id": row_id}
+            query = sql.SQL(
+                "SELECT count(*), min({at}) FROM {table} WHERE {at} > %(at)s"
+                " OR ({at} = %(at)s AND (%(id)s::bigint IS NULL OR {id} > %(id)s))"
+            ).format(table=table, at=at, id=sql.Identifier(self.id_column))
+        count, first = self._run(lambda conn: conn.execute(query, params).fetchone())
+        return count, utc_isoformat(first)
 
     def read_catalog_ids(self, table: str, column: str = "tmdb_id") -> list[int]:
         """Sorted distinct ids in ``table.column`` (nulls skipped)."""

@@ -107,20 +107,36 @@ class SupabaseResource(RatingsReader):
         }
 
     def count_after(self, created_at: str | None, row_id: int | None) -> int:
-        """Rows after a watermark's (created_at, id) in read order; all rows for None.
+        """Rows after a watermark's (created_at, id) in read order; all rows for None."""
+        return self.new_since(created_at, row_id)[0]
 
-        Counted, not inferred from totals: deletions would make totals lie.
-        """
+    def new_since(self, created_at: str | None, row_id: int | None) -> tuple[int, str | None]:
+        """(count, earliest created_at) of the rows after a watermark's (created_at, id) in read
+        order; of all rows for None. Counted, not inferred from totals: deletions make totals lie."""
 
         def same_instant_later_id(q: Any) -> Any:
             q = q.eq(self.created_at_column, created_at)
             return q if row_id is None else q.gt(self.id_column, row_id)
 
+        def earliest(narrow: Callable[[Any], Any]) -> Callable[[Any], Any]:
+            return lambda q: narrow(q.select(self.created_at_column)).order(self.created_at_column).limit(1)
+
         with self._session() as session:
             if created_at is None:
-                return session.count(self.table)
-            later = session.count(self.table, lambda q: q.gt(self.created_at_column, created_at))
-            return later + session.count(self.table, same_instant_later_id)
+                count = session.count(self.table)
+                first = session.execute(self.table, earliest(lambda q: q)) if count else []
+            else:
+                later = session.count(self.table, lambda q: q.gt(self.created_at_column, created_at))
+                same = session.count(self.table, same_instant_later_id)
+                count = later + same
+                if same:  # a row at the watermark's own instant is the earliest new one
+                    return count, utc_isoformat(created_at)
+                first = (
+                    session.execute(self.table, earliest(lambda q: q.gt(self.created_at_column, created_at)))
+                    if later
+                    else []
+                )
+        return count, utc_isoformat(first[0].get(self.created_at_column)) if first else None
 
     def read_catalog_ids(self, table: str, column: str = "tmdb_id") -> list[int]:
         """Sorted distinct ids in ``table.column``, read completely (nulls skipped)."""

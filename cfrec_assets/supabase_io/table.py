@@ -102,6 +102,9 @@ class RatingsReader(RatingsTableSettings):
     def count_after(self, created_at: str | None, row_id: int | None) -> int:
         raise NotImplementedError
 
+    def new_since(self, created_at: str | None, row_id: int | None) -> tuple[int, str | None]:
+        raise NotImplementedError
+
     def read_catalog_ids(self, table: str, column: str = "tmdb_id") -> list[int]:
         raise NotImplementedError
 
