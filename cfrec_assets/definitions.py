@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from cfrec_assets.alerts import alert_sensor_from_env
 from cfrec_assets.assets import ALL_ASSETS
 from cfrec_assets.checks import ALL_CHECKS
 from cfrec_assets.jobs import ALL_JOBS
@@ -12,7 +13,7 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
     jobs=ALL_JOBS,
-    sensors=[retrain_sensor_from_env()],
+    sensors=[retrain_sensor_from_env(), alert_sensor_from_env()],
     resources=build_resources(),
     executor=dg.in_process_executor,
 )

@@ -33,7 +33,9 @@ def test_definitions_load_with_every_asset_check_and_sensor() -> None:
         "challenger_no_worse_than_champion",
         "svd_artifacts_load_and_predict",
     } <= checks
-    assert [s.name for s in repo.sensor_defs] == ["supabase_ratings_sensor"]
+    assert sorted(s.name for s in repo.sensor_defs) == ["run_failure_alert", "supabase_ratings_sensor"]
+    policy = repo.asset_graph.get(dg.AssetKey("deployed_model")).freshness_policy
+    assert policy.fail_window.to_timedelta().total_seconds() == 48 * 3600
 
 
 def test_whole_graph_materializes_with_metadata(tmp_path: Path) -> None:

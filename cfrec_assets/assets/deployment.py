@@ -1,5 +1,8 @@
 """The deployment asset: promotes a checked model version to the serving directory, or rolls back."""
 
+import os
+from datetime import timedelta
+
 import dagster as dg
 
 from cfrec_assets.checks import GATE_CHECKS
@@ -9,6 +12,10 @@ from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.resources import DataStore
 
 GROUP = "deployment"
+# Stale when the served model is older than this. With the retrain sensor's one-day maximum
+# age, a model older than two days means retrains failed, or the app received no rating at all
+# for two days; either is worth a look (README "Say when it is stale or broken").
+FRESHNESS_HOURS = float(os.environ.get("CFREC_FRESHNESS_HOURS", "48"))
 MODEL_KEY, METRICS_KEY = dg.AssetKey("svd_model"), dg.AssetKey("cv_metrics")
 
 
@@ -37,7 +44,13 @@ def check_gate(instance: dg.DagsterInstance, model: ModelVersion, metrics: Model
         raise GateClosedError("refusing to promote: " + "; ".join(problems))
 
 
-@dg.asset(group_name=GROUP, kinds={"python"})
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python"},
+    freshness_policy=dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=FRESHNESS_HOURS), warn_window=timedelta(hours=FRESHNESS_HOURS / 2)
+    ),
+)
 def deployed_model(
     context: dg.AssetExecutionContext,
     config: DeployConfig,

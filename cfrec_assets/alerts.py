@@ -1,0 +1,87 @@
+"""Tell someone when a run fails: a short message to a Slack-compatible webhook.
+
+``CFREC_ALERT_WEBHOOK_URL`` switches it on (the sensor runs from load when it is set). The
+message holds the run id, the failed step, the error's first line and a link to the run in the
+UI (``CFREC_UI_URL``); every known secret of the environment is removed from it first, and a
+webhook that is down is logged, never retried in a loop.
+"""
+
+import os
+from collections.abc import Mapping
+
+import dagster as dg
+import httpx
+
+from cfrec_assets.redact import redact_dsn_secrets, redact_url
+
+ENV_WEBHOOK = "CFREC_ALERT_WEBHOOK_URL"
+ENV_UI_URL = "CFREC_UI_URL"
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
+HEADLINE_CHARS = 300
+SECRET_VARIABLES = ("SUPABASE_KEY", "SUPABASE_DB_URL", "DAGSTER_PG_URL", "CFREC_MOVIELENS_BASE_URL", ENV_WEBHOOK)
+
+
+def scrub(text: str, environ: Mapping[str, str] = os.environ) -> str:
+    """``text`` without any secret the environment holds: keys, DSN passwords, URL credentials."""
+    for name in SECRET_VARIABLES:
+        value = environ.get(name)
+        if not value:
+            continue
+        text = redact_dsn_secrets(text, value)  # the whole value, and a DSN's password in any spelling
+        if name in ("SUPABASE_KEY", ENV_WEBHOOK):
+            text = text.replace(value, "[redacted]")
+    return text
+
+
+def failure_message(context: dg.RunFailureSensorContext, ui_url: str) -> str:
+    run = context.dagster_run
+    steps = context.get_step_failure_events()
+    if steps:
+        step = steps[0]
+        error = step.event_specific_data.error
+        while error is not None and error.cause is not None:  # Dagster's wrapper -> the error raised
+            error = error.cause
+        where = f"step `{step.step_key}`"
+        headline = error.message.strip().splitlines()[0] if error and error.message.strip() else "no error message"
+    else:
+        where = "the run itself"
+        headline = (context.failure_event.message or "no error message").strip().splitlines()[0]
+    link = f"{ui_url.rstrip('/')}/runs/{run.run_id}"
+    text = f"cfrec run {run.run_id[:8]} ({run.job_name}) failed in {where}: {headline[:HEADLINE_CHARS]}\n{link}"
+    return scrub(text)
+
+
+def deliver_alert(
+    context: dg.RunFailureSensorContext, webhook_url: str, ui_url: str, timeout_seconds: float = 5.0
+) -> str | None:
+    """Post the run's failure message once; None when delivered, else why not (secrets removed)."""
+    text = failure_message(context, ui_url)
+    try:
+        response = httpx.post(webhook_url, json={"text": text}, timeout=timeout_seconds)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        why = f"{type(error).__name__}: {error}"
+        return scrub(f"alert for run {context.dagster_run.run_id} not delivered to {redact_url(webhook_url)}: {why}")
+    return None
+
+
+def build_alert_sensor(webhook_url: str | None, ui_url: str = DEFAULT_UI_URL, timeout_seconds: float = 5.0):
+    @dg.run_failure_sensor(
+        name="run_failure_alert",
+        default_status=dg.DefaultSensorStatus.RUNNING if webhook_url else dg.DefaultSensorStatus.STOPPED,
+        description=f"Posts a short message about every failed run to {ENV_WEBHOOK} (Slack-compatible JSON).",
+        monitor_all_code_locations=False,
+    )
+    def run_failure_alert(context: dg.RunFailureSensorContext) -> dg.SkipReason | None:
+        if not webhook_url:
+            return dg.SkipReason(f"{ENV_WEBHOOK} is not set: no alert sent")
+        # A failed delivery is said on the tick (the UI shows it) and dropped: raising would make
+        # the daemon retry this failure on every tick while the webhook is down.
+        problem = deliver_alert(context, webhook_url, ui_url, timeout_seconds)
+        return dg.SkipReason(problem) if problem else None
+
+    return run_failure_alert
+
+
+def alert_sensor_from_env() -> dg.SensorDefinition:
+    return build_alert_sensor(os.environ.get(ENV_WEBHOOK), os.environ.get(ENV_UI_URL, DEFAULT_UI_URL))

@@ -1,0 +1,85 @@
+"""The run-failure alert: a real failed run, a real HTTP webhook on loopback, secrets planted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cfrec_assets.alerts import build_alert_sensor, deliver_alert
+from cfrec_assets.assets import ALL_ASSETS
+from cfrec_assets.checks import ALL_CHECKS
+from cfrec_assets.resources import MovieLensSource
+from cfrec_testkit.graph import make_graph_env
+from cfrec_testkit.postgres import free_loopback_port
+from cfrec_testkit.webhook import WebhookServer
+
+PASSWORD = "mirror-Secret-91bd"
+KEY = "service-role-key-3c5e"
+UI = "http://dagster.internal:3000"
+
+
+@pytest.fixture
+def failed_run(tmp_path: Path, monkeypatch):
+    """A run that failed in ml100k_raw, downloading from a mirror whose URL holds a password."""
+    monkeypatch.setenv("SUPABASE_KEY", KEY)
+    mirror = f"http://user:{PASSWORD}@127.0.0.1:{free_loopback_port()}/ml/"
+    monkeypatch.setenv("CFREC_MOVIELENS_BASE_URL", mirror)
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        resources = {**env.resources(), "movielens": MovieLensSource(base_url=mirror, timeout_seconds=2)}
+        result = dg.materialize(
+            [*ALL_ASSETS, *ALL_CHECKS],
+            selection=["ml100k_raw"],
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
+        assert not result.success
+        [failure] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        run = instance.get_run_by_id(result.run_id)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="run_failure_alert",
+            dagster_event=failure.dagster_event,
+            dagster_instance=instance,
+            dagster_run=run,
+        ).for_run_failure()
+        yield context, run
+
+
+def test_a_failed_run_posts_one_short_message_without_secrets(failed_run) -> None:
+    context, run = failed_run
+    with WebhookServer() as hook:
+        build_alert_sensor(hook.url, UI)(context)
+    [post] = hook.posts
+    text = post["text"]
+    assert run.run_id[:8] in text and "step `ml100k_raw`" in text
+    assert "127.0.0.1" in text  # the headline says what failed: the mirror could not be reached
+    assert text.endswith(f"{UI}/runs/{run.run_id}")
+    assert PASSWORD not in text and KEY not in text and "user:" not in text
+    assert len(text) < 600
+
+
+@pytest.mark.parametrize("status", [500, None])
+def test_a_webhook_that_fails_or_is_down_is_reported_not_raised(failed_run, status) -> None:
+    context, run = failed_run
+    if status is None:
+        url = f"http://127.0.0.1:{free_loopback_port()}/hook"
+        build_alert_sensor(url, UI, timeout_seconds=2)(context)  # the sensor itself does not raise
+        problem = deliver_alert(context, url, UI, timeout_seconds=2)
+    else:
+        with WebhookServer(status=status) as hook:
+            build_alert_sensor(hook.url, UI)(context)
+            problem = deliver_alert(context, hook.url, UI)
+        assert len(hook.posts) == 2  # each call tried once, not in a loop
+    assert f"alert for run {run.run_id} not delivered" in problem
+    assert PASSWORD not in problem and KEY not in problem
+
+
+def test_without_a_webhook_the_sensor_is_off_and_sends_nothing(failed_run) -> None:
+    context, _ = failed_run
+    sensor = build_alert_sensor(None)
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    sensor(context)  # a no-op, not an error
+    assert build_alert_sensor("http://x").default_status == dg.DefaultSensorStatus.RUNNING
