@@ -1,12 +1,15 @@
 # Two commands do all set-up on a fresh machine:
-#   make materialize   # build .venv, then materialise the whole asset graph
+#   make materialize   # build .venv, then materialise the whole asset graph (dg launch)
 #   make test          # build .venv, install PostgreSQL/Chromium if missing, run pytest
+# Production: make serve (deploy/serve.sh: daemon + webserver on deploy/dagster.yaml, DAGSTER_PG_URL).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# dg compares the active virtualenv with the project's; the Makefile runs .venv's tools directly.
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: venv materialize dev lint test bench clean
+.PHONY: venv materialize dev serve lint test bench clean
 
 $(VENV)/.installed: pyproject.toml testkit/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,26 +19,31 @@ $(VENV)/.installed: pyproject.toml testkit/pyproject.toml
 
 venv: $(VENV)/.installed
 
-$(DAGSTER_HOME):
+$(DAGSTER_HOME):  # the local instance (SQLite); production uses deploy/dagster.yaml
 	mkdir -p $@
+	test -f $@/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $@/dagster.yaml
 
 materialize: venv $(DAGSTER_HOME)
-	$(VENV)/bin/dagster asset materialize -m cfrec_assets.definitions --select '*'
+	$(VENV)/bin/dg launch --job train_and_deploy
 
 dev: venv $(DAGSTER_HOME)
-	$(VENV)/bin/dagster dev
+	$(VENV)/bin/dg dev
 
-lint: venv
+serve: venv
+	deploy/serve.sh
+
+lint: venv $(DAGSTER_HOME)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/dg check defs
 
 test: venv
 	scripts/install-system-deps.sh
 	$(PY) -m pytest -q
 
 bench: venv
-	for script in graph_bench supabase_bench retrain_latency_bench serving_bench mapping_report; do $(PY) bench/$$script.py || exit 1; done
+	for script in graph_bench supabase_bench retrain_latency_bench serving_bench mapping_report fault_bench; do $(PY) bench/$$script.py || exit 1; done
 
 clean:
-	rm -rf $(VENV) .dagster_home data/cache data/movielens data/assets data/models
+	rm -rf $(VENV) .dagster_home data/cache data/assets data/models
