@@ -3,10 +3,11 @@
 Usage: ``python bench/retrain_latency_bench.py [--samples S] [--interval SECONDS] [--min-new-ratings N]
 [--datasets DIR]``
 
-A throwaway PostgreSQL behind the PostgREST-subset server (own process) holds the app's
-ratings; ``dagster dev`` (webserver + daemon, own process group, temp DAGSTER_HOME, from
-``cfrec_testkit.dagster_dev``) runs ``supabase_ratings_sensor`` at ``--interval`` seconds
-(``CFREC_RETRAIN_INTERVAL_SECONDS``). After one full materialization on the real MovieLens
+A throwaway PostgreSQL holds the app's ratings (behind the PostgREST-subset server, in its own
+process) and, in another database, the Dagster instance: the production server
+(``deploy/serve.sh``: daemon + webserver on ``deploy/dagster.yaml``, queued runs, started by
+``cfrec_testkit.dagster_dev.production_server``) runs ``supabase_ratings_sensor`` at
+``--interval`` seconds (``CFREC_RETRAIN_INTERVAL_SECONDS``). ``--dev`` uses ``dg dev`` on SQLite instead. After one full materialization on the real MovieLens
 zips (the champion), each sample inserts N + 5 ratings and waits for the run the sensor
 launches to succeed, splitting the latency into: waiting for the tick, tick -> run created,
 created -> started (queue + launch), started -> first step (run worker start-up), and steps.
@@ -33,8 +34,8 @@ import pandas as pd
 from benchlib import positive_int  # bench/ is sys.path[0] when a script here runs
 
 from cfrec_assets.sensors import DEFAULT_MIN_NEW_RATINGS
-from cfrec_testkit.dagster_dev import DagsterDev, dagster_dev, wait_for_code_locations
-from cfrec_testkit.postgres import create_ratings_table, insert_ratings, postgres_server
+from cfrec_testkit.dagster_dev import DagsterDev, dagster_dev, production_server, wait_for_code_locations
+from cfrec_testkit.postgres import create_ratings_table, insert_ratings, postgres_server, scratch_database
 from cfrec_testkit.postgrest import TEST_API_KEY, postgrest_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,11 +127,12 @@ def mapped_tmdb_ids(instance: dg.DagsterInstance) -> list[int]:
     return sorted(int(x) for x in pd.read_parquet(path)["tmdb_id"].dropna().unique())
 
 
-def run(samples: int, interval: int, min_new: int, movielens: Path) -> list[Sample]:
+def run(samples: int, interval: int, min_new: int, movielens: Path, dev_server: bool) -> list[Sample]:
     results = []
     with (
         tempfile.TemporaryDirectory(prefix="cfrec-latency-bench-") as scratch,
         postgres_server() as pg,
+        scratch_database(pg) as instance_db,
     ):
         create_ratings_table(pg.conninfo)
         with postgrest_process(pg.conninfo) as url:
@@ -142,7 +144,13 @@ def run(samples: int, interval: int, min_new: int, movielens: Path) -> list[Samp
                 "CFREC_RETRAIN_MIN_NEW_RATINGS": str(min_new),
                 "CFREC_RETRAIN_INTERVAL_SECONDS": str(interval),
             }
-            with dagster_dev(Path(scratch), env=env) as dev:
+            os.environ["DAGSTER_PG_URL"] = instance_db.conninfo  # this process reads the same instance
+            server = (
+                dagster_dev(Path(scratch), env=env)
+                if dev_server
+                else production_server(Path(scratch), instance_db.conninfo, env=env)
+            )
+            with server as dev:
                 [location] = wait_for_code_locations(dev)
                 child = {
                     **os.environ,
@@ -151,8 +159,15 @@ def run(samples: int, interval: int, min_new: int, movielens: Path) -> list[Samp
                     "CFREC_DATA_DIR": str(dev.data_dir),
                 }
                 started = time.perf_counter()
-                command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cfrec_assets.definitions"]
-                subprocess.run([*command, "--select", "*"], env=child, cwd=REPO, check=True, capture_output=True)
+                dg_cli = str(Path(sys.executable).with_name("dg"))
+                child["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
+                subprocess.run(
+                    [dg_cli, "launch", "--job", "train_and_deploy"],
+                    env=child,
+                    cwd=REPO,
+                    check=True,
+                    capture_output=True,
+                )
                 print(f"initial full materialization (the champion): {time.perf_counter() - started:.0f} s", flush=True)
                 with dg.DagsterInstance.from_config(str(dev.dagster_home)) as instance:
                     tmdb_ids = mapped_tmdb_ids(instance)
@@ -182,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=positive_int, default=5)
     parser.add_argument("--interval", type=positive_int, default=15, help="CFREC_RETRAIN_INTERVAL_SECONDS")
     parser.add_argument("--min-new-ratings", type=positive_int, default=DEFAULT_MIN_NEW_RATINGS)
+    parser.add_argument("--dev", action="store_true", help="dg dev on SQLite instead of the production server")
     parser.add_argument(
         "--datasets",
         type=Path,
@@ -196,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"machine: {os.cpu_count()} cores, load {load}; Python {platform.python_version()}, dagster {dg.__version__}")
     print("reproduce: cd " + shlex.quote(str(REPO)) + " && .venv/bin/python " + shlex.join(sys.argv))
-    report(run(args.samples, args.interval, args.min_new_ratings, movielens), args.interval)
+    server = "dg dev (SQLite)" if args.dev else "deploy/serve.sh (PostgreSQL, queued runs)"
+    print(f"server: {server}")
+    report(run(args.samples, args.interval, args.min_new_ratings, movielens, args.dev), args.interval)
     return 0
 
 

@@ -268,7 +268,7 @@ def test_materialize_all_deploys_a_checked_model(ui_factory, tmp_path: Path) -> 
 
         # GraphQL: every defined asset materialized by this run, every defined check passed in it.
         state = asset_state(dev)
-        assert sorted(state) == ASSET_KEYS
+        assert set(state) - set(ASSET_KEYS) == {"supabase_ratings_table"}  # external: observed, never materialized
         for asset in ASSET_KEYS:
             assert state[asset]["run_id"] == run_id, f"{asset} was not materialized by run {run_id}"
         for asset, names in CHECKS_BY_ASSET.items():
