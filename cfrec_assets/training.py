@@ -35,9 +35,19 @@ class SVDParams:
     lr_all: float = 0.005
     reg_all: float = 0.02
     random_state: int = 42
+    init_std_dev: float = 0.1  # Surprise's default
+    # Per-term learning rates / regularisation (biases bu, bi; factors pu, qi); None uses the *_all value.
+    lr_bu: float | None = None
+    lr_bi: float | None = None
+    lr_pu: float | None = None
+    lr_qi: float | None = None
+    reg_bu: float | None = None
+    reg_bi: float | None = None
+    reg_pu: float | None = None
+    reg_qi: float | None = None
 
     def build(self) -> SVD:
-        return SVD(**asdict(self))
+        return SVD(**asdict(self))  # Surprise itself treats a None per-term value as "use *_all"
 
 
 def to_dataset(ratings: pd.DataFrame, rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX)) -> Dataset:
