@@ -49,13 +49,13 @@ class TuningBounds:
     want far stronger regularisation than the biases (bench/tuning_bench.py).
     """
 
-    n_factors: tuple[int, int] = (50, 200)
-    n_epochs: tuple[int, int] = (30, 80)
-    lr_bias: tuple[float, float] = (0.002, 0.02)
-    lr_factor: tuple[float, float] = (0.003, 0.03)
-    reg_bias: tuple[float, float] = (0.005, 0.2)
-    reg_factor: tuple[float, float] = (0.03, 0.3)
-    init_std_dev: tuple[float, float] = (0.01, 0.2)
+    n_factors: tuple[int, int] = (20, 150)
+    n_epochs: tuple[int, int] = (15, 60)
+    lr_bias: tuple[float, float] = (0.001, 0.02)
+    lr_factor: tuple[float, float] = (0.005, 0.05)
+    reg_bias: tuple[float, float] = (0.001, 0.1)
+    reg_factor: tuple[float, float] = (0.03, 0.2)
+    init_std_dev: tuple[float, float] = (0.001, 0.1)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -172,8 +172,9 @@ def open_study(folder: Path, study_name: str, seed: int, resume: bool, prune: bo
     # Step = folds done; no pruning before 5 trials have finished all their folds.
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5) if prune else optuna.pruners.NopPruner()
     return optuna.create_study(
-        study_name=study_name, storage=storage, sampler=sampler, pruner=pruner, direction="minimize", load_if_exists=True
-    )
+        study_name=study_name, storage=storage, sampler=sampler, pruner=pruner, direction="minimize",
+        load_if_exists=True,
+    )  # fmt: skip
 
 
 def params_of(values: dict[str, Any], bounds: TuningBounds, seed: int) -> SVDParams:
@@ -181,12 +182,31 @@ def params_of(values: dict[str, Any], bounds: TuningBounds, seed: int) -> SVDPar
     return replace(bounds.suggest(optuna.trial.FixedTrial(values)), random_state=seed)
 
 
+def run_trials(
+    study: optuna.Study,
+    folds: list[tuple[Any, list]],
+    bounds: TuningBounds,
+    seed: int,
+    trials: int,
+    timeout_seconds: float | None = None,
+    n_jobs: int = 1,
+    prune: bool = True,
+) -> None:
+    """Add up to ``trials`` trials (fewer if the timeout passes first), one after another."""
+
+    def objective(trial: optuna.Trial) -> float:
+        return cv_rmse(folds, replace(bounds.suggest(trial), random_state=seed), n_jobs, trial if prune else None)
+
+    study.optimize(objective, n_trials=trials, timeout=timeout_seconds, gc_after_trial=False)
+
+
 def evaluate_on_heldout(
     tuning_part: pd.DataFrame, heldout: pd.DataFrame, params: SVDParams, k: int = 10, threshold: float = 4.0
 ) -> dict[str, float | None]:
     """Fit on the whole tuning part, then RMSE, MAE, precision@k and NDCG@k on the held-out ratings."""
     algo, _, _ = fit_svd(tuning_part, params)
-    testset = list(zip(heldout["user_id"].astype(str), heldout["tmdb_id"].astype("int64"), heldout["rating"].astype(float)))
+    users, movies = heldout["user_id"].astype(str), heldout["tmdb_id"].astype("int64")
+    testset = list(zip(users, movies, heldout["rating"].astype(float)))
     predictions = algo.test(testset)
     ranked = ranking_metrics(predictions, k=k, threshold=threshold)
     return {
@@ -231,10 +251,7 @@ def tune(
         seed_rmse = cv_rmse(folds, seed_params, n_jobs)
         study.set_user_attr(seed_key, seed_rmse)
 
-    def objective(trial: optuna.Trial) -> float:
-        return cv_rmse(folds, replace(bounds.suggest(trial), random_state=seed), n_jobs, trial if prune else None)
-
-    study.optimize(objective, n_trials=trials, timeout=timeout_seconds, gc_after_trial=False)
+    run_trials(study, folds, bounds, seed, trials, timeout_seconds, n_jobs, prune)
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
@@ -247,7 +264,8 @@ def tune(
         heldout_cmp["tuned"] = evaluate_on_heldout(tuning_part, heldout, best_params, k)
     if log is not None:
         log.info(
-            f"study {study_name}: {len(study.trials) - before} trials run, best CV RMSE {best_rmse} vs seed {seed_rmse:.4f}"
+            f"study {study_name}: {len(study.trials) - before} trials run, "
+            f"best CV RMSE {best_rmse} vs seed params {seed_rmse:.4f}"
         )
     return TuningResult(
         version=f"{datetime.now(timezone.utc):{RESULT_VERSION_FORMAT}}-{study_name}-{len(study.trials)}",
@@ -278,7 +296,8 @@ def tune(
 def _importances(study: optuna.Study) -> dict[str, float] | None:
     """PED-ANOVA importances: milliseconds for tens of trials, deterministic, and no scikit-learn (fANOVA needs it)."""
     try:
-        scores = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+        scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
     except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. too few trials, or all with the same value
         return None
     return {name: round(float(v), 4) for name, v in scores.items() if math.isfinite(v)}

@@ -58,7 +58,8 @@ def test_holdout_split_is_seeded_disjoint_and_independent_of_row_order(ratings):
     assert keys(holdout_split(shuffled, 0.2, seed=7)[1]) == keys(heldout)
     assert keys(holdout_split(ratings, 0.2, seed=8)[1]) != keys(heldout)
     # A rating held out stays held out when more ratings arrive.
-    grown = pd.concat([ratings, make_ratings_frame(n_users=10, n_movies=5, seed=9).assign(user_id=lambda f: "new_" + f.user_id)])
+    newcomers = make_ratings_frame(n_users=10, n_movies=5, seed=9).assign(user_id=lambda f: "new_" + f.user_id)
+    grown = pd.concat([ratings, newcomers])
     assert keys(heldout) <= keys(holdout_split(grown, 0.2, seed=7)[1])
     for bad in (0.0, 1.0, -0.1):
         with pytest.raises(ValueError, match="fraction"):

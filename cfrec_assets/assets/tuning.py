@@ -46,7 +46,8 @@ class BoundsConfig(dg.Config):
     init_std_dev: FloatRange = _range(FloatRange, "init_std_dev")
 
     def to_bounds(self) -> TuningBounds:
-        return TuningBounds(**{f.name: (getattr(self, f.name).low, getattr(self, f.name).high) for f in fields(TuningBounds)})
+        ranges = {f.name: getattr(self, f.name) for f in fields(TuningBounds)}
+        return TuningBounds(**{name: (r.low, r.high) for name, r in ranges.items()})
 
 
 class TuningConfig(dg.Config):
@@ -56,7 +57,7 @@ class TuningConfig(dg.Config):
     n_jobs: int = Field(default=2, ge=1, description="Folds fitted in parallel processes (one per core).")
     seed: int = Field(default=42, description="Seeds the held-out split, the folds, the sampler and the SVD.")
     study_name: str = Field(default="svd", pattern=r"^[A-Za-z0-9_.-]+$")
-    resume: bool = Field(default=True, description="Add trials to the stored study; false deletes it and starts afresh.")
+    resume: bool = Field(default=True, description="Add trials to the stored study; false deletes it, starts afresh.")
     holdout_fraction: float = Field(default=0.1, gt=0, lt=1, description="Ratings the search never sees.")
     prune: bool = Field(default=True, description="Median-prune trials whose first folds are already worse.")
     margin: float = Field(default=0.001, ge=0, description="CV RMSE gain over the seed params that counts as better.")
