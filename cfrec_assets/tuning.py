@@ -15,6 +15,7 @@ Pure functions (no Dagster), so the asset, the bench and the tests share them.
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -131,7 +132,11 @@ def kfold_splits(ratings: pd.DataFrame, n_folds: int, seed: int) -> list[tuple[A
     """The same shuffled K folds for every trial, so trials (and the seed params) are compared on equal terms."""
     if n_folds < 2:
         raise ValueError(f"n_folds must be at least 2, got {n_folds}")
-    return list(KFold(n_splits=n_folds, random_state=seed, shuffle=True).split(to_dataset(ratings)))
+    splits = KFold(n_splits=n_folds, random_state=seed, shuffle=True).split(to_dataset(ratings))
+    # KFold builds each trainset from shuffled ratings, so its per-user rating tuples lie scattered in
+    # memory; a pickle round trip lays them out user by user, and SGD over the copy runs ~2.7x faster
+    # (1.1 s vs 0.4 s for 64 factors x 40 epochs on ML-100K). Folds sent to worker processes get this for free.
+    return [(pickle.loads(pickle.dumps(train, pickle.HIGHEST_PROTOCOL)), test) for train, test in splits]
 
 
 def cv_rmse(
