@@ -44,7 +44,16 @@ from cfrec_assets.movielens import (
 )
 from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides
 from cfrec_assets.training import SVDParams, cross_validate_svd, fit_svd, summarize_folds
-from cfrec_assets.tuning import TuningBounds, holdout_split, kfold_splits, open_study, run_trials, tune
+from cfrec_assets.tuning import (
+    FoldPool,
+    TuningBounds,
+    cv_rmse,
+    holdout_split,
+    kfold_splits,
+    open_study,
+    run_trials,
+    tune,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 42
@@ -70,7 +79,7 @@ def full_cv_rmse(ratings: pd.DataFrame, params: SVDParams) -> float:
 
 def _worker(folder: Path, name: str, folds, bounds: TuningBounds, seed: int, trials: int) -> None:
     # Each process needs its own sampler seed, or both would propose the same points.
-    run_trials(open_study(folder, name, seed, resume=True, prune=False), folds, bounds, SEED, trials, n_jobs=1)
+    run_trials(open_study(folder, name, seed, resume=True, prune=False), folds, bounds, SEED, trials, prune=False)
 
 
 def parallelism(ratings: pd.DataFrame, work: Path, trials: int, folds_k: int, repeat: int) -> None:
@@ -79,22 +88,31 @@ def parallelism(ratings: pd.DataFrame, work: Path, trials: int, folds_k: int, re
     # Every trial costs the same (fixed size and epochs), so the modes do identical work.
     bounds = replace(TuningBounds(), n_factors=(64, 64), n_epochs=(40, 40))
 
-    def study(mode: str, n_jobs: int):
+    def study(mode: str):
         def run() -> None:
             folder = Path(tempfile.mkdtemp(dir=work))
-            if mode == "trials":
-                open_study(folder, mode, SEED, resume=True)  # create it once, before both workers load it
+            study = open_study(folder, mode, SEED, resume=True, prune=False)
+            if mode == "serial":
+                run_trials(study, folds, bounds, SEED, trials, prune=False)
+            elif mode == "folds":
+                study.optimize(lambda t: cv_rmse(folds, replace(bounds.suggest(t), random_state=SEED), 2), trials)
+            elif mode == "trials":
                 jobs = (delayed(_worker)(folder, mode, folds, bounds, SEED + i, trials // 2) for i in range(2))
                 Parallel(n_jobs=2)(jobs)
             else:
-                run_trials(open_study(folder, mode, SEED, False, False), folds, bounds, SEED, trials, n_jobs=n_jobs)
+                pool = FoldPool(tuning_part, folds_k, SEED, 2)  # its start-up (building the folds) is timed too
+                try:
+                    run_trials(study, pool, bounds, SEED, trials, prune=False)
+                finally:
+                    pool.close()
 
         return run
 
     modes = {
-        "serial (1 process)": study("serial", 1),
-        f"folds in parallel (n_jobs=2, batches of 2 of {folds_k})": study("folds", 2),
-        "trials in parallel (2 processes, shared journal)": study("trials", 1),
+        "serial (1 process)": study("serial"),
+        f"folds in parallel (joblib, {folds_k} folds in batches of 2)": study("folds"),
+        "trials in parallel (2 processes, shared journal, 2 sampler seeds)": study("trials"),
+        "work queue: 2 trials x folds over 2 workers holding the folds (tune)": study("queue"),
     }
     walls: dict[str, list[float]] = {label: [] for label in modes}
     for _ in range(repeat):  # interleaved, so load from other work on the machine hits every mode alike
@@ -114,8 +132,8 @@ def parallelism(ratings: pd.DataFrame, work: Path, trials: int, folds_k: int, re
             t.join()
 
     threads, _ = timed(threaded, repeat)
-    print(f"\n## Parallelism: {trials} trials x {folds_k} folds (64 factors, 40 epochs), {os.cpu_count()} cores,", end=" ")
-    print(f"median of {repeat}\n")
+    print(f"\n## Parallelism: {trials} trials x {folds_k} folds (64 factors, 40 epochs),", end=" ")
+    print(f"{os.cpu_count()} cores, median of {repeat}\n")
     print("| mode | wall s | s per trial | speed-up |\n|---|---|---|---|")
     for label, seconds in rows:
         print(f"| {label} | {seconds:.1f} | {seconds / trials:.2f} | {rows[0][1] / seconds:.2f}x |")
@@ -153,7 +171,8 @@ def seed_vs_tuned(ratings: pd.DataFrame, work: Path, args: argparse.Namespace) -
         print(f"| tuned, study {i} | {tuned[repr(sorted(result.best_params.items()))]:.4f} |")
     last = results[-1]
     names = list(last.heldout["seed"])
-    print(f"\nHeld-out split ({last.heldout_rows} ratings never seen by the search, fit on the other {last.tuning_rows}):")
+    print(f"\nHeld-out split ({last.heldout_rows} ratings never seen by the search, fit on the other", end=" ")
+    print(f"{last.tuning_rows}):")
     print("\n| params | " + " | ".join(names) + " |\n" + "|---" * (len(names) + 1) + "|")
     for side in ("seed", "tuned"):
         print(f"| {side} | " + " | ".join(f"{last.heldout[side][n]:.4f}" for n in names) + " |")
@@ -178,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     movielens = args.datasets / "movielens"
     missing = [n for n in ("ml-100k.zip", "ml-latest-small.zip") if not (movielens / n).is_file()]
     if missing:
-        print(f"MovieLens zips not in {movielens}: {missing} (set CFREC_SHARED_DATASETS or --datasets)", file=sys.stderr)
+        print(f"MovieLens zips not in {movielens}: {missing} (set CFREC_SHARED_DATASETS/--datasets)", file=sys.stderr)
         return 2
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="cfrec-tuning-bench-") as tmp:

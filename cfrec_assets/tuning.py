@@ -15,8 +15,14 @@ Pure functions (no Dagster), so the asset, the bench and the tests share them.
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 import pickle
 import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -189,20 +195,130 @@ def params_of(values: dict[str, Any], bounds: TuningBounds, seed: int) -> SVDPar
 
 def run_trials(
     study: optuna.Study,
-    folds: list[tuple[Any, list]],
+    folds: list[tuple[Any, list]] | FoldPool,
     bounds: TuningBounds,
     seed: int,
     trials: int,
     timeout_seconds: float | None = None,
-    n_jobs: int = 1,
     prune: bool = True,
 ) -> None:
-    """Add up to ``trials`` trials (fewer if the timeout passes first), one after another."""
+    """Add up to ``trials`` trials (fewer if the timeout passes first).
+
+    With folds in this process, trials and their folds run one after another. With a
+    :class:`FoldPool`, trials are asked in batches of one per worker and their (trial, fold) fits
+    are shared out as workers free up; a batch is told in order, so the study stays seeded and
+    deterministic whatever order the fits finish in.
+    """
+    if isinstance(folds, FoldPool):
+        _run_batches(study, folds, bounds, seed, trials, timeout_seconds, prune)
+        return
 
     def objective(trial: optuna.Trial) -> float:
-        return cv_rmse(folds, replace(bounds.suggest(trial), random_state=seed), n_jobs, trial if prune else None)
+        return cv_rmse(folds, replace(bounds.suggest(trial), random_state=seed), 1, trial if prune else None)
 
     study.optimize(objective, n_trials=trials, timeout=timeout_seconds, gc_after_trial=False)
+
+
+_WORKER_FOLDS: list[tuple[Any, list]] = []  # set in each FoldPool worker process
+
+
+def _init_worker(pickled_folds: bytes) -> None:
+    global _WORKER_FOLDS
+    _WORKER_FOLDS = pickle.loads(pickled_folds)
+
+
+def _worker_fold(params: SVDParams, fold: int) -> float:
+    train, test = _WORKER_FOLDS[fold]
+    return _fit_and_score(params, train, test)
+
+
+class FoldPool:
+    """``n_jobs`` worker processes that receive the K folds once; a job is (params, fold index), so a
+    trial costs a few hundred bytes of pickling instead of K trainsets.
+
+    Each worker unpickles the folds into its fresh heap, where every user's ratings lie together:
+    fits there run ~1.3x faster than on folds built (or even re-copied) in a process whose heap is
+    fragmented by building them (bench/tuning_bench.py).
+    """
+
+    def __init__(self, ratings: pd.DataFrame, n_folds: int, seed: int, n_jobs: int) -> None:
+        self.n_folds, self.n_jobs = n_folds, n_jobs
+        pickled = pickle.dumps(kfold_splits(ratings, n_folds, seed), pickle.HIGHEST_PROTOCOL)
+        context = multiprocessing.get_context("spawn")  # no fork of a process that may run threads (Dagster)
+        self.executor = ProcessPoolExecutor(n_jobs, context, _init_worker, (pickled,))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def map(self, jobs: list[tuple[SVDParams, int]], on_result: Callable[[int, float], bool]) -> None:
+        """Run jobs, at most one per worker at a time, in list order; ``on_result(index, rmse)``
+        returns the job indices to drop (a pruned trial's remaining folds)."""
+        queue, running, dropped = deque(range(len(jobs))), {}, set()
+        while queue or running:
+            while queue and len(running) < self.n_jobs:
+                index = queue.popleft()
+                if index not in dropped:
+                    running[self.executor.submit(_worker_fold, *jobs[index])] = index
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(finished, key=running.get):
+                dropped |= on_result(running.pop(future), future.result())
+
+
+def pool_cv_rmse(pool: FoldPool, params: SVDParams) -> float:
+    rmses: dict[int, float] = {}
+
+    def keep(index: int, rmse: float) -> set[int]:
+        rmses[index] = rmse
+        return set()
+
+    pool.map([(params, fold) for fold in range(pool.n_folds)], keep)
+    return float(np.mean([rmses[i] for i in range(pool.n_folds)]))
+
+
+def _run_batches(
+    study: optuna.Study, pool: FoldPool, bounds: TuningBounds, seed: int, trials: int, timeout: float | None,
+    prune: bool,
+) -> None:  # fmt: skip
+    started, done = time.perf_counter(), 0
+    while done < trials and (timeout is None or time.perf_counter() - started < timeout):
+        batch = [study.ask() for _ in range(min(pool.n_jobs, trials - done))]
+        try:
+            values = _run_batch(pool, batch, [replace(bounds.suggest(t), random_state=seed) for t in batch], prune)
+        except BaseException:
+            for trial in batch:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        for trial, value in zip(batch, values):  # told in ask order: the study's history does not depend on timing
+            if value is None:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, value)
+        done += len(batch)
+
+
+def _run_batch(pool: FoldPool, batch: list[optuna.Trial], params: list[SVDParams], prune: bool) -> list[float | None]:
+    """Mean fold RMSE of each trial of the batch, None for a pruned one."""
+    n, k = len(batch), pool.n_folds
+    jobs = [(params[b], fold) for fold in range(k) for b in range(n)]  # fold-major: all reach each pruning step early
+    results: dict[tuple[int, int], float] = {}
+    rmses: list[list[float]] = [[] for _ in batch]
+    pruned = [False] * n
+
+    def on_result(index: int, rmse: float) -> set[int]:
+        results[index % n, index // n] = rmse
+        drop: set[int] = set()
+        for b, trial in enumerate(batch):  # consume each trial's folds in fold order
+            while not pruned[b] and (b, len(rmses[b])) in results:
+                rmses[b].append(results[b, len(rmses[b])])
+                if prune and len(rmses[b]) < k:
+                    trial.report(float(np.mean(rmses[b])), step=len(rmses[b]))
+                    pruned[b] = trial.should_prune()  # compares with completed trials only: deterministic
+            if pruned[b]:
+                drop |= {fold * n + b for fold in range(k)}
+        return drop
+
+    pool.map(jobs, on_result)
+    return [None if pruned[b] else float(np.mean(rmses[b])) for b in range(n)]
 
 
 def evaluate_on_heldout(
@@ -244,19 +360,23 @@ def tune(
     """Split off the held-out part, run (or continue) the study on the rest, compare seed vs best on held-out."""
     started = time.perf_counter()
     tuning_part, heldout = holdout_split(ratings, holdout_fraction, seed)
-    folds = kfold_splits(tuning_part, n_folds, seed)
     seed_params = SVDParams(random_state=seed)
     study = open_study(folder, study_name, seed, resume, prune)
     before = len(study.trials)
-
-    # The seed params' CV RMSE on the same folds, computed once per study and kept with it.
-    seed_key = f"{SEED_CV_ATTR}_{n_folds}_{seed}_{holdout_fraction}"
-    seed_rmse = study.user_attrs.get(seed_key)
-    if seed_rmse is None:
-        seed_rmse = cv_rmse(folds, seed_params, n_jobs)
-        study.set_user_attr(seed_key, seed_rmse)
-
-    run_trials(study, folds, bounds, seed, trials, timeout_seconds, n_jobs, prune)
+    n_jobs = max(1, min(n_jobs, os.cpu_count() or 1))  # one fit per core: more would only oversubscribe
+    with ExitStack() as stack:
+        if n_jobs > 1:
+            folds: list[tuple[Any, list]] | FoldPool = FoldPool(tuning_part, n_folds, seed, n_jobs)
+            stack.callback(folds.close)
+        else:
+            folds = kfold_splits(tuning_part, n_folds, seed)
+        # The seed params' CV RMSE on the same folds, computed once per study and kept with it.
+        seed_key = f"{SEED_CV_ATTR}_{n_folds}_{seed}_{holdout_fraction}"
+        seed_rmse = study.user_attrs.get(seed_key)
+        if seed_rmse is None:
+            seed_rmse = pool_cv_rmse(folds, seed_params) if isinstance(folds, FoldPool) else cv_rmse(folds, seed_params)
+            study.set_user_attr(seed_key, seed_rmse)
+        run_trials(study, folds, bounds, seed, trials, timeout_seconds, prune)
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))

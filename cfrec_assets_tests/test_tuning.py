@@ -224,3 +224,32 @@ def test_asset_config_rejects_inverted_bounds(ratings, tmp_path):
     with dg.build_asset_context(resources={"store": store}) as context, pytest.raises(ValueError, match="n_epochs"):
         svd_tuning(context, config=config, combined_ratings=ratings)
     assert not (tmp_path / "tuning").exists()
+
+
+def test_parallel_study_is_deterministic_and_its_workers_get_only_the_tuning_part(ratings, tmp_path, monkeypatch):
+    handed: list[pd.DataFrame] = []
+
+    class Recording(tuning.FoldPool):
+        def __init__(self, frame: pd.DataFrame, *args) -> None:
+            handed.append(frame)
+            super().__init__(frame, *args)
+
+    monkeypatch.setattr(tuning, "FoldPool", Recording)
+    wide = TuningBounds(n_factors=(2, 8), n_epochs=(1, 15), lr_bias=(1e-4, 0.02), lr_factor=(1e-4, 0.03))
+    runs = [
+        tune(ratings, tmp_path / str(i), "par", trials=12, n_folds=4, bounds=wide, n_jobs=2, importances=False)
+        for i in range(2)
+    ]
+    histories = [
+        [(t.number, t.state, t.params, t.value) for t in stored_trials(tmp_path / str(i), "par")] for i in range(2)
+    ]
+    assert histories[0] == histories[1] and len(histories[0]) == 12
+    assert runs[0].best_params == runs[1].best_params and runs[0].seed_cv_rmse == runs[1].seed_cv_rmse
+    assert runs[0].trials_pruned > 0  # pruning works across workers too
+    # The workers build their folds from exactly the tuning part.
+    tuning_part, heldout = holdout_split(ratings, 0.1, seed=42)
+    assert len(handed) == 2 and all(keys(frame) == keys(tuning_part) for frame in handed)
+    assert not keys(handed[0]) & keys(heldout)
+    # Serial and parallel runs score the seed params on the same folds.
+    serial = tune(ratings, tmp_path / "serial", "par", trials=1, n_folds=4, bounds=wide, n_jobs=1, importances=False)
+    assert serial.seed_cv_rmse == pytest.approx(runs[0].seed_cv_rmse, abs=1e-12)
