@@ -8,8 +8,10 @@ Pure functions (no Dagster), so the asset, the bench and the tests share them.
   call resumes it (adds trials) or restarts it. Journal rather than SQLite: it is one
   append-only file with its own file lock, needs no database schema/migrations, and several
   processes may write to it at once (SQLite RDB storage hits "database is locked" then).
-* Folds of one trial run in parallel processes (``n_jobs``); trials run one after another,
-  which keeps the seeded TPE study deterministic (see bench/tuning_bench.py for figures).
+* Surprise's SGD holds the GIL, so threads do not help. With ``n_jobs`` > 1, a :class:`FoldPool`
+  of worker processes holds the folds; trials are asked in batches of ``n_jobs`` and their
+  (trial, fold) fits shared out, so both cores stay busy and the seeded study still gives the
+  same trials every run (bench/tuning_bench.py measures it against the alternatives).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from cfrec_assets.training import SVDParams, fit_svd, to_dataset
 
 RESULT_VERSION_FORMAT = "%Y%m%dT%H%M%SZ"
 SEED_CV_ATTR = "seed_cv_rmse"
+DATA_ATTR = "tuning_data_fingerprint"
 
 
 class Log(Protocol):
@@ -363,6 +366,13 @@ def tune(
     seed_params = SVDParams(random_state=seed)
     study = open_study(folder, study_name, seed, resume, prune)
     before = len(study.trials)
+    fingerprint = f"{int(pd.util.hash_pandas_object(tuning_part, index=False).sum()):x}"
+    if study.user_attrs.setdefault(DATA_ATTR, fingerprint) != fingerprint and log is not None:
+        log.warning(
+            f"study {study_name} holds trials scored on another ratings table; their RMSEs are not comparable "
+            "with the new ones (restart the study with resume=False)"
+        )
+    study.set_user_attr(DATA_ATTR, fingerprint)
     n_jobs = max(1, min(n_jobs, os.cpu_count() or 1))  # one fit per core: more would only oversubscribe
     with ExitStack() as stack:
         if n_jobs > 1:
@@ -371,7 +381,7 @@ def tune(
         else:
             folds = kfold_splits(tuning_part, n_folds, seed)
         # The seed params' CV RMSE on the same folds, computed once per study and kept with it.
-        seed_key = f"{SEED_CV_ATTR}_{n_folds}_{seed}_{holdout_fraction}"
+        seed_key = f"{SEED_CV_ATTR}_{n_folds}_{seed}_{holdout_fraction}_{fingerprint}"
         seed_rmse = study.user_attrs.get(seed_key)
         if seed_rmse is None:
             seed_rmse = pool_cv_rmse(folds, seed_params) if isinstance(folds, FoldPool) else cv_rmse(folds, seed_params)

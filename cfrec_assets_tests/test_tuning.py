@@ -253,3 +253,16 @@ def test_parallel_study_is_deterministic_and_its_workers_get_only_the_tuning_par
     # Serial and parallel runs score the seed params on the same folds.
     serial = tune(ratings, tmp_path / "serial", "par", trials=1, n_folds=4, bounds=wide, n_jobs=1, importances=False)
     assert serial.seed_cv_rmse == pytest.approx(runs[0].seed_cv_rmse, abs=1e-12)
+
+
+def test_resuming_on_a_changed_table_warns_and_rescores_the_seed_params(ratings, tmp_path, caplog):
+    log = logging.getLogger("cfrec.test_tuning")
+    run = {"trials": 1, "bounds": SMALL, "n_jobs": 1, "importances": False, "log": log}
+    first = tune(ratings, tmp_path, "drift", **run)
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        same = tune(ratings, tmp_path, "drift", **run)
+        assert "another ratings table" not in caplog.text and same.seed_cv_rmse == first.seed_cv_rmse
+        changed = ratings.assign(rating=np.clip(ratings["rating"] + 0.5, 0.5, 5.0))
+        moved = tune(changed, tmp_path, "drift", **run)
+    assert "study drift holds trials scored on another ratings table" in caplog.text
+    assert moved.seed_cv_rmse != first.seed_cv_rmse and moved.trials_total == 3
