@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     default = Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO.parent / "shared" / "datasets")
     parser.add_argument("--datasets", type=Path, default=default)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=170.0)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--skip-parallel", action="store_true")
