@@ -54,7 +54,7 @@ class TuningConfig(dg.Config):
     trials: int = Field(default=100, ge=1, description="Trials added by this run (fewer if the timeout hits first).")
     timeout_seconds: float | None = Field(default=600.0, gt=0, description="Stop starting trials after this.")
     folds: int = Field(default=5, ge=2, description="K of the K-fold RMSE objective on the tuning part.")
-    n_jobs: int = Field(default=2, ge=1, description="Folds fitted in parallel processes (one per core).")
+    n_jobs: int = Field(default=2, ge=1, description="Worker processes (capped at the cores); 1 runs in this process.")
     seed: int = Field(default=42, description="Seeds the held-out split, the folds, the sampler and the SVD.")
     study_name: str = Field(default="svd", pattern=r"^[A-Za-z0-9_.-]+$")
     resume: bool = Field(default=True, description="Add trials to the stored study; false deletes it, starts afresh.")
