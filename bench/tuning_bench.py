@@ -22,9 +22,14 @@ Measured 2026-11-26, 2 shared cores, defaults (100 trials, 5-fold objective, see
 * held-out (9,790 ratings): RMSE 0.9209 -> 0.8905, MAE 0.7252 -> 0.7004, precision@10 0.6742 -> 0.6772,
   NDCG@10 0.8661 -> 0.8822;
 * study wall 93.6, 87.8, 106.6 s (median 93.6 s; 35 of 100 trials pruned), load average ~2 from other work;
-* parallelism, 8 fixed-cost trials x 5 folds, median of 3: serial 31.3 s, joblib folds 18.5 s (1.69x),
-  two processes on one journal 18.1 s (1.72x), the FoldPool work queue 17.4 s (1.80x); two fits in two
-  threads 1.92 s vs 1.90 s one after another (the SGD holds the GIL).
+* parallelism, 8 fixed-cost trials x 5 folds, median of 3, two runs (load ~2 / ~1): serial 31.3 / 31.2 s,
+  joblib folds 18.5 / 18.9 s (1.69x / 1.65x: the 5th fold runs alone), two processes on one journal
+  18.1 / 12.3 s (1.72x / 2.52x), the FoldPool work queue 17.4 / 16.0 s (1.80x / 1.94x, ~2 s of it pool
+  start-up); two fits in two threads 1.92 / 1.90 s vs 1.90 / 1.89 s one after another (the SGD holds the
+  GIL). Serial is handicapped: fits in a process whose heap built the folds run ~1.3x slower than in a
+  fresh worker. Shared-journal processes are fastest when idle but need one sampler seed each and
+  interleave by timing, so the study is not reproducible; the work queue is, keeps pruning, and runs
+  exactly one fit per core, so ``tune`` uses it.
 """
 
 from __future__ import annotations
