@@ -153,8 +153,10 @@ def parallelism(ratings: pd.DataFrame, work: Path, trials: int, folds_k: int, re
     print("| mode | wall s | s per trial | speed-up |\n|---|---|---|---|")
     for label, seconds in rows:
         print(f"| {label} | {seconds:.1f} | {seconds / trials:.2f} | {rows[0][1] / seconds:.2f}x |")
-    print(f"\nTwo SVD fits (64 factors, 40 epochs): one after another {statistics.median(serial):.2f} s, "
-          f"two threads {statistics.median(threads):.2f} s")
+    print(
+        f"\nTwo SVD fits (64 factors, 40 epochs): one after another {statistics.median(serial):.2f} s, "
+        f"two threads {statistics.median(threads):.2f} s"
+    )
 
 
 # --- 2-4. seed vs tuned ---------------------------------------------------------------------------
