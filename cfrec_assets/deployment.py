@@ -130,6 +130,7 @@ def promote(
     counts: Mapping[str, Any],
     trained_at: str | datetime,
     expected_sha256: Mapping[str, str] | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Copy a trained version into ``serving_dir`` and make it current; return the new manifest.
 
@@ -151,6 +152,7 @@ def promote(
         "metrics": _json_safe(dict(metrics), "metrics"),
         "counts": _json_safe(dict(counts), "counts"),
         "trained_at": _iso_utc(trained_at),
+        **_json_safe(dict(details or {}), "details"),
     }
     serving_dir.mkdir(parents=True, exist_ok=True)
     with deploy_lock(serving_dir):
@@ -184,6 +186,7 @@ def promote_model(model: ModelVersion, metrics: ModelMetrics, serving_dir: Path 
         counts={k: model.counts[k] for k in PROMOTED_COUNTS},
         trained_at=model.trained_at,
         expected_sha256={name: model.sha256(name) for name in ARTIFACT_FILES},
+        details={"params": model.params, "tuning_version": model.tuning_version},
     )
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,15 @@ ASSETS_SUBDIR = "assets"
 
 class UpstreamNotMaterializedError(RuntimeError):
     """An asset needs an upstream asset that has never been materialized."""
+
+
+def _unwrap_optional(kind: Any) -> tuple[Any, bool]:
+    """(X, True) for ``X | None`` / ``Optional[X]``, else (kind, False)."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in args:
+        [inner] = [arg for arg in args if arg is not type(None)]
+        return inner, True
+    return kind, False
 
 
 def _is_bundle(kind: Any) -> bool:
@@ -74,8 +85,13 @@ class LocalIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), **metadata})
 
     def load_input(self, context: dg.InputContext) -> Any:
-        kind = context.dagster_type.typing_type
-        path = self._upstream_path(context, kind)
+        kind, optional = _unwrap_optional(context.dagster_type.typing_type)
+        try:
+            path = self._upstream_path(context, kind)
+        except UpstreamNotMaterializedError:
+            if optional:  # an ``Optional[...]`` input: "never materialized" is a valid answer
+                return None
+            raise
         if kind is pd.DataFrame:
             return pd.read_parquet(path)
         if _is_bundle(kind):

@@ -43,6 +43,8 @@ class ModelVersion:
     """ratings, real_ratings, users, movies."""
     files: dict[str, dict[str, Any]]
     """Artifact name -> {"sha256", "bytes"}, including the training table."""
+    tuning_version: str | None = None
+    """The ``svd_tuning`` result whose params trained it; None for the seed params."""
 
     def sha256(self, name: str) -> str:
         return self.files[name]["sha256"]

@@ -22,6 +22,11 @@ COMBINED_COLUMNS = ("user_id", "tmdb_id", "rating", "source", "created_at")
 """The training table ``combined_ratings`` hands to ``svd_model``."""
 SOURCE_MOVIELENS, SOURCE_APP = "movielens", "app"
 
+# --- orchestration ---------------------------------------------------------------------------
+TRAINING_POOL = "cfrec_training"
+"""Dagster pool of the steps that fit models (svd_tuning, svd_model, cv_metrics); the production
+instance runs one run holding them at a time (deploy/serve.sh sets its limit to 1)."""
+
 # --- the seed model's hyper-parameters (the mission's settings) ------------------------------
 SEED_SVD_PARAMS = {"n_factors": 100, "n_epochs": 20, "lr_all": 0.005, "reg_all": 0.02, "random_state": 42}
 

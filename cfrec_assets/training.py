@@ -35,9 +35,23 @@ class SVDParams:
     lr_all: float = SEED_SVD_PARAMS["lr_all"]
     reg_all: float = SEED_SVD_PARAMS["reg_all"]
     random_state: int = SEED_SVD_PARAMS["random_state"]
+    init_std_dev: float = 0.1  # Surprise's default
+    # Per-term learning rates / regularisation (biases bu, bi; factors pu, qi); None uses the *_all value.
+    lr_bu: float | None = None
+    lr_bi: float | None = None
+    lr_pu: float | None = None
+    lr_qi: float | None = None
+    reg_bu: float | None = None
+    reg_bi: float | None = None
+    reg_pu: float | None = None
+    reg_qi: float | None = None
+
+    def as_dict(self) -> dict:
+        """The settings that differ from "use the *_all value" (what metadata and manifests record)."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
 
     def build(self) -> SVD:
-        return SVD(**asdict(self))
+        return SVD(**asdict(self))  # Surprise itself treats a None per-term value as "use *_all"
 
 
 def to_dataset(ratings: pd.DataFrame, rating_range: tuple[float, float] = RATING_SCALE) -> Dataset:

@@ -25,7 +25,8 @@ ASSETS = {
 def test_definitions_load_with_every_asset_check_and_sensor() -> None:
     repo = defs.get_repository_def()
     assert {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()} == ASSETS | {
-        "supabase_ratings_table"
+        "supabase_ratings_table",
+        "svd_tuning",
     }
     checks = {key.name for key in repo.asset_graph.asset_check_keys}
     assert {
@@ -57,7 +58,8 @@ def test_whole_graph_materializes_with_metadata(tmp_path: Path) -> None:
     assert combined["real_ratings"] == 0 and combined["ml_ratings"] == combined["ratings"]
     assert combined["ratings"] + sum(combined["dropped"].values()) == raw["ratings"]
     model = metadata(result, "svd_model")
-    assert model["params"] == {"n_factors": 100, "n_epochs": 20, "lr_all": 0.005, "reg_all": 0.02, "random_state": 42}
+    seed = {"n_factors": 100, "n_epochs": 20, "lr_all": 0.005, "reg_all": 0.02, "random_state": 42, "init_std_dev": 0.1}
+    assert model["params"] == seed and model["params_source"] == "seed"  # no study yet: tuned falls back
     cv = metadata(result, "cv_metrics")
     assert cv["version"] == model["version"] and 0 < cv["rmse_mean"] < 2
     assert {f"fold_{i}_rmse" for i in (1, 2, 3)} <= cv.keys() and 0 <= cv["ndcg_at_10_mean"] <= 1
@@ -164,3 +166,23 @@ def test_source_url_metadata_drops_credentials() -> None:
         == "https://mirror.example:8443/ml/ml-100k.zip"
     )
     assert redact_url("file:///srv/ml/ml-100k.zip") == "file:///srv/ml/ml-100k.zip"
+
+
+def test_a_study_feeds_the_next_retrain_and_the_manifest_names_it(tmp_path: Path) -> None:
+    env = make_graph_env(tmp_path)
+    study = {"svd_tuning": {"config": {"trials": 6, "folds": 3, "n_jobs": 1, "timeout_seconds": 120}}}
+    with dg.instance_for_test() as instance:
+        assert env.materialize(instance).success  # a seed-params champion
+        tuned = env.materialize(instance, selection=["svd_tuning"], ops=study)
+        assert tuned.success
+        result = metadata(tuned, "svd_tuning")
+        retrain = env.materialize(instance, selection=["svd_model", "cv_metrics", "deployed_model"])
+    model = metadata(retrain, "svd_model")
+    # The retrain loaded the study's result from the earlier run: tuned params if it improved,
+    # else the seed params, and the version record says which.
+    expected = f"svd_tuning {result['version']}" if result["improved"] else "seed"
+    assert model["params_source"] == expected
+    if retrain.success and "deployed_model" in materialized(retrain):
+        manifest = read_manifest(env.serving_dir)
+        assert manifest["tuning_version"] == (result["version"] if result["improved"] else None)
+        assert manifest["params"] == model["params"]

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from cfrec_assets.checks import ALL_CHECKS
 from cfrec_assets.deployment import list_versions, read_manifest
+from cfrec_testkit.dagster_dev import REPO_ROOT
 from cfrec_testkit.graph import make_graph_env, tree_digest
 
 START_GAP_SECONDS = 1.5  # the sensor firing while someone clicks "Materialize all"
@@ -30,9 +32,16 @@ def _materialize_all(env, home: Path, log: Path) -> subprocess.Popen:
         "CFREC_MOVIELENS_BASE_URL": env.mirror.root.as_uri() + "/",
     }
     config = json.dumps({"ops": env.fixture_check_config()})
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cfrec_assets.definitions"]
-    command += ["--select", "*", "--config-json", config]
-    return subprocess.Popen(command, env=variables, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    variables["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
+    command = [
+        str(Path(sys.executable).with_name("dg")),
+        "launch",
+        "--job",
+        "train_and_deploy",
+        "--config-json",
+        config,
+    ]
+    return subprocess.Popen(command, env=variables, cwd=REPO_ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 def _materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
@@ -83,7 +92,9 @@ def test_two_overlapping_whole_graph_runs_both_deploy_their_own_version(tmp_path
             assert meta["deployed_model"]["svd_model_sha256"] == meta["svd_model"]["svd_model_sha256"]
             # Every check of this run judged this run's materializations, and passed.
             targets = _check_targets(instance, run_id)
-            assert len(targets) == 7 and all(passed and target == run_id for passed, target in targets.values())
+            assert len(targets) == len(ALL_CHECKS) and all(
+                passed and target == run_id for passed, target in targets.values()
+            )
             # Each run's inputs are its own files: the combined table it trained on is its own.
             assert meta["combined_ratings"]["path"].endswith(f"{run_id}.parquet")
 

@@ -4,6 +4,7 @@ from cfrec_assets.assets.deployment import deployed_model
 from cfrec_assets.assets.model import cv_metrics, svd_model
 from cfrec_assets.assets.movielens import ml100k_raw, tmdb_links
 from cfrec_assets.assets.ratings import app_ratings_table, catalog_ids, combined_ratings, supabase_ratings
+from cfrec_assets.assets.tuning import svd_tuning
 
 ALL_ASSETS = [
     app_ratings_table,
@@ -12,6 +13,7 @@ ALL_ASSETS = [
     catalog_ids,
     supabase_ratings,
     combined_ratings,
+    svd_tuning,
     svd_model,
     cv_metrics,
     deployed_model,

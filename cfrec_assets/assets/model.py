@@ -1,16 +1,16 @@
 """Model assets: the SVD model version trained on the combined ratings, and its CV metrics."""
 
 import uuid
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal, Optional
 
 import dagster as dg
 import pandas as pd
 
 from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.resources import DataStore
-from cfrec_assets.schema import SEED_SVD_PARAMS, SOURCE_APP, TRAINING_RATINGS_FILE
+from cfrec_assets.schema import SEED_SVD_PARAMS, SOURCE_APP, TRAINING_POOL, TRAINING_RATINGS_FILE
 from cfrec_assets.training import (
     SVDParams,
     cross_validate_svd,
@@ -19,15 +19,22 @@ from cfrec_assets.training import (
     save_artifacts,
     summarize_folds,
 )
+from cfrec_assets.tuning import TuningResult, params_for_training
 
 GROUP = "model"
-TRAINING_POOL = "cfrec_training"
-"""Steps that fit models; the production instance runs one run holding them at a time."""
 
 
 class SVDConfig(dg.Config):
-    """Surprise SVD hyper-parameters (defaults: the seed script's settings, ``schema.SEED_SVD_PARAMS``)."""
+    """Which hyper-parameters train the model.
 
+    ``params: tuned`` (the default) takes the latest ``svd_tuning`` result's best params, or the
+    seed params with a log line when no study ran or none beat them: a team that ran a study gets
+    its gain on the next retrain, and the champion/challenger check still decides whether the
+    tuned model ships. ``params: seed`` uses the fields below (the seed script's settings,
+    ``schema.SEED_SVD_PARAMS``, editable per run).
+    """
+
+    params: Literal["seed", "tuned"] = "tuned"
     n_factors: int = SEED_SVD_PARAMS["n_factors"]
     n_epochs: int = SEED_SVD_PARAMS["n_epochs"]
     lr_all: float = SEED_SVD_PARAMS["lr_all"]
@@ -51,7 +58,11 @@ def model_version(run_id: str, now: datetime | None = None) -> str:
 
 @dg.asset(group_name=GROUP, kinds={"surprise"}, pool=TRAINING_POOL)
 def svd_model(
-    context: dg.AssetExecutionContext, config: SVDConfig, store: DataStore, combined_ratings: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    config: SVDConfig,
+    store: DataStore,
+    combined_ratings: pd.DataFrame,
+    svd_tuning: Optional[TuningResult],  # None until a study has run  # noqa: UP045 (Dagster reads it)
 ) -> dg.Output[ModelVersion]:
     """Surprise SVD fitted on every combined rating, saved as a new version folder.
 
@@ -60,7 +71,12 @@ def svd_model(
     value handed on is a small record (version, path, params, counts, sha256s).
     """
     ratings = combined_ratings
-    params = SVDParams(**config.model_dump())
+    configured = SVDParams(**config.model_dump(exclude={"params"}))
+    # params_for_training logs its choice; its fallback means "the configured seed fields".
+    tuned = params_for_training(svd_tuning, "tuned", context.log) if config.params == "tuned" else SVDParams()
+    use_tuned = svd_tuning is not None and tuned != SVDParams()
+    params = tuned if use_tuned else configured
+    tuning_version = svd_tuning.version if use_tuned else None
     algo, trainset, fit_seconds = fit_svd(ratings, params)
     sanity = sanity_prediction(algo, trainset)
     trained_at = datetime.now(timezone.utc)
@@ -78,9 +94,10 @@ def svd_model(
         path=str(store.models_dir / version),
         run_id=run_id,
         trained_at=trained_at.isoformat(),
-        params=asdict(params),
+        params=params.as_dict(),
         counts=counts,
         files=files,
+        tuning_version=tuning_version,
     )
     context.log.info(
         f"trained version {version} in {fit_seconds:.1f}s on {len(ratings)} ratings ({counts['real_ratings']} from the app)"
@@ -95,6 +112,7 @@ def svd_model(
             **counts,
             "global_mean": round(float(trainset.global_mean), 4),
             "params": dg.MetadataValue.json(record.params),
+            "params_source": f"svd_tuning {tuning_version}" if tuning_version else "seed",
             "files": dg.MetadataValue.json(files),
             **{f"{name.split('.')[0]}_sha256": f["sha256"] for name, f in files.items()},
             **{f"{name.split('.')[0]}_bytes": f["bytes"] for name, f in files.items()},

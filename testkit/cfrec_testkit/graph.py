@@ -70,18 +70,22 @@ class GraphEnv:
         ops: dict | None = None,
         raise_on_error: bool = False,
     ) -> dg.ExecuteInProcessResult:
-        """Materialize ``selection`` (asset names, with their checks; default: everything)."""
+        """Materialize ``selection`` (asset names, with their checks; default: everything but the study)."""
         ops = {**self.fixture_check_config(), **(ops or {})}
         if selection is not None:  # Dagster rejects config for steps that are not in the run
             ops = {op: c for op, c in ops.items() if any(op == a or op.startswith(f"{a}_") for a in selection)}
         return dg.materialize(
             [*ALL_ASSETS, *ALL_CHECKS],
-            selection=selection,
+            selection=selection if selection is not None else WITHOUT_TUNING,
             instance=instance,
             resources=self.resources(),
             run_config={"ops": ops},
             raise_on_error=raise_on_error,
         )
+
+
+WITHOUT_TUNING = dg.AssetSelection.all() - dg.AssetSelection.groups("tuning")
+"""What ``train_and_deploy`` runs: the study has its own job and tests."""
 
 
 def make_graph_env(tmp_path: Path, **fixture_kwargs) -> GraphEnv:
