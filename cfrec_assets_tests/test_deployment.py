@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cfrec_assets import deployment
+from cfrec_assets import deployment, storage
 from cfrec_assets.deployment import (
     DeploymentError,
     deploy_lock,
@@ -168,7 +168,7 @@ def test_failed_manifest_write_leaves_serving_dir_as_before(models, serving, mon
     def failing_replace(*_args, **_kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(deployment.os, "replace", failing_replace)
+    monkeypatch.setattr(storage.os, "replace", failing_replace)  # the manifest goes through storage.write_atomic
     with pytest.raises(OSError, match="disk full"):
         promote_tiny(models[1], serving)
     assert snapshot(serving) == before  # new version dir and temp manifest removed again
