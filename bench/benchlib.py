@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def timed(work: Callable[[], object], repeat: int) -> tuple[list[float], object]:
@@ -23,3 +24,12 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def missing_movielens(datasets: Path) -> str | None:
+    """Why ``datasets/movielens`` cannot serve the benchmarks (None when both zips are there)."""
+    folder = (datasets / "movielens").resolve()
+    missing = [name for name in ("ml-100k.zip", "ml-latest-small.zip") if not (folder / name).is_file()]
+    if missing:
+        return f"MovieLens zips not found in {folder}: {missing} (set CFREC_SHARED_DATASETS or --datasets)"
+    return None

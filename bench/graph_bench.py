@@ -49,6 +49,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+from benchlib import missing_movielens  # bench/ is sys.path[0] when a script here runs
 
 from cfrec_assets.assets import ALL_ASSETS
 from cfrec_assets.assets.model import CVConfig, SVDConfig, cv_metrics, svd_model
@@ -57,7 +58,6 @@ from cfrec_assets.assets.ratings import SupabaseRatingsConfig, catalog_ids, comb
 from cfrec_assets.checks import ALL_CHECKS
 from cfrec_assets.deployment import promote_model
 from cfrec_assets.io_manager import LocalIOManager
-from cfrec_assets.movielens import ML100K_ARCHIVE, ML_LATEST_ARCHIVE
 from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, build_resources
 from cfrec_assets.supabase_io import SupabaseResource
 from cfrec_assets.training import SVDParams, cross_validate_svd, fit_svd
@@ -331,12 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
 
     folder = (args.datasets / "movielens").resolve()
-    missing = [name for name in (ML100K_ARCHIVE, ML_LATEST_ARCHIVE) if not (folder / name).is_file()]
-    if missing:
-        print(
-            f"MovieLens zips not found in {folder}: {missing} (set CFREC_SHARED_DATASETS or --datasets)",
-            file=sys.stderr,
-        )
+    if problem := missing_movielens(args.datasets):
+        print(problem, file=sys.stderr)
         return 2
     base_url = folder.as_uri() + "/"
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
-from benchlib import positive_int  # bench/ is sys.path[0] when a script here runs
+from benchlib import missing_movielens, positive_int  # bench/ is sys.path[0] when a script here runs
 
 from cfrec_assets.sensors import DEFAULT_MIN_NEW_RATINGS
 from cfrec_testkit.dagster_dev import DagsterDev, dagster_dev, production_server, wait_for_code_locations
@@ -205,9 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     movielens = args.datasets / "movielens"
-    missing = [n for n in ("ml-100k.zip", "ml-latest-small.zip") if not (movielens / n).is_file()]
-    if missing:
-        print(f"MovieLens zips not found in {movielens}: {missing}", file=sys.stderr)
+    if problem := missing_movielens(args.datasets):
+        print(problem, file=sys.stderr)
         return 2
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"machine: {os.cpu_count()} cores, load {load}; Python {platform.python_version()}, dagster {dg.__version__}")

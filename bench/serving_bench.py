@@ -36,7 +36,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import surprise
-from benchlib import positive_int, timed  # bench/ is sys.path[0] when a script here runs
+from benchlib import missing_movielens, positive_int, timed  # bench/ is sys.path[0] when a script here runs
 
 from cfrec_assets import movielens
 from cfrec_assets.combine import combine_ratings, empty_real_ratings
@@ -216,9 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     datasets = args.datasets / "movielens"
-    missing = [n for n in (movielens.ML100K_ARCHIVE, movielens.ML_LATEST_ARCHIVE) if not (datasets / n).is_file()]
-    if missing:
-        print(f"MovieLens zips not found in {datasets}: {missing}", file=sys.stderr)
+    if problem := missing_movielens(args.datasets):
+        print(problem, file=sys.stderr)
         return 2
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())

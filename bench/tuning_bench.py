@@ -45,7 +45,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-from benchlib import timed
+from benchlib import missing_movielens, timed
 from joblib import Parallel, delayed
 
 from cfrec_assets.combine import combine_ratings, empty_real_ratings
@@ -213,9 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel-trials", type=int, default=8)
     args = parser.parse_args(argv)
     movielens = args.datasets / "movielens"
-    missing = [n for n in ("ml-100k.zip", "ml-latest-small.zip") if not (movielens / n).is_file()]
-    if missing:
-        print(f"MovieLens zips not in {movielens}: {missing} (set CFREC_SHARED_DATASETS/--datasets)", file=sys.stderr)
+    if problem := missing_movielens(args.datasets):
+        print(problem, file=sys.stderr)
         return 2
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="cfrec-tuning-bench-") as tmp:

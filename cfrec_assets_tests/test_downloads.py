@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import random
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from cfrec_assets.downloads import DownloadError, archive_url, fetch_archive, safe_extract, sha256_file
 from cfrec_testkit.http_server import FolderServer
+from cfrec_testkit.movielens_fixtures import write_zip
 
 MEMBERS = ("ml-100k/u.data", "ml-100k/u.item")
 # Incompressible, so a flipped byte or a cut lands inside member data, not in slack.
 ITEM_BYTES = random.Random(7).randbytes(20_000)
 
 
-def make_zip(path: Path, members: dict[str, bytes]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
-
-
 @pytest.fixture
 def mirror(tmp_path: Path) -> Path:
     folder = tmp_path / "mirror"
-    make_zip(folder / "ml-100k.zip", {"ml-100k/u.data": b"1\t1\t5\t1\n" * 500, "ml-100k/u.item": ITEM_BYTES})
+    write_zip(folder / "ml-100k.zip", {"ml-100k/u.data": b"1\t1\t5\t1\n" * 500, "ml-100k/u.item": ITEM_BYTES})
     return folder
 
 
@@ -73,7 +65,7 @@ def test_not_a_zip_and_missing_member_are_refused(tmp_path: Path) -> None:
     (mirror / "ml-100k.zip").write_bytes(b"<html>not found</html>")
     with pytest.raises(DownloadError, match="not a readable zip"):
         fetch_archive(mirror.as_uri(), "ml-100k.zip", tmp_path / "c1", MEMBERS)
-    make_zip(mirror / "ml-100k.zip", {"ml-100k/u.data": b"1\t1\t5\t1\n"})
+    write_zip(mirror / "ml-100k.zip", {"ml-100k/u.data": b"1\t1\t5\t1\n"})
     with pytest.raises(DownloadError, match="lacks required member.*u.item"):
         fetch_archive(mirror.as_uri(), "ml-100k.zip", tmp_path / "c2", MEMBERS)
     assert list((tmp_path / "c1").iterdir()) == [] and list((tmp_path / "c2").iterdir()) == []
@@ -94,7 +86,7 @@ def test_unreachable_server_is_reported(tmp_path: Path) -> None:
 @pytest.mark.parametrize("member", ["../evil.txt", "/etc/evil", "ml-100k/../../evil", "C:/evil"])
 def test_zip_slip_member_is_refused_before_caching(tmp_path: Path, member: str) -> None:
     mirror = tmp_path / "mirror"
-    make_zip(mirror / "ml-100k.zip", {"ml-100k/u.data": b"1", "ml-100k/u.item": b"1", member: b"pwned"})
+    write_zip(mirror / "ml-100k.zip", {"ml-100k/u.data": b"1", "ml-100k/u.item": b"1", member: b"pwned"})
     with pytest.raises(DownloadError, match="unsafe member name"):
         fetch_archive(mirror.as_uri(), "ml-100k.zip", tmp_path / "cache", MEMBERS)
     assert list((tmp_path / "cache").iterdir()) == []

@@ -38,6 +38,7 @@ from cfrec_assets.movielens import ML100K_MEMBERS
 from cfrec_assets.redact import REDACTED, dsn_password, redact_dsn_secrets, redact_url, split_credentials
 from cfrec_assets.storage import sha256_file
 from cfrec_testkit.http_server import FolderServer
+from cfrec_testkit.movielens_fixtures import write_zip
 
 SECRET = "s3cr3tPW"
 BOMB_BYTES = 64 << 20  # 64 MiB of zeros deflate to ~64 KiB
@@ -119,16 +120,8 @@ def test_dsn_scrub_of_keyword_dsn_and_of_nothing() -> None:
 # --- Downloads: credentials in every error (case 1) -------------------------------------------
 
 
-def make_zip(path: Path, members: dict[str, bytes]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
-
-
 def release_zip(path: Path, u_data: bytes = b"1\t1\t5\t874724710\n" * 50) -> Path:
-    return make_zip(path, {"ml-100k/u.data": u_data, "ml-100k/u.item": b"1|Toy Story (1995)|01-Jan-1995||x|0\n"})
+    return write_zip(path, {"ml-100k/u.data": u_data, "ml-100k/u.item": b"1|Toy Story (1995)|01-Jan-1995||x|0\n"})
 
 
 def with_credentials(url: str) -> str:
@@ -148,7 +141,7 @@ def test_download_errors_never_print_the_password(tmp_path: Path, failure: str) 
     if failure == "not_a_zip":
         (mirror / "ml-100k.zip").write_bytes(b"<html>login</html>")
     elif failure == "missing_member":
-        make_zip(mirror / "ml-100k.zip", {"ml-100k/u.data": b"1\t1\t5\t1\n"})
+        write_zip(mirror / "ml-100k.zip", {"ml-100k/u.data": b"1\t1\t5\t1\n"})
     elif failure == "bomb":
         write_bomb(mirror / "ml-100k.zip")
     cache = tmp_path / "cache"

@@ -418,3 +418,12 @@ def _expectations(
         )
     frame = pd.DataFrame(overrides, columns=["ml100k_item_id", "tmdb_id", "reason", "ml100k_title"])
     return expected, frame
+
+
+def write_zip(path: Path, members: dict[str, bytes]) -> Path:
+    """A deflated zip at ``path`` holding ``members`` (name -> bytes), parent folders created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
