@@ -19,20 +19,20 @@ $(VENV)/.installed: pyproject.toml testkit/pyproject.toml
 
 venv: $(VENV)/.installed
 
-$(DAGSTER_HOME):  # the local instance (SQLite); production uses deploy/dagster.yaml
-	mkdir -p $@
-	test -f $@/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $@/dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml:  # the local instance (SQLite); production uses deploy/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	printf 'telemetry:\n  enabled: false\n' > $@
 
-materialize: venv $(DAGSTER_HOME)
+materialize: venv $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dg launch --job train_and_deploy
 
-dev: venv $(DAGSTER_HOME)
+dev: venv $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dg dev
 
 serve: venv
 	deploy/serve.sh
 
-lint: venv $(DAGSTER_HOME)
+lint: venv $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports

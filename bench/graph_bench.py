@@ -19,7 +19,7 @@ alike. Reported:
    - ``execute_job, multiprocess``: each of the 15 steps (8 assets, 7 checks) in its own
      process, at most ``os.cpu_count()`` at a time.
    All Dagster modes use one persistent SQLite instance each (created before timing, like a
-   long-lived ``dagster dev``), because the multiprocess executor cannot run on an ephemeral
+   long-lived ``dg dev``), because the multiprocess executor cannot run on an ephemeral
    one. "in steps" sums STEP_START -> STEP_SUCCESS of the asset steps, "checks" of the check
    steps; wall minus both is orchestration (planning, event storage, process start-up);
 2. SVD fit time on the user-sorted combined table vs the same rows shuffled, and whether the

@@ -94,7 +94,7 @@ def wait_for_sample(instance, dev: DagsterDev, location: str, known: set[str], i
     deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if dev.process.poll() is not None:
-            raise RuntimeError(f"dagster dev exited ({dev.process.returncode}):\n{dev.log_tail()}")
+            raise RuntimeError(f"server exited ({dev.process.returncode}):\n{dev.log_tail()}")
         new = [r for r in sensor_runs(instance) if r.dagster_run.run_id not in known]
         if new:
             record, run = new[0], new[0].dagster_run

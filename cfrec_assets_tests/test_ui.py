@@ -1,4 +1,4 @@
-"""The Dagster UI, end to end: real ``dagster dev``, headless Chromium, "Materialize all".
+"""The Dagster UI, end to end: real ``dg dev``, headless Chromium, "Materialize all".
 
 Happy path on the real MovieLens data: the run succeeds, every asset (``deployed_model``
 included) is materialized by it and every asset check passed, as the UI shows and as GraphQL
@@ -111,7 +111,7 @@ def chromium() -> Path:
 
 @dataclass
 class Ui:
-    """A page on a running ``dagster dev`` that numbers and saves a screenshot per step."""
+    """A page on a running ``dg dev`` that numbers and saves a screenshot per step."""
 
     page: Page
     dev: DagsterDev
@@ -206,7 +206,7 @@ def wait_for_run(dev: DagsterDev, run_id: str, timeout: float = RUN_TIMEOUT_S) -
         if run["status"] in TERMINAL_RUN_STATUSES:
             return run["status"]
         if time.monotonic() > deadline:
-            pytest.fail(f"run {run_id} still {run['status']} after {timeout}s; dagster dev log:\n{dev.log_tail()}")
+            pytest.fail(f"run {run_id} still {run['status']} after {timeout}s; dg dev log:\n{dev.log_tail()}")
         time.sleep(1)
 
 
@@ -260,7 +260,7 @@ def test_materialize_all_deploys_a_checked_model(ui_factory, tmp_path: Path) -> 
         run_id = materialize_all_from_lineage(ui)
         ui.shot("run_started")
         status = wait_for_run(dev, run_id)
-        assert status == "SUCCESS", f"run {run_id} ended {status}; dagster dev log:\n{dev.log_tail()}"
+        assert status == "SUCCESS", f"run {run_id} ended {status}; dg dev log:\n{dev.log_tail()}"
 
         # The run page, live-updated by the UI.
         expect(ui.page.get_by_text("Success", exact=True).first).to_be_visible(timeout=UI_TIMEOUT_MS)
@@ -311,7 +311,7 @@ def test_materialize_all_deploys_a_checked_model(ui_factory, tmp_path: Path) -> 
                 expect(run_link(ui, run_id).first).to_be_visible(timeout=UI_TIMEOUT_MS)
                 ui.shot(f"check_{asset}_{name}")
             expect(ui.page.get_by_text("Succeeded", exact=True)).to_have_count(len(names))
-    assert not dev.forced_kill, f"dagster dev ignored SIGTERM; killed {dev.killed}:\n{dev.log_tail()}"
+    assert not dev.forced_kill, f"the server ignored SIGTERM; killed {dev.killed}:\n{dev.log_tail()}"
 
 
 def test_failed_blocking_check_stops_the_run_before_deployment(ui_factory, tmp_path: Path) -> None:
@@ -350,4 +350,4 @@ def test_failed_blocking_check_stops_the_run_before_deployment(ui_factory, tmp_p
         expect(ui.page.get_by_text("No metadata found")).to_be_visible(timeout=UI_TIMEOUT_MS)
         ui.shot("deployed_model_not_materialized")
         assert read_manifest(dev.data_dir / "serving") is None
-    assert not dev.forced_kill, f"dagster dev ignored SIGTERM; killed {dev.killed}:\n{dev.log_tail()}"
+    assert not dev.forced_kill, f"the server ignored SIGTERM; killed {dev.killed}:\n{dev.log_tail()}"

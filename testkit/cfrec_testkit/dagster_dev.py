@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Inherited settings that would point the code location at someone's real data or database.
 _SCRUBBED_PREFIXES = ("CFREC_", "SUPABASE_", "DAGSTER_")
 _INSTANCE_YAML = "telemetry:\n  enabled: false\n"
-# dagster dev maps SIGTERM to whatever SIGINT does, and a shell starts background jobs with
+# dagster maps SIGTERM to whatever SIGINT does, and a shell starts background jobs with
 # SIGINT ignored: reset both before exec'ing dagster so it shuts down on SIGTERM.
 _EXEC_WITH_DEFAULT_SIGNALS = (
     "import os, signal, sys; "
@@ -38,12 +38,12 @@ _EXEC_WITH_DEFAULT_SIGNALS = (
 
 
 class DagsterDevError(RuntimeError):
-    """``dagster dev`` failed to start, to answer, or to shut down cleanly."""
+    """The server failed to start, to answer, or to shut down cleanly."""
 
 
 @dataclass
 class DagsterDev:
-    """A running ``dagster dev``: its URL, folders, log file and process."""
+    """A running ``dg dev`` or production server: its URL, folders, log file and process."""
 
     url: str
     dagster_home: Path
@@ -109,14 +109,14 @@ def _wait_for_server_info(dev: DagsterDev, timeout: float) -> dict:
     while time.monotonic() < deadline:
         if dev.process.poll() is not None:
             raise DagsterDevError(
-                f"dagster dev exited with code {dev.process.returncode} before answering:\n{dev.log_tail()}"
+                f"server exited with code {dev.process.returncode} before answering:\n{dev.log_tail()}"
             )
         try:
             with urllib.request.urlopen(f"{dev.url}/server_info", timeout=5) as response:
                 return json.load(response)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.5)
-    raise DagsterDevError(f"dagster dev did not answer {dev.url}/server_info within {timeout:.0f}s:\n{dev.log_tail()}")
+    raise DagsterDevError(f"server did not answer {dev.url}/server_info within {timeout:.0f}s:\n{dev.log_tail()}")
 
 
 def _stop(dev: DagsterDev, timeout: float) -> None:
@@ -143,7 +143,7 @@ def _stop(dev: DagsterDev, timeout: float) -> None:
         dev.process.wait(timeout=10)
         left = _wait_until_group_empty(pgid, timeout=10)
         if left:
-            raise DagsterDevError(f"processes of dagster dev survived SIGKILL: {left}")
+            raise DagsterDevError(f"server processes survived SIGKILL: {left}")
 
 
 @contextmanager
