@@ -46,4 +46,4 @@ bench: venv
 	for script in graph_bench supabase_bench retrain_latency_bench serving_bench mapping_report fault_bench; do $(PY) bench/$$script.py || exit 1; done
 
 clean:
-	rm -rf $(VENV) .dagster_home data/cache data/assets data/models
+	rm -rf $(VENV) .dagster_home data/cache data/assets data/models data/tuning

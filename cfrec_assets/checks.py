@@ -7,22 +7,19 @@ the latest when the asset is not in the run), and name assets by key so that the
 import ``GATE_CHECKS``, can sit above this module.
 """
 
-import hashlib
-import io
 import math
 from pathlib import Path
 
 import dagster as dg
-import joblib
 import numpy as np
 import pandas as pd
 
-from cfrec_assets.deployment import read_manifest, verification_problems
+from cfrec_assets.deployment import read_manifest
 from cfrec_assets.gate import materialization_metadata
 from cfrec_assets.records import Catalog, ModelMetrics, ModelVersion, MovieLens100K
 from cfrec_assets.resources import DataStore
-from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, RATING_MAX, RATING_MIN, TRAINING_RATINGS_FILE, TRAINSET_FILE
-from cfrec_assets.serving import DeployedModel
+from cfrec_assets.schema import RATING_MAX, RATING_MIN, TRAINING_RATINGS_FILE
+from cfrec_assets.serving import ArtifactVerificationError, load_version
 from cfrec_assets.tmdb_mapping import mapping_summary
 
 
@@ -193,20 +190,14 @@ def combined_ratings_are_valid(
 def svd_artifacts_load_and_predict(svd_model: ModelVersion) -> dg.AssetCheckResult:
     """The files on disk are the ones recorded (sha256), they load, and predictions are finite and in range.
 
-    Only bytes that were hashed are unpickled: each file is read once, hashed, and loaded from
-    that same buffer, so a file swapped on disk after the check cannot run code here.
+    Loaded as the app loads them (``serving.load_version``): each file is read once, hashed, and
+    unpickled from that same buffer, so a file swapped on disk cannot run code here.
     """
     folder = Path(svd_model.path)
-    problems = verification_problems(folder, {name: svd_model.files[name] for name in ARTIFACT_FILES})
-    if problems:  # fail fast with a precise message before reading anything big
-        return _result(False, "; ".join(problems), version=svd_model.version)
-    loaded = {}
-    for name in ARTIFACT_FILES:
-        payload = (folder / name).read_bytes()
-        if hashlib.sha256(payload).hexdigest() != svd_model.sha256(name):
-            return _result(False, f"{name} changed while being checked (sha256 mismatch)", version=svd_model.version)
-        loaded[name] = joblib.load(io.BytesIO(payload))
-    model = DeployedModel(loaded[MODEL_FILE], loaded[TRAINSET_FILE])
+    try:
+        model = load_version(folder, svd_model.files)
+    except ArtifactVerificationError as error:
+        return _result(False, str(error), version=svd_model.version)
     sample = pd.read_parquet(folder / TRAINING_RATINGS_FILE).sample(n=200, replace=True, random_state=0)
     estimates = [model.predict(str(u), int(m)).rating for u, m in zip(sample["user_id"], sample["tmdb_id"])]
     estimates.append(model.predict("__unknown_user__", int(sample["tmdb_id"].iloc[0])).rating)

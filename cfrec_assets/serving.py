@@ -186,7 +186,14 @@ def load_deployed(serving_dir: Path | str) -> DeployedModel:
     files = manifest["files"]
     if set(files) != set(ARTIFACT_FILES):
         raise ArtifactVerificationError(f"manifest lists {sorted(files)}, expected {sorted(ARTIFACT_FILES)}")
-    loaded = {name: _load_verified(folder / name, files[name], manifest["version"]) for name in ARTIFACT_FILES}
+    return load_version(folder, files, manifest)
+
+
+def load_version(folder: Path, files: Mapping[str, Any], manifest: Mapping[str, Any] | None = None) -> DeployedModel:
+    """The model in ``folder``, each artifact read once, checked against ``files[name]["sha256"]``
+    and unpickled from those very bytes (a file swapped on disk meanwhile is never loaded)."""
+    version = (manifest or {}).get("version") or folder.name
+    loaded = {name: _load_verified(folder / name, files.get(name), version) for name in ARTIFACT_FILES}
     return DeployedModel(loaded[MODEL_FILE], loaded[TRAINSET_FILE], manifest)
 
 

@@ -186,3 +186,15 @@ def test_a_study_feeds_the_next_retrain_and_the_manifest_names_it(tmp_path: Path
         manifest = read_manifest(env.serving_dir)
         assert manifest["tuning_version"] == (result["version"] if result["improved"] else None)
         assert manifest["params"] == model["params"]
+
+
+def test_an_upstream_value_deleted_by_hand_fails_clearly_and_is_rebuilt(tmp_path: Path) -> None:
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        first = env.materialize(instance)
+        Path(metadata(first, "combined_ratings")["path"]).unlink()
+        alone = env.materialize(instance, selection=["svd_model"])
+        assert not alone.success
+        message = failure_messages(alone)["svd_model"]
+        assert "combined_ratings's latest value" in message and "is gone: materialize combined_ratings again" in message
+        assert env.materialize(instance, selection=["combined_ratings", "svd_model"]).success
