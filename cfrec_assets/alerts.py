@@ -6,18 +6,21 @@ UI (``CFREC_UI_URL``); every known secret of the environment is removed from it 
 webhook that is down is logged, never retried in a loop.
 """
 
+import logging
 import os
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import dagster as dg
 import httpx
 
-from cfrec_assets.redact import redact_dsn_secrets, redact_url
+from cfrec_assets.redact import redact_dsn_secrets
 
 ENV_WEBHOOK = "CFREC_ALERT_WEBHOOK_URL"
 ENV_UI_URL = "CFREC_UI_URL"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 HEADLINE_CHARS = 300
+HTTPX_LOGGER = logging.getLogger("httpx")
 SECRET_VARIABLES = ("SUPABASE_KEY", "SUPABASE_DB_URL", "DAGSTER_PG_URL", "CFREC_MOVIELENS_BASE_URL", ENV_WEBHOOK)
 
 
@@ -25,11 +28,8 @@ def scrub(text: str, environ: Mapping[str, str] = os.environ) -> str:
     """``text`` without any secret the environment holds: keys, DSN passwords, URL credentials."""
     for name in SECRET_VARIABLES:
         value = environ.get(name)
-        if not value:
-            continue
-        text = redact_dsn_secrets(text, value)  # the whole value, and a DSN's password in any spelling
-        if name in ("SUPABASE_KEY", ENV_WEBHOOK):
-            text = text.replace(value, "[redacted]")
+        if value:  # a DSN's password in any spelling, then the value itself wherever it stands whole
+            text = redact_dsn_secrets(text, value).replace(value, "[redacted]")
     return text
 
 
@@ -56,13 +56,32 @@ def deliver_alert(
 ) -> str | None:
     """Post the run's failure message once; None when delivered, else why not (secrets removed)."""
     text = failure_message(context, ui_url)
+    hide = _DropLinesNaming(webhook_url)  # httpx logs each request's URL at INFO: the token would leak
+    HTTPX_LOGGER.addFilter(hide)
     try:
         response = httpx.post(webhook_url, json={"text": text}, timeout=timeout_seconds)
         response.raise_for_status()
     except httpx.HTTPError as error:
-        why = f"{type(error).__name__}: {error}"
-        return scrub(f"alert for run {context.dagster_run.run_id} not delivered to {redact_url(webhook_url)}: {why}")
+        # Only the host: a Slack-style webhook URL carries its token in the path, and httpx's
+        # status errors quote the whole URL.
+        host = urlsplit(webhook_url).hostname
+        if isinstance(error, httpx.HTTPStatusError):
+            why = f"HTTP {error.response.status_code}"
+        else:
+            why = f"{type(error).__name__}: {str(error).replace(webhook_url, str(host))}"
+        return scrub(f"alert for run {context.dagster_run.run_id} not delivered to {host}: {why}")
+    finally:
+        HTTPX_LOGGER.removeFilter(hide)
     return None
+
+
+class _DropLinesNaming(logging.Filter):
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.secret not in record.getMessage()
 
 
 def build_alert_sensor(webhook_url: str | None, ui_url: str = DEFAULT_UI_URL, timeout_seconds: float = 5.0):
