@@ -3,7 +3,7 @@
 Layout of a serving directory::
 
     <serving>/manifest.json              points at the current version
-    <serving>/versions/<version>/        svd_model.pkl, cf_trainset.pkl, version.json
+    <serving>/versions/<version>/        cf_model.npz, svd_model.pkl, cf_trainset.pkl, version.json
     <serving>/.deploy.lock               flock() target serialising deployers
 
 Every version ever promoted is kept, so a rollback is only a manifest rewrite.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cfrec_assets.records import ModelMetrics, ModelVersion
-from cfrec_assets.schema import ARTIFACT_FILES, MANIFEST_FILE, VERSION_FILE, VERSIONS_DIR
+from cfrec_assets.schema import ARTIFACT_FILES, MANIFEST_FILE, PICKLE_FILES, SERVING_FILE, VERSION_FILE, VERSIONS_DIR
 from cfrec_assets.storage import TEMP_PREFIX, sha256_file, write_dir_atomic, write_json
 
 LOCK_FILE = ".deploy.lock"
@@ -41,25 +41,33 @@ class DeploymentError(RuntimeError):
 
 
 def file_records(directory: Path) -> dict[str, dict[str, Any]]:
-    """``{name: {"sha256", "bytes"}}`` for the artifact files in ``directory``."""
+    """``{name: {"sha256", "bytes"}}`` for the artifact files in ``directory`` (the pickles are
+    required; ``cf_model.npz`` is listed when present: versions made before it lack it)."""
     records = {}
     for name in ARTIFACT_FILES:
         path = directory / name
         if not path.is_file():
+            if name == SERVING_FILE:
+                continue
             raise DeploymentError(f"missing artifact {path}")
         records[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return records
 
 
+def valid_file_list(files: Any) -> bool:
+    """A version lists the pickles, and the npz unless it predates it; nothing else."""
+    return isinstance(files, Mapping) and set(PICKLE_FILES) <= set(files) <= set(ARTIFACT_FILES)
+
+
 def verification_problems(directory: Path, expected: Mapping[str, Any]) -> list[str]:
     """Human-readable reasons why ``directory``'s artifacts don't match ``expected`` (empty = OK)."""
-    if not isinstance(expected, Mapping) or set(expected) != set(ARTIFACT_FILES):
+    if not valid_file_list(expected):
         return [
             f"file list {sorted(expected) if isinstance(expected, Mapping) else expected!r} "
             f"is not {sorted(ARTIFACT_FILES)}"
         ]
     problems = []
-    for name in ARTIFACT_FILES:
+    for name in expected:
         path = directory / name
         record = expected[name]
         if not path.is_file():
@@ -185,7 +193,7 @@ def promote_model(model: ModelVersion, metrics: ModelMetrics, serving_dir: Path 
         metrics={k: metrics.summary[k] for k in PROMOTED_METRICS if k in metrics.summary},
         counts={k: model.counts[k] for k in PROMOTED_COUNTS},
         trained_at=model.trained_at,
-        expected_sha256={name: model.sha256(name) for name in ARTIFACT_FILES},
+        expected_sha256={name: model.sha256(name) for name in ARTIFACT_FILES if name in model.files},
         details={"params": model.params, "tuning_version": model.tuning_version},
     )
 
@@ -233,9 +241,9 @@ def deploy_lock(serving_dir: Path) -> Iterator[None]:
 
 
 def _check_expected(files: Mapping[str, Mapping[str, Any]], expected: Mapping[str, str], source: Path) -> None:
-    if set(expected) != set(ARTIFACT_FILES):
-        raise DeploymentError(f"expected_sha256 must name exactly {sorted(ARTIFACT_FILES)}, got {sorted(expected)}")
-    mismatched = [name for name in ARTIFACT_FILES if files[name]["sha256"] != expected[name]]
+    if set(expected) != set(files):
+        raise DeploymentError(f"expected_sha256 must name exactly {sorted(files)}, got {sorted(expected)}")
+    mismatched = [name for name in files if files[name]["sha256"] != expected[name]]
     if mismatched:
         raise DeploymentError(
             f"{', '.join(mismatched)} in {source} changed since training (sha256 mismatch); not promoting"
@@ -258,7 +266,7 @@ def _reuse_existing_version(target: Path, files: Mapping[str, Any]) -> dict[str,
 
 def _copy_version_atomically(source: Path, target: Path, record: Mapping[str, Any]) -> None:
     def fill(staging: Path) -> None:
-        for name in ARTIFACT_FILES:
+        for name in record["files"]:
             shutil.copyfile(source / name, staging / name)
         # Hash the copies: catches a source file rewritten between hashing and copying.
         problems = verification_problems(staging, record["files"])

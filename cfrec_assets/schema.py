@@ -33,8 +33,13 @@ SEED_SVD_PARAMS = {"n_factors": 100, "n_epochs": 20, "lr_all": 0.005, "reg_all":
 # --- artifacts -------------------------------------------------------------------------------
 MODEL_FILE = "svd_model.pkl"
 TRAINSET_FILE = "cf_trainset.pkl"
-ARTIFACT_FILES = (MODEL_FILE, TRAINSET_FILE)
-"""What the app's existing serving code loads, in every model version folder."""
+PICKLE_FILES = (MODEL_FILE, TRAINSET_FILE)
+"""What the app's existing serving code loads (joblib pickles), in every model version folder."""
+SERVING_FILE = "cf_model.npz"
+"""The pickle-free artifact ``serving.load_deployed`` reads: plain numpy arrays, loaded with
+``allow_pickle=False``, so loading it can never run code. Versions before it have only the pickles."""
+ARTIFACT_FILES = (*PICKLE_FILES, SERVING_FILE)
+"""Every file a new version ships (and the manifest hashes)."""
 TRAINING_RATINGS_FILE = "training_ratings.parquet"
 """The exact table a version was fitted on, so cross-validation evaluates the same data."""
 MANIFEST_FILE = "manifest.json"

@@ -1,8 +1,10 @@
 """Load the deployed SVD model safely and answer predict / top-N queries fast.
 
-This is what the app imports. Pickles are code, so every artifact's sha256 is
-checked against the manifest *before* it is unpickled, and the bytes that were
-hashed are the bytes that get loaded (no window to swap the file in between).
+This is what the app imports. It reads the pickle-free ``cf_model.npz`` (numpy arrays,
+``allow_pickle=False``), after checking its sha256 against the manifest; the bytes that were
+hashed are the bytes that get parsed (no window to swap the file in between). The joblib
+pickles stay beside it for the app's older code; they are code, so they are only loaded on
+request (``allow_pickle=True``, for versions made before the npz) and only after the same check.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 from surprise import SVD, Trainset
 
 from cfrec_assets.deployment import DeploymentError, read_manifest, version_dir
-from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, TRAINSET_FILE
+from cfrec_assets.model_arrays import ModelArrays, ModelArraysError, read_model_arrays
+from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
 
 
 class ServingError(RuntimeError):
@@ -69,20 +72,36 @@ class Recommendations:
 
 
 class DeployedModel:
-    """A fitted biased ``surprise.SVD`` plus its trainset, with id lookups precomputed."""
+    """A fitted biased SVD as arrays (``model_arrays.ModelArrays``), with id lookups precomputed.
 
-    def __init__(self, algo: SVD, trainset: Trainset, manifest: Mapping[str, Any] | None = None) -> None:
+    Immutable once built: the hot-reload watcher swaps whole models, never edits one.
+    """
+
+    def __init__(
+        self, algo: SVD, trainset: Trainset, manifest: Mapping[str, Any] | None = None, titles: Any = None
+    ) -> None:
+        """From Surprise objects (the pickle path); ``titles`` (tmdb_id, title, year) names films."""
         _check_compatible(algo, trainset)
+        self._init(ModelArrays.from_surprise(algo, trainset, titles), manifest)
+
+    @classmethod
+    def from_arrays(cls, arrays: ModelArrays, manifest: Mapping[str, Any] | None = None) -> DeployedModel:
+        """From the pickle-free artifact's validated arrays (what ``load_deployed`` does)."""
+        model = cls.__new__(cls)
+        model._init(arrays, manifest)
+        return model
+
+    def _init(self, arrays: ModelArrays, manifest: Mapping[str, Any] | None) -> None:
         self.manifest = dict(manifest or {})
         self.version: str | None = self.manifest.get("version")
-        self.rating_scale: tuple[float, float] = tuple(trainset.rating_scale)
-        self._trainset = trainset
-        self._mu = trainset.global_mean
-        self._bu, self._bi = np.asarray(algo.bu), np.asarray(algo.bi)
-        self._pu, self._qi = np.asarray(algo.pu), np.asarray(algo.qi)
-        self._user_index = {trainset.to_raw_uid(inner): inner for inner in trainset.all_users()}
-        self._item_ids = np.array([trainset.to_raw_iid(inner) for inner in trainset.all_items()], dtype=np.int64)
-        self._item_index = {int(raw): inner for inner, raw in enumerate(self._item_ids)}
+        self.rating_scale: tuple[float, float] = (float(arrays.rating_scale[0]), float(arrays.rating_scale[1]))
+        self._arrays = arrays
+        self._mu = float(arrays.global_mean)
+        self._bu, self._bi = arrays.bu, arrays.bi
+        self._pu, self._qi = arrays.pu, arrays.qi
+        self._user_index = {str(user): inner for inner, user in enumerate(arrays.user_ids.tolist())}
+        self._item_ids = arrays.item_ids
+        self._item_index = {int(raw): inner for inner, raw in enumerate(arrays.item_ids.tolist())}
 
     @property
     def n_users(self) -> int:
@@ -94,6 +113,22 @@ class DeployedModel:
 
     def knows_user(self, user_id: str) -> bool:
         return user_id in self._user_index
+
+    def title_of(self, tmdb_id: int) -> tuple[str, int | None] | None:
+        """(title, year) of a film the model knows, when the artifact names it."""
+        item = self._item_index.get(_check_tmdb_id(tmdb_id))
+        if item is None or not self._arrays.titles[item]:
+            return None
+        year = int(self._arrays.years[item])
+        return str(self._arrays.titles[item]), year or None
+
+    def describe(self, tmdb_id: int) -> str:
+        """ "Toy Story (1995)", or "" for a film without a title (app-only films)."""
+        named = self.title_of(tmdb_id)
+        if named is None:
+            return ""
+        title, year = named
+        return f"{title} ({year})" if year else title
 
     def predict(self, user_id: str, tmdb_id: int) -> Prediction:
         """Predicted rating, identical to ``algo.predict(user_id, tmdb_id).est``, fallback flagged."""
@@ -134,7 +169,7 @@ class DeployedModel:
         else:
             if exclude_seen:
                 unseen = np.ones(self.n_movies, dtype=bool)
-                unseen[[item for item, _ in self._trainset.ur[user]]] = False
+                unseen[self._arrays.seen(user)] = False
                 candidates = candidates[unseen[candidates]]
             scores = self._mu + self._bu[user] + self._bi[candidates] + self._qi[candidates] @ self._pu[user]
         best = top_n_indices(scores, self._item_ids[candidates], int(n))
@@ -174,30 +209,67 @@ def top_n_indices(scores: np.ndarray, tie_keys: np.ndarray, n: int) -> np.ndarra
     return pool[np.lexsort((tie_keys[pool], -scores[pool]))][:n]
 
 
-def load_deployed(serving_dir: Path | str) -> DeployedModel:
-    """Load the version the manifest points at, verifying each file's sha256 before unpickling."""
+def load_deployed(serving_dir: Path | str, *, allow_pickle: bool = False) -> DeployedModel:
+    """Load the version the manifest points at from its pickle-free ``cf_model.npz``, after
+    checking the file's sha256 against the manifest (``allow_pickle`` only for old versions)."""
+    manifest, folder = _current(serving_dir)
+    return load_version(folder, manifest["files"], manifest, allow_pickle=allow_pickle)
+
+
+def current_version(serving_dir: Path | str) -> str | None:
+    """The version the manifest points at (None: nothing deployed); reads the manifest only."""
+    try:
+        manifest = read_manifest(serving_dir)
+    except DeploymentError as error:
+        raise ArtifactVerificationError(f"cannot trust the deployment manifest: {error}") from None
+    return None if manifest is None else manifest["version"]
+
+
+def load_version(
+    folder: Path,
+    files: Mapping[str, Any],
+    manifest: Mapping[str, Any] | None = None,
+    *,
+    allow_pickle: bool = False,
+) -> DeployedModel:
+    """The model in ``folder``: each artifact read once, checked against ``files[name]["sha256"]``
+    and parsed from those very bytes (a file swapped on disk meanwhile is never loaded).
+
+    Reads ``cf_model.npz`` (never unpickles). A version from before that artifact has only the
+    pickles: refused unless ``allow_pickle`` (then verified and unpickled, as the old loader did).
+    """
+    version = (manifest or {}).get("version") or folder.name
+    if not isinstance(files, Mapping) or not set(PICKLE_FILES) <= set(files) <= set(ARTIFACT_FILES):
+        listed = sorted(files) if isinstance(files, Mapping) else files
+        raise ArtifactVerificationError(f"manifest lists {listed}, expected {sorted(ARTIFACT_FILES)}")
+    if SERVING_FILE in files:
+        try:
+            arrays = read_model_arrays(_read_verified(folder / SERVING_FILE, files[SERVING_FILE], version))
+        except ModelArraysError as error:
+            raise ArtifactVerificationError(f"{SERVING_FILE} of version {version}: {error}") from None
+        return DeployedModel.from_arrays(arrays, manifest)
+    if not allow_pickle:
+        raise ArtifactVerificationError(
+            f"version {version} predates the pickle-free {SERVING_FILE} (it has only pickles, which are code): "
+            "retrain and promote a new version, or pass allow_pickle=True to load its verified pickles"
+        )
+    loaded = {
+        name: joblib.load(io.BytesIO(_read_verified(folder / name, files[name], version))) for name in PICKLE_FILES
+    }
+    return DeployedModel(loaded[MODEL_FILE], loaded[TRAINSET_FILE], manifest)
+
+
+def _current(serving_dir: Path | str) -> tuple[dict[str, Any], Path]:
     try:
         manifest = read_manifest(serving_dir)
         if manifest is None:
             raise NoDeployedModelError(f"no model is deployed in {serving_dir} (no manifest.json)")
-        folder = version_dir(serving_dir, manifest["version"])
+        return manifest, version_dir(serving_dir, manifest["version"])
     except DeploymentError as error:
         raise ArtifactVerificationError(f"cannot trust the deployment manifest: {error}") from None
-    files = manifest["files"]
-    if set(files) != set(ARTIFACT_FILES):
-        raise ArtifactVerificationError(f"manifest lists {sorted(files)}, expected {sorted(ARTIFACT_FILES)}")
-    return load_version(folder, files, manifest)
 
 
-def load_version(folder: Path, files: Mapping[str, Any], manifest: Mapping[str, Any] | None = None) -> DeployedModel:
-    """The model in ``folder``, each artifact read once, checked against ``files[name]["sha256"]``
-    and unpickled from those very bytes (a file swapped on disk meanwhile is never loaded)."""
-    version = (manifest or {}).get("version") or folder.name
-    loaded = {name: _load_verified(folder / name, files.get(name), version) for name in ARTIFACT_FILES}
-    return DeployedModel(loaded[MODEL_FILE], loaded[TRAINSET_FILE], manifest)
-
-
-def _load_verified(path: Path, record: Any, version: str) -> Any:
+def _read_verified(path: Path, record: Any, version: str) -> bytes:
     expected = record.get("sha256") if isinstance(record, Mapping) else None
     if not isinstance(expected, str):
         raise ArtifactVerificationError(f"manifest has no sha256 for {path.name}")
@@ -207,9 +279,9 @@ def _load_verified(path: Path, record: Any, version: str) -> Any:
         raise ArtifactVerificationError(f"{path.name} of version {version} is unreadable: {error}") from None
     if hashlib.sha256(payload).hexdigest() != expected:
         raise ArtifactVerificationError(
-            f"{path} does not match the sha256 in the manifest (tampered or swapped); refusing to unpickle it"
+            f"{path} does not match the sha256 in the manifest (tampered or swapped); refusing to load it"
         )
-    return joblib.load(io.BytesIO(payload))
+    return payload
 
 
 def _check_compatible(algo: Any, trainset: Any) -> None:

@@ -14,12 +14,14 @@ from joblib import Parallel, delayed
 from surprise import SVD, Dataset, Reader, accuracy
 from surprise.model_selection import KFold
 
+from cfrec_assets.model_arrays import ModelArrays, write_model_arrays
 from cfrec_assets.ranking import ranking_metrics
 from cfrec_assets.schema import (
     ARTIFACT_FILES,
     MODEL_FILE,
     RATING_SCALE,
     SEED_SVD_PARAMS,
+    SERVING_FILE,
     TRAINING_RATINGS_FILE,
     TRAINSET_FILE,
 )
@@ -75,7 +77,9 @@ def fit_svd(ratings: pd.DataFrame, params: SVDParams):
     return algo, trainset, time.perf_counter() - started
 
 
-def save_artifacts(algo, trainset, ratings: pd.DataFrame, models_dir: Path, version: str) -> dict[str, dict]:
+def save_artifacts(
+    algo, trainset, ratings: pd.DataFrame, models_dir: Path, version: str, titles: pd.DataFrame | None = None
+) -> dict[str, dict]:
     """Write a new version folder atomically (``storage.write_dir_atomic``); return each file's
     sha256 and size. An existing version is never overwritten."""
 
@@ -84,6 +88,7 @@ def save_artifacts(algo, trainset, ratings: pd.DataFrame, models_dir: Path, vers
     def fill(folder: Path) -> None:
         joblib.dump(algo, folder / MODEL_FILE)
         joblib.dump(trainset, folder / TRAINSET_FILE)
+        write_model_arrays(ModelArrays.from_surprise(algo, trainset, titles), folder / SERVING_FILE)
         ratings.to_parquet(folder / TRAINING_RATINGS_FILE, index=False)
         # Hashed in the private temp folder, before anyone else can reach the files.
         for name in (*ARTIFACT_FILES, TRAINING_RATINGS_FILE):

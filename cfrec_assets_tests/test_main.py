@@ -97,12 +97,14 @@ def test_tampered_deployment_exits_3_and_refuses_to_serve(deployed, tmp_path):
     copy = tmp_path / "serving"
     subprocess.run(["cp", "-a", str(serving), str(copy)], check=True)
     manifest = json.loads((copy / "manifest.json").read_text())
-    pickle_path = copy / "versions" / manifest["version"] / "cf_trainset.pkl"
-    pickle_path.write_bytes(pickle_path.read_bytes()[:-1] + b"\0")
+    artifact = copy / "versions" / manifest["version"] / "cf_model.npz"
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
 
     result = run_cli("predict", "--user", "ml_1", "--movie", "107", "--serving-dir", str(copy))
     assert result.returncode == 3
-    assert "refusing to serve" in result.stderr and "cf_trainset.pkl does not match the sha256" in result.stderr
+    assert "refusing to serve" in result.stderr and "cf_model.npz does not match the sha256" in result.stderr
 
 
 @pytest.mark.parametrize(

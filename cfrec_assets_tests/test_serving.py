@@ -188,11 +188,18 @@ def served_file(serving: Path, name: str) -> Path:
     return serving / "versions" / manifest["version"] / name
 
 
+def test_tampered_artifact_is_refused(serving):
+    flip_a_byte(served_file(serving, "cf_model.npz"))
+    with pytest.raises(ArtifactVerificationError, match="cf_model.npz does not match the sha256"):
+        load_deployed(serving)
+
+
 @pytest.mark.parametrize("name", ["svd_model.pkl", "cf_trainset.pkl"])
-def test_tampered_artifact_is_refused(serving, name):
+def test_tampered_pickle_is_refused_on_the_pickle_path(tmp_path, name):
+    serving = promoted(tmp_path, write_model_version(tmp_path / "models", pickles_only=True))
     flip_a_byte(served_file(serving, name))
     with pytest.raises(ArtifactVerificationError, match=f"{name} does not match the sha256"):
-        load_deployed(serving)
+        load_deployed(serving, allow_pickle=True)
 
 
 class _SideEffectOnLoad:
@@ -205,26 +212,61 @@ class _SideEffectOnLoad:
         return os.mkdir, (str(self.marker),)
 
 
-def test_swapped_pickle_is_refused_before_it_is_unpickled(serving, tmp_path):
+def test_swapped_pickle_is_refused_before_it_is_unpickled(tmp_path):
+    serving = promoted(tmp_path, write_model_version(tmp_path / "models", pickles_only=True))
     marker = tmp_path / "pickle-code-ran"
     joblib.dump(_SideEffectOnLoad(marker), served_file(serving, "svd_model.pkl"))
-    with pytest.raises(ArtifactVerificationError, match="refusing to unpickle"):
-        load_deployed(serving)
+    with pytest.raises(ArtifactVerificationError, match="refusing to load it"):
+        load_deployed(serving, allow_pickle=True)
     assert not marker.exists()
+
+
+def test_default_load_never_unpickles(serving, tmp_path):
+    """The pickles beside the npz are not read at all: code planted in them never runs."""
+    marker = tmp_path / "pickle-code-ran"
+    for name in ("svd_model.pkl", "cf_trainset.pkl"):
+        joblib.dump(_SideEffectOnLoad(marker), served_file(serving, name))
+    assert load_deployed(serving).n_users > 0
+    assert not marker.exists()
+
+
+def test_version_without_npz_is_refused_unless_pickles_are_allowed(tmp_path):
+    old = write_model_version(tmp_path / "models", pickles_only=True)
+    serving = promoted(tmp_path, old)
+    with pytest.raises(ArtifactVerificationError, match="predates the pickle-free cf_model.npz"):
+        load_deployed(serving)
+    model = load_deployed(serving, allow_pickle=True)
+    assert model.version == old.version
+    user, item = old.trainset.to_raw_uid(0), old.trainset.to_raw_iid(0)
+    assert model.predict(user, item).rating == old.algo.predict(user, item).est
 
 
 def test_swapped_valid_model_of_another_run_is_refused(serving, tmp_path):
     other = write_model_version(tmp_path / "other", seed=7)
-    for name in ("svd_model.pkl", "cf_trainset.pkl"):
+    for name in ("cf_model.npz", "svd_model.pkl", "cf_trainset.pkl"):
         served_file(serving, name).write_bytes((other.path / name).read_bytes())
     with pytest.raises(ArtifactVerificationError, match="does not match the sha256"):
         load_deployed(serving)
 
 
 def test_missing_artifact_is_refused(serving):
-    served_file(serving, "cf_trainset.pkl").unlink()
-    with pytest.raises(ArtifactVerificationError, match="cf_trainset.pkl of version .* is unreadable"):
+    served_file(serving, "cf_model.npz").unlink()
+    with pytest.raises(ArtifactVerificationError, match="cf_model.npz of version .* is unreadable"):
         load_deployed(serving)
+
+
+def promoted(tmp_path: Path, version: TinyModelVersion) -> Path:
+    serving_dir = tmp_path / "serving"
+    promote(
+        version.path,
+        serving_dir,
+        version=version.version,
+        metrics={},
+        counts={},
+        trained_at="2026-11-26T07:15:00+00:00",
+        expected_sha256=version.sha256,
+    )
+    return serving_dir
 
 
 def test_nothing_deployed_and_corrupt_manifests_are_distinguished(tmp_path, serving):

@@ -62,11 +62,13 @@ def svd_model(
     config: SVDConfig,
     store: DataStore,
     combined_ratings: pd.DataFrame,
+    movie_titles: pd.DataFrame,
     svd_tuning: Optional[TuningResult],  # None until a study has run  # noqa: UP045 (Dagster reads it)
 ) -> dg.Output[ModelVersion]:
     """Surprise SVD fitted on every combined rating, saved as a new version folder.
 
-    ``svd_model.pkl`` and ``cf_trainset.pkl`` (joblib) are what the app's serving code loads;
+    ``cf_model.npz`` (plain arrays with film titles, what ``serving.load_deployed`` reads) and
+    ``svd_model.pkl`` / ``cf_trainset.pkl`` (joblib, what the app's older serving code loads);
     each run writes a new folder under ``data/models/`` and never touches an earlier one. The
     value handed on is a small record (version, path, params, counts, sha256s).
     """
@@ -82,7 +84,7 @@ def svd_model(
     trained_at = datetime.now(timezone.utc)
     run_id = run_id_of(context)
     version = model_version(run_id, trained_at)
-    files = save_artifacts(algo, trainset, ratings, store.models_dir, version)
+    files = save_artifacts(algo, trainset, ratings, store.models_dir, version, movie_titles)
     counts = {
         "ratings": len(ratings),
         "real_ratings": int((ratings["source"] == SOURCE_APP).sum()),

@@ -21,7 +21,7 @@ from cfrec_assets.movielens import (
 )
 from cfrec_assets.records import MovieLens100K
 from cfrec_assets.resources import DataStore, MovieLensSource
-from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, mapping_summary
+from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, mapping_summary, parse_title
 
 GROUP = "movielens"
 
@@ -114,5 +114,29 @@ def tmdb_links(
             "rating_coverage": round(summary["ratings_mapped"] / summary["ratings_total"], 4),
             "most_rated_unmatched": dg.MetadataValue.md(top_unmatched.to_markdown(index=False)),
             **_archive_metadata(archive),
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"})
+def movie_titles(ml100k_raw: MovieLens100K, tmdb_links: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    """Title and year of every film with a TMDB id (tmdb_id, title, year), so the model artifact,
+    the CLI and the recommendation previews name films instead of printing bare ids."""
+    mapped = tmdb_links.loc[tmdb_links["tmdb_id"].notna(), ["ml100k_item_id", "tmdb_id"]]
+    items = mapped.merge(ml100k_raw.items[["item_id", "title"]], left_on="ml100k_item_id", right_on="item_id")
+    parsed = [parse_title(title) for title in items["title"]]
+    titles = pd.DataFrame(
+        {
+            "tmdb_id": items["tmdb_id"].astype("int64"),
+            "title": [p.base for p in parsed],
+            "year": pd.array([p.year for p in parsed], dtype="Int64"),
+        }
+    ).drop_duplicates("tmdb_id")
+    return dg.Output(
+        titles.sort_values("tmdb_id").reset_index(drop=True),
+        metadata={
+            "films": len(titles),
+            "with_year": int(titles["year"].notna().sum()),
+            "dagster/row_count": len(titles),
         },
     )

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from surprise import SVD, Dataset, Reader, Trainset
 
-from cfrec_assets.schema import MODEL_FILE, RATING_SCALE, TRAINSET_FILE
+from cfrec_assets.model_arrays import ModelArrays, write_model_arrays
+from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, RATING_SCALE, SERVING_FILE, TRAINSET_FILE
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,11 @@ def write_model_version(
     *,
     seed: int = 0,
     ratings: pd.DataFrame | None = None,
+    pickles_only: bool = False,
+    titles: pd.DataFrame | None = None,
 ) -> TinyModelVersion:
-    """Train a tiny SVD and write ``<models_dir>/<version>/{svd_model.pkl, cf_trainset.pkl}``.
+    """Train a tiny SVD and write ``<models_dir>/<version>/{cf_model.npz, svd_model.pkl, cf_trainset.pkl}``
+    (``pickles_only``: as versions made before the npz artifact).
 
     Different seeds give different models (and therefore different file hashes).
     """
@@ -81,7 +85,9 @@ def write_model_version(
     path.mkdir(parents=True, exist_ok=False)
     joblib.dump(algo, path / MODEL_FILE)
     joblib.dump(trainset, path / TRAINSET_FILE)
-    hashes = {name: sha256_of(path / name) for name in (MODEL_FILE, TRAINSET_FILE)}
+    if not pickles_only:
+        write_model_arrays(ModelArrays.from_surprise(algo, trainset, titles), path / SERVING_FILE)
+    hashes = {name: sha256_of(path / name) for name in (PICKLE_FILES if pickles_only else ARTIFACT_FILES)}
     return TinyModelVersion(version, path, hashes, algo, trainset, ratings)
 
 
