@@ -9,8 +9,11 @@ over ``--repeat`` runs:
 
 1. top-N for every user: ``DeployedModel.recommend`` against Surprise's documented path
    (``build_anti_testset`` + ``algo.test`` + a sort per user), and whether they agree;
-2. ``promote`` of a new version, ``rollback``, and ``load_deployed`` (sha256 verify +
-   unpickle) against a plain ``joblib.load`` of the same two files.
+2. ``promote`` of a new version, ``rollback``, and ``load_deployed`` (sha256 verify + the
+   pickle-free ``cf_model.npz``) against the pickle loader (sha256 verify + unpickle, what
+   ``load_deployed`` did before the npz) and a plain ``joblib.load`` of the two pickles;
+3. resident memory of each loader, one fresh child process per loader (VmRSS after the load
+   minus VmRSS after the imports, and peak VmHWM), medians over ``--repeat`` children.
 
 DIR holds ``movielens/ml-100k.zip`` and ``movielens/ml-latest-small.zip`` (default:
 ``$CFREC_SHARED_DATASETS`` or ``../shared/datasets`` beside the repository). Everything is
@@ -21,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import zipfile
@@ -41,8 +46,8 @@ from benchlib import missing_movielens, positive_int, timed  # bench/ is sys.pat
 from cfrec_assets import movielens
 from cfrec_assets.combine import combine_ratings, empty_real_ratings
 from cfrec_assets.deployment import promote, rollback
-from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, TRAINSET_FILE
-from cfrec_assets.serving import DeployedModel, load_deployed
+from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
+from cfrec_assets.serving import DeployedModel, load_deployed, load_version
 from cfrec_assets.storage import sha256_file
 from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides
 from cfrec_assets.training import SVDParams, fit_svd, save_artifacts
@@ -176,35 +181,85 @@ def bench_deployment(source: Path, scratch: Path, repeat: int) -> None:
     loads = interleaved(
         {
             "load_deployed": lambda: load_deployed(serving),
-            "joblib": lambda: [joblib.load(source / name) for name in ARTIFACT_FILES],
-            "sha256": lambda: [sha256_file(source / name) for name in ARTIFACT_FILES],
+            "pickle_loader": lambda: load_pickles(serving),
+            "joblib": lambda: [joblib.load(source / name) for name in PICKLE_FILES],
+            "sha256": lambda: [sha256_file(source / name) for name in PICKLE_FILES],
         },
         repeat,
     )
-    load_s, joblib_s, hash_s = loads["load_deployed"], loads["joblib"], loads["sha256"]
+    load_s, pickle_s, joblib_s, hash_s = (
+        loads["load_deployed"],
+        loads["pickle_loader"],
+        loads["joblib"],
+        loads["sha256"],
+    )
 
     print(
         f"\n== deployment of a {megabytes:.1f} MB version "
         f"({MODEL_FILE} {(source / MODEL_FILE).stat().st_size / 1e6:.1f} MB, "
-        f"{TRAINSET_FILE} {(source / TRAINSET_FILE).stat().st_size / 1e6:.1f} MB), median of {repeat}"
+        f"{TRAINSET_FILE} {(source / TRAINSET_FILE).stat().st_size / 1e6:.1f} MB, "
+        f"{SERVING_FILE} {(source / SERVING_FILE).stat().st_size / 1e6:.1f} MB), median of {repeat}"
     )
     print("\n| operation | median ms | runs (ms) |")
     print("|---|---:|---|")
     rows = [
         ("promote (hash, copy, fsync, re-hash, manifest)", promote_s),
         ("rollback (re-verify sha256, manifest)", rollback_s),
-        ("load_deployed (sha256 verify + unpickle + index)", load_s),
-        ("baseline: joblib.load of both files", joblib_s),
-        ("of which: sha256 of both files", hash_s),
+        ("load_deployed (sha256 verify + cf_model.npz, allow_pickle=False, + index)", load_s),
+        ("pickle loader (sha256 verify + unpickle both pickles + index)", pickle_s),
+        ("baseline: joblib.load of both pickles", joblib_s),
+        ("of which: sha256 of both pickles", hash_s),
     ]
     for label, seconds in rows:
         print(
             f"| {label} | {1000 * statistics.median(seconds):.1f} | {', '.join(f'{1000 * s:.1f}' for s in seconds)} |"
         )
     print(
-        f"\nload_deployed / joblib.load: {statistics.median(load_s) / statistics.median(joblib_s):.2f}x "
+        f"\nnpz load_deployed / pickle loader: {statistics.median(load_s) / statistics.median(pickle_s):.2f}x; "
+        f"/ plain joblib.load: {statistics.median(load_s) / statistics.median(joblib_s):.2f}x "
         f"(interleaved runs, warm page cache)"
     )
+    print("\n| loader (fresh process each) | RSS added by the load, MB | peak RSS, MB |")
+    print("|---|---:|---:|")
+    for loader in ("npz", "pickle"):
+        added, peak = zip(*(child_rss(loader, serving) for _ in range(repeat)))
+        print(f"| {loader} | {statistics.median(added):.1f} | {statistics.median(peak):.1f} |")
+
+
+def load_pickles(serving: Path) -> DeployedModel:
+    """What load_deployed did before cf_model.npz: verified pickles, unpickled."""
+    manifest = json.loads((serving / "manifest.json").read_text())
+    pickles = {name: manifest["files"][name] for name in PICKLE_FILES}
+    return load_version(serving / "versions" / manifest["version"], pickles, manifest, allow_pickle=True)
+
+
+_CHILD = """
+import json, sys
+from pathlib import Path
+from cfrec_assets.serving import load_deployed, load_version
+
+def rss(field):
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(field)) / 1024
+
+loader, serving = sys.argv[1], Path(sys.argv[2])
+before = rss('VmRSS:')
+if loader == 'npz':
+    model = load_deployed(serving)
+else:
+    manifest = json.loads((serving / 'manifest.json').read_text())
+    pickles = {n: manifest['files'][n] for n in ('svd_model.pkl', 'cf_trainset.pkl')}
+    model = load_version(serving / 'versions' / manifest['version'], pickles, manifest, allow_pickle=True)
+print(rss('VmRSS:') - before, rss('VmHWM:'))
+"""
+
+
+def child_rss(loader: str, serving: Path) -> tuple[float, float]:
+    """(MB of resident memory the load added, peak MB) in a fresh interpreter."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, loader, str(serving)], check=True, capture_output=True, text=True
+    )
+    added, peak = done.stdout.split()
+    return float(added), float(peak)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             f"trained on {info['ratings']:,} ratings ({info['users']} users, {info['movies']} movies) "
             f"in {info['fit_seconds']:.1f} s"
         )
-        algo, trainset = (joblib.load(version / name) for name in ARTIFACT_FILES)
+        algo, trainset = (joblib.load(version / name) for name in PICKLE_FILES)
         bench_deployment(version, Path(scratch), args.repeat)
         bench_top_n(load_deployed(Path(scratch) / "serving"), algo, trainset, args.n, args.repeat)
     return 0

@@ -14,11 +14,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from cfrec_assets.deployment import read_manifest
+from cfrec_assets.deployment import verification_problems
 from cfrec_assets.gate import materialization_metadata
 from cfrec_assets.records import Catalog, ModelMetrics, ModelVersion, MovieLens100K
-from cfrec_assets.resources import DataStore
-from cfrec_assets.schema import RATING_MAX, RATING_MIN, TRAINING_RATINGS_FILE
+from cfrec_assets.resources import DataStore, ServingTargetResource
+from cfrec_assets.schema import PICKLE_FILES, RATING_MAX, RATING_MIN, TRAINING_RATINGS_FILE
 from cfrec_assets.serving import ArtifactVerificationError, load_version
 from cfrec_assets.tmdb_mapping import mapping_summary
 
@@ -112,14 +112,17 @@ class AppRatingsValidityConfig(dg.Config):
 
 @dg.asset_check(asset="supabase_ratings", blocking=True)
 def supabase_rows_mostly_valid(
-    context: dg.AssetCheckExecutionContext, config: AppRatingsValidityConfig, store: DataStore
+    context: dg.AssetCheckExecutionContext,
+    config: AppRatingsValidityConfig,
+    store: DataStore,
+    serving: ServingTargetResource,
 ) -> dg.AssetCheckResult:
     """Fails when too many of the app's rows were dropped as invalid. It blocks the retrain
     (severity ERROR) when the deployed champion learned from app ratings, since a model that
     lost them would replace it; before that it only warns, so a first model can still ship."""
     meta = materialization_metadata(context.instance, dg.AssetKey("supabase_ratings"), context.run.run_id)
     rows_read, share = meta.get("rows_read", 0), meta.get("dropped_share", 0.0)
-    champion = read_manifest(store.serving_dir)
+    champion = serving.open(store.serving_dir).read_manifest()
     champion_had_app = bool(champion and champion["counts"].get("real_ratings", 0))
     passed = not rows_read or share <= config.max_dropped_share
     verdict = (
@@ -190,14 +193,18 @@ def combined_ratings_are_valid(
 def svd_artifacts_load_and_predict(svd_model: ModelVersion) -> dg.AssetCheckResult:
     """The files on disk are the ones recorded (sha256), they load, and predictions are finite and in range.
 
-    Loaded as the app loads them (``serving.load_version``): each file is read once, hashed, and
-    unpickled from that same buffer, so a file swapped on disk cannot run code here.
+    Loaded as the app loads them (``serving.load_version``): ``cf_model.npz`` is read once, hashed,
+    and parsed from that same buffer (never unpickled); the pickles beside it are hashed.
     """
     folder = Path(svd_model.path)
     try:
         model = load_version(folder, svd_model.files)
     except ArtifactVerificationError as error:
         return _result(False, str(error), version=svd_model.version)
+    # The pickles are not loaded here (they are code), but the app's older code loads them: hash them.
+    problems = verification_problems(folder, {name: svd_model.files[name] for name in PICKLE_FILES})
+    if problems:
+        return _result(False, "; ".join(problems), version=svd_model.version)
     sample = pd.read_parquet(folder / TRAINING_RATINGS_FILE).sample(n=200, replace=True, random_state=0)
     estimates = [model.predict(str(u), int(m)).rating for u, m in zip(sample["user_id"], sample["tmdb_id"])]
     estimates.append(model.predict("__unknown_user__", int(sample["tmdb_id"].iloc[0])).rating)
@@ -235,13 +242,13 @@ def cv_rmse_under_ceiling(config: ModelQualityConfig, cv_metrics: ModelMetrics) 
 
 @dg.asset_check(asset="cv_metrics", blocking=True)
 def challenger_no_worse_than_champion(
-    config: ModelQualityConfig, store: DataStore, cv_metrics: ModelMetrics
+    config: ModelQualityConfig, store: DataStore, serving: ServingTargetResource, cv_metrics: ModelMetrics
 ) -> dg.AssetCheckResult:
     """Against the deployed champion: RMSE no worse than its RMSE plus a tolerance, and trained
     on at least as many app (Supabase) ratings, so an outage can never ship a model that forgot
     the app's users."""
     rmse, real = cv_metrics.summary["rmse_mean"], cv_metrics.real_ratings
-    champion = read_manifest(store.serving_dir)
+    champion = serving.open(store.serving_dir).read_manifest()
     if champion is None:
         return _result(True, "no champion deployed yet: nothing to compare with", version=cv_metrics.version)
     champ_rmse = champion["metrics"].get("rmse_mean")

@@ -150,18 +150,16 @@ def promote(
     """
     source_dir = Path(source_dir)
     serving_dir = Path(serving_dir)
-    validate_version_name(version)
-    files = file_records(source_dir)
-    if expected_sha256 is not None:
-        _check_expected(files, expected_sha256, source_dir)
-    record = {
-        "version": version,
-        "files": files,
-        "metrics": _json_safe(dict(metrics), "metrics"),
-        "counts": _json_safe(dict(counts), "counts"),
-        "trained_at": _iso_utc(trained_at),
-        **_json_safe(dict(details or {}), "details"),
-    }
+    record = version_record(
+        source_dir,
+        version=version,
+        metrics=metrics,
+        counts=counts,
+        trained_at=trained_at,
+        expected_sha256=expected_sha256,
+        details=details,
+    )
+    files = record["files"]
     serving_dir.mkdir(parents=True, exist_ok=True)
     with deploy_lock(serving_dir):
         _remove_stray_temp_files(serving_dir)
@@ -183,12 +181,36 @@ def promote(
         return manifest
 
 
-def promote_model(model: ModelVersion, metrics: ModelMetrics, serving_dir: Path | str) -> dict[str, Any]:
-    """Promote a trained version with its cross-validation metrics (what ``deployed_model`` does
-    once the gate is open); the files must still match the sha256s recorded at training."""
-    return promote(
-        Path(model.path),
-        serving_dir,
+def version_record(
+    source_dir: Path,
+    *,
+    version: str,
+    metrics: Mapping[str, Any],
+    counts: Mapping[str, Any],
+    trained_at: str | datetime,
+    expected_sha256: Mapping[str, str] | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``version.json`` of a version about to be promoted (to any target): its files hashed
+    (and compared with ``expected_sha256``), metrics, counts and details as plain JSON."""
+    validate_version_name(version)
+    files = file_records(source_dir)
+    if expected_sha256 is not None:
+        _check_expected(files, expected_sha256, source_dir)
+    return {
+        "version": version,
+        "files": files,
+        "metrics": _json_safe(dict(metrics), "metrics"),
+        "counts": _json_safe(dict(counts), "counts"),
+        "trained_at": _iso_utc(trained_at),
+        **_json_safe(dict(details or {}), "details"),
+    }
+
+
+def promotion_of(model: ModelVersion, metrics: ModelMetrics) -> dict[str, Any]:
+    """``promote``'s keyword arguments for a trained version and its cross-validation metrics
+    (what ``deployed_model`` ships once the gate is open); files must match the training sha256s."""
+    return dict(
         version=model.version,
         metrics={k: metrics.summary[k] for k in PROMOTED_METRICS if k in metrics.summary},
         counts={k: model.counts[k] for k in PROMOTED_COUNTS},
@@ -196,6 +218,11 @@ def promote_model(model: ModelVersion, metrics: ModelMetrics, serving_dir: Path 
         expected_sha256={name: model.sha256(name) for name in ARTIFACT_FILES if name in model.files},
         details={"params": model.params, "tuning_version": model.tuning_version},
     )
+
+
+def promote_model(model: ModelVersion, metrics: ModelMetrics, serving_dir: Path | str) -> dict[str, Any]:
+    """Promote a trained version with its cross-validation metrics into a local serving folder."""
+    return promote(Path(model.path), serving_dir, **promotion_of(model, metrics))
 
 
 def rollback(serving_dir: Path | str, version: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ Layout (``FORMAT_VERSION`` 1), rows in Surprise's inner order::
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -104,7 +105,7 @@ def read_model_arrays(payload: bytes) -> ModelArrays:
             found = {name: archive[name] for name in archive.files}
     except ValueError as error:  # numpy's "Object arrays cannot be loaded when allow_pickle=False"
         raise ModelArraysError(f"not a plain-array model archive: {error}") from None
-    except (OSError, EOFError, KeyError) as error:
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise ModelArraysError(f"not a readable .npz archive: {error}") from None
     return validate(found)
 

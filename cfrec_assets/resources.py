@@ -19,6 +19,7 @@ from cfrec_assets.io_manager import LocalIOManager
 from cfrec_assets.schema import DEFAULT_DATA_DIR, ENV_DATA_DIR, ENV_SERVING_DIR, serving_dir
 from cfrec_assets.supabase_io import RatingsReader, SupabasePostgresResource, SupabaseResource
 from cfrec_assets.supabase_io.table import check_identifier
+from cfrec_assets.targets import ServingTarget, open_target
 
 GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
 
@@ -60,6 +61,30 @@ class DataStore(dg.ConfigurableResource):
     @property
     def serving_dir(self) -> Path:
         return serving_dir(self.data_dir, self.serving_dir_path)
+
+
+class ServingTargetResource(dg.ConfigurableResource):
+    """Where ``deployed_model`` promotes versions: the store's local serving folder (default), or
+    ``s3://bucket/prefix`` on any S3-protocol endpoint (Supabase Storage, AWS S3, R2, MinIO)."""
+
+    url: str | None = Field(
+        default=None, description="s3://bucket/prefix, or a folder; unset: the store's serving folder."
+    )
+    endpoint_url: str | None = Field(
+        default=None, description="e.g. https://<project>.supabase.co/storage/v1/s3; unset: AWS S3."
+    )
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+    def open(self, default_folder: Path) -> ServingTarget:
+        return open_target(
+            self.url or default_folder,
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+        )
 
 
 class CatalogSource(dg.ConfigurableResource):
@@ -107,6 +132,16 @@ def build_resources(environ: Mapping[str, str] = os.environ, **overrides: Any) -
         "store": DataStore(**data, **_from_env(environ, serving_dir_path=ENV_SERVING_DIR)),
         "catalog": CatalogSource(**_from_env(environ, path="CFREC_CATALOG_PATH", supabase_table="CFREC_CATALOG_TABLE")),
         "supabase": ratings_reader(environ),
+        "serving": ServingTargetResource(
+            **_from_env(
+                environ,
+                url="CFREC_SERVING_URL",
+                endpoint_url="CFREC_S3_ENDPOINT_URL",
+                region="CFREC_S3_REGION",
+                access_key_id="CFREC_S3_ACCESS_KEY_ID",
+                secret_access_key="CFREC_S3_SECRET_ACCESS_KEY",
+            )
+        ),
     }
     unknown = set(overrides) - set(resources)
     if unknown:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +24,9 @@ from surprise import SVD, Trainset
 
 from cfrec_assets.deployment import DeploymentError, read_manifest, version_dir
 from cfrec_assets.model_arrays import ModelArrays, ModelArraysError, read_model_arrays
+from cfrec_assets.object_store import is_object_store_url
 from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
+from cfrec_assets.targets import ServingTarget, open_target
 
 
 class ServingError(RuntimeError):
@@ -209,20 +213,59 @@ def top_n_indices(scores: np.ndarray, tie_keys: np.ndarray, n: int) -> np.ndarra
     return pool[np.lexsort((tie_keys[pool], -scores[pool]))][:n]
 
 
-def load_deployed(serving_dir: Path | str, *, allow_pickle: bool = False) -> DeployedModel:
+def load_deployed(
+    target: Path | str | ServingTarget,
+    *,
+    allow_pickle: bool = False,
+    cache_dir: Path | str | None = None,
+) -> DeployedModel:
     """Load the version the manifest points at from its pickle-free ``cf_model.npz``, after
-    checking the file's sha256 against the manifest (``allow_pickle`` only for old versions)."""
-    manifest, folder = _current(serving_dir)
+    checking the file's sha256 against the manifest (``allow_pickle`` only for old versions).
+
+    ``target`` is a serving folder, an ``s3://bucket/prefix`` URL (endpoint and keys from
+    ``CFREC_S3_ENDPOINT_URL``, ``CFREC_S3_REGION``, ``CFREC_S3_ACCESS_KEY_ID``,
+    ``CFREC_S3_SECRET_ACCESS_KEY``) or an opened target (``targets.open_target``). Remote files
+    are downloaded into ``cache_dir`` (default ``$CFREC_MODEL_CACHE_DIR``, else a folder in the
+    temp dir), verified, and reused while their sha256 still matches.
+    """
+    if isinstance(target, (str, Path)) and not is_object_store_url(str(target)):
+        manifest, folder = _current(target)  # the local folder: read in place, no copy
+        return load_version(folder, manifest["files"], manifest, allow_pickle=allow_pickle)
+    remote = open_target_from_env(str(target)) if isinstance(target, str) else target
+    names = ARTIFACT_FILES if allow_pickle else (SERVING_FILE,)
+    try:
+        folder, manifest = remote.fetch(Path(cache_dir or default_cache_dir()), names)
+    except FileNotFoundError as error:
+        raise NoDeployedModelError(str(error)) from None
+    except DeploymentError as error:
+        raise ArtifactVerificationError(f"cannot fetch the deployed model: {error}") from None
     return load_version(folder, manifest["files"], manifest, allow_pickle=allow_pickle)
 
 
-def current_version(serving_dir: Path | str) -> str | None:
+def current_version(target: Path | str | ServingTarget) -> str | None:
     """The version the manifest points at (None: nothing deployed); reads the manifest only."""
+    if isinstance(target, str) and is_object_store_url(target):
+        target = open_target_from_env(target)
     try:
-        manifest = read_manifest(serving_dir)
+        manifest = read_manifest(target) if isinstance(target, (str, Path)) else target.read_manifest()
     except DeploymentError as error:
         raise ArtifactVerificationError(f"cannot trust the deployment manifest: {error}") from None
     return None if manifest is None else manifest["version"]
+
+
+def open_target_from_env(url: str, environ: Mapping[str, str] = os.environ) -> ServingTarget:
+    """An ``s3://`` target with the endpoint and credentials from the app's environment."""
+    return open_target(
+        url,
+        endpoint_url=environ.get("CFREC_S3_ENDPOINT_URL") or None,
+        region=environ.get("CFREC_S3_REGION") or None,
+        access_key_id=environ.get("CFREC_S3_ACCESS_KEY_ID") or None,
+        secret_access_key=environ.get("CFREC_S3_SECRET_ACCESS_KEY") or None,
+    )
+
+
+def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get("CFREC_MODEL_CACHE_DIR") or Path(tempfile.gettempdir()) / "cfrec-model-cache")
 
 
 def load_version(
@@ -239,7 +282,7 @@ def load_version(
     pickles: refused unless ``allow_pickle`` (then verified and unpickled, as the old loader did).
     """
     version = (manifest or {}).get("version") or folder.name
-    if not isinstance(files, Mapping) or not set(PICKLE_FILES) <= set(files) <= set(ARTIFACT_FILES):
+    if not isinstance(files, Mapping) or not set(PICKLE_FILES) <= set(files):
         listed = sorted(files) if isinstance(files, Mapping) else files
         raise ArtifactVerificationError(f"manifest lists {listed}, expected {sorted(ARTIFACT_FILES)}")
     if SERVING_FILE in files:

@@ -14,7 +14,7 @@ from joblib import Parallel, delayed
 from surprise import SVD, Dataset, Reader, accuracy
 from surprise.model_selection import KFold
 
-from cfrec_assets.model_arrays import ModelArrays, write_model_arrays
+from cfrec_assets.model_arrays import ModelArrays, ModelArraysError, write_model_arrays
 from cfrec_assets.ranking import ranking_metrics
 from cfrec_assets.schema import (
     ARTIFACT_FILES,
@@ -84,11 +84,15 @@ def save_artifacts(
     sha256 and size. An existing version is never overwritten."""
 
     files: dict[str, dict] = {}
+    try:
+        arrays = ModelArrays.from_surprise(algo, trainset, titles)
+    except ModelArraysError as error:  # NaN/inf factors: SGD diverged (learning rate too high)
+        raise ValueError(f"training diverged, nothing saved: {error}; lower lr_all / the per-term rates") from None
 
     def fill(folder: Path) -> None:
         joblib.dump(algo, folder / MODEL_FILE)
         joblib.dump(trainset, folder / TRAINSET_FILE)
-        write_model_arrays(ModelArrays.from_surprise(algo, trainset, titles), folder / SERVING_FILE)
+        write_model_arrays(arrays, folder / SERVING_FILE)
         ratings.to_parquet(folder / TRAINING_RATINGS_FILE, index=False)
         # Hashed in the private temp folder, before anyone else can reach the files.
         for name in (*ARTIFACT_FILES, TRAINING_RATINGS_FILE):

@@ -85,18 +85,27 @@ def test_passing_run_promotes_and_rollback_restores(deployed) -> None:
 
 def test_challenger_worse_than_champion_is_blocked(deployed) -> None:
     env, instance, champion = deployed
-    # A learning rate that diverges (RMSE ~1.8 vs ~1.03), under a ceiling loose enough to pass.
-    diverging = {
-        "svd_model": {"config": {"lr_all": 1.0}},
-        "cv_metrics_cv_rmse_under_ceiling": {"config": {"rmse_ceiling": 5.0}},
-    }
+    # A champion fitted with a higher rate (CV RMSE ~0.82 on this fixture), then the seed settings
+    # (~1.04) as the challenger: a clearly worse model, under a ceiling loose enough to pass.
+    better = {"svd_model": {"config": {"params": "seed", "lr_all": 0.1}}}
+    assert env.materialize(instance, selection=[*MODEL_ONLY, "deployed_model"], ops=better).success
     before = tree_digest(env.serving_dir)
-    result = env.materialize(instance, selection=[*MODEL_ONLY, "deployed_model"], ops=diverging)
+    loose = {"cv_metrics_cv_rmse_under_ceiling": {"config": {"rmse_ceiling": 5.0}}}
+    result = env.materialize(instance, selection=[*MODEL_ONLY, "deployed_model"], ops=loose)
     assert not result.success
     verdicts = check_results(result)
     assert verdicts["challenger_no_worse_than_champion"] is False and verdicts["cv_rmse_under_ceiling"] is True
     assert "deployed_model" not in materialized(result)
     assert tree_digest(env.serving_dir) == before
+
+
+def test_diverged_training_saves_nothing_and_says_why(deployed) -> None:
+    env, instance, champion = deployed
+    models = sorted(p.name for p in (env.data_dir / "models").iterdir())
+    result = env.materialize(instance, selection=MODEL_ONLY, ops={"svd_model": {"config": {"lr_all": 1.0}}})
+    assert not result.success
+    assert "training diverged, nothing saved" in failure_messages(result)["svd_model"]
+    assert sorted(p.name for p in (env.data_dir / "models").iterdir()) == models
 
 
 def test_tampered_artifact_is_refused_by_check_and_by_promotion(deployed) -> None:

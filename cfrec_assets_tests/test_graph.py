@@ -17,7 +17,7 @@ from cfrec_assets.serving import load_deployed
 from cfrec_testkit.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest
 
 ASSETS = {
-    "ml100k_raw", "tmdb_links", "catalog_ids", "supabase_ratings",
+    "ml100k_raw", "tmdb_links", "movie_titles", "catalog_ids", "supabase_ratings",
     "combined_ratings", "svd_model", "cv_metrics", "deployed_model",
 }  # fmt: skip
 

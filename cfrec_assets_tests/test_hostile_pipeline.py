@@ -13,12 +13,12 @@ import dagster as dg
 import psycopg
 import pytest
 
-import cfrec_assets.checks
 from cfrec_assets.assets import ALL_ASSETS
 from cfrec_assets.checks import ALL_CHECKS, svd_artifacts_load_and_predict
 from cfrec_assets.deployment import read_manifest
 from cfrec_assets.resources import CatalogSource
 from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseResource
+from cfrec_assets.targets import LocalTarget
 from cfrec_testkit.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest
 from cfrec_testkit.postgres import insert_ratings
 from cfrec_testkit.postgrest import TEST_API_KEY
@@ -107,7 +107,15 @@ def test_check_never_unpickles_a_file_swapped_after_training(tmp_path: Path) -> 
     with dg.instance_for_test() as instance:
         trained = env.materialize(
             instance,
-            selection=["ml100k_raw", "tmdb_links", "catalog_ids", "supabase_ratings", "combined_ratings", "svd_model"],
+            selection=[
+                "ml100k_raw",
+                "tmdb_links",
+                "movie_titles",
+                "catalog_ids",
+                "supabase_ratings",
+                "combined_ratings",
+                "svd_model",
+            ],
         )
         assert trained.success
         model_file = Path(metadata(trained, "svd_model")["model_path"]) / "svd_model.pkl"
@@ -132,7 +140,7 @@ def test_check_never_unpickles_a_file_swapped_after_training(tmp_path: Path) -> 
 def test_gate_says_another_run_is_still_checking(tmp_path: Path, monkeypatch) -> None:
     env = make_graph_env(tmp_path)
     release, checking = threading.Event(), threading.Event()
-    real_read_manifest = cfrec_assets.checks.read_manifest
+    real_read_manifest = LocalTarget.read_manifest
 
     def slow_read_manifest(*args, **kwargs):  # holds the champion check open until the test says so
         checking.set()
@@ -141,7 +149,7 @@ def test_gate_says_another_run_is_still_checking(tmp_path: Path, monkeypatch) ->
 
     with dg.instance_for_test() as instance:
         assert env.materialize(instance).success
-        monkeypatch.setattr(cfrec_assets.checks, "read_manifest", slow_read_manifest)
+        monkeypatch.setattr(LocalTarget, "read_manifest", slow_read_manifest)
         results = {}
         retrain = threading.Thread(
             target=lambda: results.setdefault(

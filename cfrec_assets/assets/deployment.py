@@ -2,14 +2,15 @@
 
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 
 from cfrec_assets.checks import GATE_CHECKS
-from cfrec_assets.deployment import list_versions, promote_model, rollback
+from cfrec_assets.deployment import promotion_of
 from cfrec_assets.gate import gate_problems, materialization_runs
 from cfrec_assets.records import ModelMetrics, ModelVersion
-from cfrec_assets.resources import DataStore
+from cfrec_assets.resources import DataStore, ServingTargetResource
 
 GROUP = "deployment"
 # Stale when the served model is older than this. With the retrain sensor's one-day maximum
@@ -55,24 +56,28 @@ def deployed_model(
     context: dg.AssetExecutionContext,
     config: DeployConfig,
     store: DataStore,
+    serving: ServingTargetResource,
     svd_model: ModelVersion,
     cv_metrics: ModelMetrics,
 ) -> dg.MaterializeResult:
     """The model version the app serves: promoted atomically once every blocking check passed.
 
-    Copies the version's files into ``<serving>/versions/<version>/`` and then replaces
-    ``manifest.json`` (temp file + ``os.replace``); earlier versions are kept for rollback.
+    Puts the version's files under ``<target>/versions/<version>/`` and then replaces
+    ``manifest.json``: in a local folder by temp file + ``os.replace``, in an object store by
+    uploading, reading every object back, and writing the manifest last. Earlier versions are
+    kept for rollback.
     """
+    target = serving.open(store.serving_dir)
     if config.rollback_to is not None:
         if not config.rollback_to.strip():
             raise ValueError(
                 "rollback_to is empty: name a kept version (python -m cfrec_assets deployments) or unset it"
             )
-        manifest = rollback(store.serving_dir, config.rollback_to)
+        manifest = target.rollback(config.rollback_to)
         action = "rollback"
     else:
         check_gate(context.instance, svd_model, cv_metrics)
-        manifest = promote_model(svd_model, cv_metrics, store.serving_dir)
+        manifest = target.promote(Path(svd_model.path), **promotion_of(svd_model, cv_metrics))
         action = "promote"
     context.log.info(f"{action}: serving version {manifest['version']} (previous: {manifest.get('previous_version')})")
     return dg.MaterializeResult(
@@ -80,8 +85,8 @@ def deployed_model(
             "action": action,
             "version": manifest["version"],
             "previous_version": manifest.get("previous_version") or "",
-            "serving_dir": dg.MetadataValue.path(str(store.serving_dir)),
-            "kept_versions": len(list_versions(store.serving_dir)),
+            "serving_target": target.describe(),
+            "kept_versions": len(target.list_versions()),
             **{k: v for k, v in manifest["metrics"].items() if isinstance(v, (int, float))},
             **{f"trained_on_{k}": v for k, v in manifest["counts"].items()},
             "trained_at": manifest["trained_at"],

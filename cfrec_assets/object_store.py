@@ -1,0 +1,145 @@
+"""A small S3-protocol client: one bucket/prefix, bytes in and out, errors that say what to fix.
+
+boto3 is the client: AWS's own, maintained with the protocol, and it speaks to any endpoint
+(``endpoint_url`` + path-style addressing), which is how Supabase Storage
+(``https://<project>.supabase.co/storage/v1/s3``), Cloudflare R2 and MinIO document access.
+Credentials are passed in explicitly (from ``dg.EnvVar`` in the pipeline, the app's env on the
+app side) and never appear in a message: errors name the bucket, key, host and S3 error code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from cfrec_assets.redact import redact_url
+
+S3_SCHEME = "s3://"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
+
+
+class ObjectStoreError(RuntimeError):
+    """An object-store request failed; the message is safe to log (no credentials)."""
+
+
+def is_object_store_url(target: object) -> bool:
+    return isinstance(target, str) and target.startswith(S3_SCHEME)
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """``s3://bucket/prefix``: where a serving target keeps its manifest and versions."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        if not is_object_store_url(url):
+            raise ObjectStoreError(f"not an s3:// URL: {redact_url(str(url))}")
+        bucket, _, prefix = url[len(S3_SCHEME) :].partition("/")
+        if not _BUCKET.fullmatch(bucket):
+            raise ObjectStoreError(f"invalid bucket name {bucket!r} in {redact_url(url)}")
+        parts = [part for part in prefix.split("/") if part]
+        if any(part in (".", "..") for part in parts):
+            raise ObjectStoreError(f"invalid prefix {prefix!r}: no '.' or '..' segments")
+        return cls(bucket, "/".join(parts))
+
+    def key(self, *parts: str) -> str:
+        return "/".join([p for p in (self.prefix, *parts) if p])
+
+    def __str__(self) -> str:
+        return f"{S3_SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
+
+
+class S3Store:
+    """Bytes under one ``S3Location`` on one endpoint."""
+
+    def __init__(
+        self,
+        location: S3Location,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        timeout_seconds: float = 30.0,
+    ) -> None:
+        import boto3  # the app pays for boto3 only when it serves from object storage
+        from botocore.config import Config
+
+        self.location = location
+        self.endpoint = redact_url(endpoint_url) if endpoint_url else "AWS S3"
+        host = urlsplit(endpoint_url).hostname if endpoint_url else None
+        self.where = f"{location} at {host or 'AWS S3'}"
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard", "max_attempts": 3},  # 5xx/throttling only; 4xx fail at once
+            connect_timeout=min(timeout_seconds, 10.0),
+            read_timeout=timeout_seconds,
+        )
+        self._client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region or "us-east-1",
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=config,
+        )
+
+    def get(self, *parts: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+        key = self.location.key(*parts)
+        try:
+            return self._client.get_object(Bucket=self.location.bucket, Key=key)["Body"].read()
+        except Exception as error:
+            if _code(error) in ("NoSuchKey", "404"):
+                return None
+            raise self._error("GET", key, error) from None
+
+    def put(self, data: bytes, *parts: str, content_type: str = "application/octet-stream") -> None:
+        key = self.location.key(*parts)
+        extra = {"CacheControl": "no-cache"} if content_type == "application/json" else {}
+        try:
+            self._client.put_object(Bucket=self.location.bucket, Key=key, Body=data, ContentType=content_type, **extra)
+        except Exception as error:
+            raise self._error("PUT", key, error) from None
+
+    def folders(self, *parts: str) -> list[str]:
+        """Names of the "folders" directly under ``parts`` (common prefixes)."""
+        prefix = self.location.key(*parts) + "/"
+        names: list[str] = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.location.bucket, Prefix=prefix, Delimiter="/"
+            )
+            for page in pages:
+                names += [entry["Prefix"][len(prefix) :].rstrip("/") for entry in page.get("CommonPrefixes", [])]
+        except Exception as error:
+            raise self._error("LIST", prefix, error) from None
+        return sorted(names)
+
+    def _error(self, operation: str, key: str, error: Exception) -> ObjectStoreError:
+        code = _code(error)
+        where = f"{operation} s3://{self.location.bucket}/{key} at {self.endpoint}"
+        if code in _AUTH_CODES:
+            return ObjectStoreError(
+                f"{where} was refused ({code}): check the access key id and secret "
+                "(CFREC_S3_ACCESS_KEY_ID / CFREC_S3_SECRET_ACCESS_KEY) and the bucket policy"
+            )
+        if code == "NoSuchBucket":
+            return ObjectStoreError(f"{where}: bucket {self.location.bucket!r} does not exist")
+        if code:
+            return ObjectStoreError(f"{where} failed ({code})")
+        # Connection errors name the endpoint URL; keep only the kind of failure.
+        return ObjectStoreError(f"{where} failed: {type(error).__name__}")
+
+
+def _code(error: Exception) -> str | None:
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code") or response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+    return None

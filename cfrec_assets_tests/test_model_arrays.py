@@ -1,0 +1,137 @@
+"""The pickle-free artifact: parity with Surprise on the pickles, and hostile archives refused."""
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from cfrec_assets.deployment import promote
+from cfrec_assets.model_arrays import ModelArrays, ModelArraysError, read_model_arrays
+from cfrec_assets.serving import ArtifactVerificationError, load_deployed, load_version
+from cfrec_assets.training import SVDParams, fit_svd, save_artifacts
+from cfrec_testkit.models import make_ratings_frame, train_tiny_svd
+from cfrec_testkit.shared_data import real_movielens_or_skip
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_arrays() -> ModelArrays:
+    algo, trainset = train_tiny_svd(make_ratings_frame())
+    titles = pd.DataFrame({"tmdb_id": [107, 114], "title": ["Toy Story", "Heat"], "year": [1995, None]})
+    return ModelArrays.from_surprise(algo, trainset, titles)
+
+
+def test_round_trip_keeps_every_array(tiny_arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **tiny_arrays.as_dict())
+    loaded = read_model_arrays(buffer.getvalue())
+    for name, array in tiny_arrays.as_dict().items():
+        assert np.array_equal(getattr(loaded, name), array), name
+    assert loaded.titles[list(loaded.item_ids).index(107)] == "Toy Story"
+    assert loaded.years[list(loaded.item_ids).index(114)] == 0  # unknown year
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return exec, ("raise SystemExit('pickle code ran')",)
+
+
+def test_object_array_is_refused_without_running_it(tiny_arrays):
+    hostile = {**tiny_arrays.as_dict(), "titles": np.array([_RunsCode()] * tiny_arrays.n_items, dtype=object)}
+    with pytest.raises(ModelArraysError, match="allow_pickle=False"):
+        read_model_arrays(npz_bytes(**hostile))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: {**a, "bu": a["bu"][:-1]}, "shapes"),
+        (lambda a: {**a, "qi": a["qi"][:, :-1]}, "shapes"),
+        (lambda a: {**a, "seen_indices": a["seen_indices"] + 10_000}, "outside the item table"),
+        (lambda a: {**a, "seen_indptr": a["seen_indptr"][::-1].copy()}, "CSR"),
+        (lambda a: {**a, "pu": np.where(a["pu"] > 0, np.nan, a["pu"])}, "non-finite"),
+        (lambda a: {**a, "item_ids": a["item_ids"].astype(np.float64)}, "expected kind 'i'"),
+        (lambda a: {**a, "item_ids": np.zeros_like(a["item_ids"])}, "repeat an id"),
+        (lambda a: {k: v for k, v in a.items() if k != "bi"}, "missing \\['bi'\\]"),
+        (lambda a: {**a, "format_version": np.array(99)}, "format_version 99"),
+    ],
+)
+def test_malformed_archive_is_refused(tiny_arrays, change, message):
+    with pytest.raises(ModelArraysError, match=message):
+        read_model_arrays(npz_bytes(**change(tiny_arrays.as_dict())))
+
+
+def test_not_an_archive_is_refused():
+    with pytest.raises(ModelArraysError, match="not a readable .npz"):
+        read_model_arrays(b"PK\x03\x04 not really a zip")
+
+
+def test_hostile_npz_with_a_matching_hash_is_still_refused(tmp_path, tiny_arrays):
+    """Even bytes the manifest vouches for are parsed strictly (a compromised trainer)."""
+    folder = tmp_path / "v"
+    folder.mkdir()
+    payload = npz_bytes(**{**tiny_arrays.as_dict(), "bi": tiny_arrays.bi[:3]})
+    (folder / "cf_model.npz").write_bytes(payload)
+    files = {name: {"sha256": "0" * 64} for name in ("svd_model.pkl", "cf_trainset.pkl")}
+    files["cf_model.npz"] = {"sha256": hashlib.sha256(payload).hexdigest()}
+    with pytest.raises(ArtifactVerificationError, match="cf_model.npz of version v: shapes"):
+        load_version(folder, files)
+
+
+@pytest.mark.real_data
+def test_npz_model_equals_surprise_on_the_pickles_for_every_movielens_user(tmp_path):
+    """Every one of ML-100K's 943 users: predictions identical to Surprise's predict on the
+    unpickled pickles (bit for bit), and the same top-10 as a Surprise-predict reference."""
+    with zipfile.ZipFile(real_movielens_or_skip() / "ml-100k.zip") as bundle, bundle.open("ml-100k/u.data") as raw:
+        data = pd.read_csv(raw, sep="\t", names=["user", "tmdb_id", "rating", "ts"])
+    # Item ids stand in for TMDB ids (parity does not depend on the mapping).
+    ratings = pd.DataFrame({"user_id": "ml_" + data.user.astype(str), "tmdb_id": data.tmdb_id, "rating": data.rating})
+    ratings = ratings.sort_values(["user_id", "tmdb_id"]).reset_index(drop=True)
+    algo, trainset, _ = fit_svd(ratings, SVDParams())  # the seed settings: 100 factors, 20 epochs
+    files = save_artifacts(algo, trainset, ratings.assign(source="movielens"), tmp_path / "models", "v1")
+    shipped = {name: files[name]["sha256"] for name in ("cf_model.npz", "svd_model.pkl", "cf_trainset.pkl")}
+    serving = tmp_path / "serving"
+    promote(
+        tmp_path / "models" / "v1",
+        serving,
+        version="v1",
+        metrics={},
+        counts={},
+        trained_at="2026-11-27T00:00:00+00:00",
+        expected_sha256=shipped,
+    )
+    model = load_deployed(serving)
+    pickled = joblib.load(tmp_path / "models" / "v1" / "svd_model.pkl")
+    movies = np.array(sorted(ratings.tmdb_id.unique()))
+    seen = ratings.groupby("user_id")["tmdb_id"].agg(set)
+    rng = np.random.default_rng(0)
+    users = sorted(ratings.user_id.unique())
+    assert len(users) == 943
+    for user in users:
+        sample = [*rng.choice(movies, 25, replace=False).tolist(), 999_999]  # one unknown movie
+        for movie in sample:
+            assert model.predict(user, int(movie)).rating == pickled.predict(user, int(movie)).est
+        scores = np.array([pickled.predict(user, int(m), clip=False).est for m in movies])
+        unseen = ~np.isin(movies, list(seen[user]))
+        order = np.lexsort((movies[unseen], -scores[unseen]))[:10]
+        assert list(model.recommend(user, n=10).items) == movies[unseen][order].tolist(), user
+    assert model.predict("new-user", int(movies[0])).fallback == "unknown_user"
+
+
+def test_version_files_include_the_npz(tmp_path):
+    ratings = make_ratings_frame().assign(source="app")
+    algo, trainset, _ = fit_svd(ratings, SVDParams(n_factors=5, n_epochs=5))
+    files = save_artifacts(algo, trainset, ratings, tmp_path, "v")
+    assert {"cf_model.npz", "svd_model.pkl", "cf_trainset.pkl"} <= set(files)
+    arrays = read_model_arrays(Path(tmp_path / "v" / "cf_model.npz").read_bytes())
+    assert arrays.n_users == trainset.n_users and arrays.n_items == trainset.n_items
