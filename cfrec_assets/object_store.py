@@ -133,7 +133,8 @@ class S3Store:
         if code == "NoSuchBucket":
             return ObjectStoreError(f"{where}: bucket {self.location.bucket!r} does not exist")
         if code:
-            return ObjectStoreError(f"{where} failed ({code})")
+            status = _status(error)
+            return ObjectStoreError(f"{where} failed ({code}{f', HTTP {status}' if status else ''})")
         # Connection errors name the endpoint URL; keep only the kind of failure.
         return ObjectStoreError(f"{where} failed: {type(error).__name__}")
 
@@ -143,3 +144,8 @@ def _code(error: Exception) -> str | None:
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code") or response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
     return None
+
+
+def _status(error: Exception) -> int | None:
+    response = getattr(error, "response", None)
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None

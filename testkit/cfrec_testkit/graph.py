@@ -69,8 +69,10 @@ class GraphEnv:
         selection: list[str] | None = None,
         ops: dict | None = None,
         raise_on_error: bool = False,
+        resources: dict[str, Any] | None = None,
     ) -> dg.ExecuteInProcessResult:
-        """Materialize ``selection`` (asset names, with their checks; default: everything but the study)."""
+        """Materialize ``selection`` (asset names, with their checks; default: everything but the study);
+        ``resources`` replace single resources of :meth:`resources`."""
         ops = {**self.fixture_check_config(), **(ops or {})}
         if selection is not None:  # Dagster rejects config for steps that are not in the run
             ops = {op: c for op, c in ops.items() if any(op == a or op.startswith(f"{a}_") for a in selection)}
@@ -78,7 +80,7 @@ class GraphEnv:
             [*ALL_ASSETS, *ALL_CHECKS],
             selection=selection if selection is not None else WITHOUT_TUNING,
             instance=instance,
-            resources=self.resources(),
+            resources={**self.resources(), **(resources or {})},
             run_config={"ops": ops},
             raise_on_error=raise_on_error,
         )

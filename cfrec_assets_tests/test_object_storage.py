@@ -1,0 +1,209 @@
+"""Object-storage serving targets against a real S3-protocol server (moto, over HTTP)."""
+
+import json
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cfrec_assets.deployment import DeploymentError
+from cfrec_assets.serving import ArtifactVerificationError, NoDeployedModelError, current_version, load_deployed
+from cfrec_assets.targets import open_target
+from cfrec_testkit.graph import failure_messages, make_graph_env, metadata
+from cfrec_testkit.models import version_name, write_model_version
+from cfrec_testkit.s3_server import FaultyProxy, s3_server
+
+TRAINED_AT = "2026-11-27T01:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with s3_server() as running:
+        yield running
+
+
+@pytest.fixture
+def url(server) -> str:
+    return f"s3://{server.bucket}/{uuid.uuid4().hex[:12]}/serving"  # a fresh prefix per test
+
+
+def promote_tiny(target, models: Path, n: int, seed: int | None = None):
+    tiny = write_model_version(models, version_name(n), seed=n if seed is None else seed)
+    target.promote(
+        tiny.path,
+        version=tiny.version,
+        metrics={"rmse_mean": 0.9},
+        counts={"ratings": len(tiny.ratings)},
+        trained_at=TRAINED_AT,
+        expected_sha256=tiny.sha256,
+    )
+    return tiny
+
+
+def objects(server, url: str) -> dict[str, bytes]:
+    prefix = url.removeprefix(f"s3://{server.bucket}/") + "/"
+    client = server.client()
+    listed = client.list_objects_v2(Bucket=server.bucket, Prefix=prefix).get("Contents", [])
+    return {
+        o["Key"][len(prefix) :]: client.get_object(Bucket=server.bucket, Key=o["Key"])["Body"].read() for o in listed
+    }
+
+
+def test_promote_uploads_files_then_manifest_and_the_app_loads_it(server, url, tmp_path):
+    target = open_target(url, **server.settings())
+    assert target.read_manifest() is None
+    tiny = promote_tiny(target, tmp_path / "models", 1)
+    stored = objects(server, url)
+    assert set(stored) == {
+        "manifest.json",
+        *(f"versions/{tiny.version}/{name}" for name in ("cf_model.npz", "svd_model.pkl", "cf_trainset.pkl")),
+        f"versions/{tiny.version}/version.json",
+    }
+    for name in ("cf_model.npz", "svd_model.pkl", "cf_trainset.pkl"):
+        assert stored[f"versions/{tiny.version}/{name}"] == (tiny.path / name).read_bytes()
+    manifest = json.loads(stored["manifest.json"])
+    assert manifest["version"] == tiny.version and manifest["previous_version"] is None
+
+    model = load_deployed(target, cache_dir=tmp_path / "cache")
+    assert model.version == tiny.version
+    user, movie = tiny.trainset.to_raw_uid(0), tiny.trainset.to_raw_iid(0)
+    assert model.predict(user, movie).rating == tiny.algo.predict(user, movie).est
+    # Only the pickle-free file was downloaded.
+    assert sorted(p.name for p in (tmp_path / "cache" / tiny.version).iterdir()) == ["cf_model.npz"]
+
+
+def test_app_loads_by_url_from_its_environment(server, url, tmp_path, monkeypatch):
+    tiny = promote_tiny(open_target(url, **server.settings()), tmp_path / "models", 2)
+    for name, value in server.env(url).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CFREC_MODEL_CACHE_DIR", str(tmp_path / "cache"))
+    assert current_version(url) == tiny.version
+    assert load_deployed(url).version == tiny.version
+
+
+def test_cached_file_is_reused_and_a_tampered_cache_is_fetched_again(server, url, tmp_path):
+    target = open_target(url, **server.settings())
+    tiny = promote_tiny(target, tmp_path / "models", 3)
+    with FaultyProxy(server.endpoint_url) as proxy:
+        via_proxy = open_target(url, **server.settings(proxy.endpoint_url))
+        load_deployed(via_proxy, cache_dir=tmp_path / "cache")
+        downloads = [r for r in proxy.rules.seen if r.startswith("GET") and "cf_model.npz" in r]
+        load_deployed(via_proxy, cache_dir=tmp_path / "cache")
+        assert [r for r in proxy.rules.seen if r.startswith("GET") and "cf_model.npz" in r] == downloads
+        cached = tmp_path / "cache" / tiny.version / "cf_model.npz"
+        cached.write_bytes(b"tampered")
+        assert load_deployed(via_proxy, cache_dir=tmp_path / "cache").version == tiny.version
+        assert len([r for r in proxy.rules.seen if r.startswith("GET") and "cf_model.npz" in r]) == 2
+
+
+def test_tampered_object_in_the_bucket_is_refused(server, url, tmp_path):
+    target = open_target(url, **server.settings())
+    tiny = promote_tiny(target, tmp_path / "models", 4)
+    key = url.removeprefix(f"s3://{server.bucket}/") + f"/versions/{tiny.version}/cf_model.npz"
+    server.client().put_object(Bucket=server.bucket, Key=key, Body=b"not the model")
+    with pytest.raises(ArtifactVerificationError, match="does not match its recorded sha256|bytes, expected"):
+        load_deployed(target, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / tiny.version / "cf_model.npz").exists()  # never cached
+    with pytest.raises(DeploymentError, match=f"refusing to roll back to '{tiny.version}'"):
+        target.rollback(tiny.version)
+
+
+def test_rollback_repoints_the_manifest_and_keeps_every_version(server, url, tmp_path):
+    target = open_target(url, **server.settings())
+    first = promote_tiny(target, tmp_path / "models", 5)
+    second = promote_tiny(target, tmp_path / "models", 6)
+    assert target.read_manifest()["previous_version"] == first.version
+    manifest = target.rollback(first.version)
+    assert manifest["version"] == first.version and manifest["previous_version"] == second.version
+    assert load_deployed(target, cache_dir=tmp_path / "cache").version == first.version
+    listed = {v["version"]: v["current"] for v in target.list_versions()}
+    assert listed == {first.version: True, second.version: False}
+    with pytest.raises(DeploymentError, match="cannot roll back to '20990101T000000Z-x'"):
+        target.rollback("20990101T000000Z-x")
+
+
+def test_promoting_the_same_version_again_reuses_it_and_a_different_one_is_refused(server, url, tmp_path):
+    target = open_target(url, **server.settings())
+    tiny = promote_tiny(target, tmp_path / "models", 7)
+    before = objects(server, url)
+    again = target.promote(
+        tiny.path,
+        version=tiny.version,
+        metrics={"rmse_mean": 0.9},
+        counts={"ratings": len(tiny.ratings)},
+        trained_at=TRAINED_AT,
+    )
+    assert again["version"] == tiny.version and objects(server, url) == before
+    other = write_model_version(tmp_path / "other", tiny.version, seed=99)
+    with pytest.raises(DeploymentError, match="already deployed .* with different files"):
+        target.promote(other.path, version=tiny.version, metrics={}, counts={}, trained_at=TRAINED_AT)
+    assert objects(server, url) == before
+
+
+@pytest.mark.parametrize("failing", ["svd_model.pkl", "version.json", "manifest.json"])
+def test_upload_failing_half_way_leaves_the_served_manifest_untouched(server, url, tmp_path, failing):
+    champion = promote_tiny(open_target(url, **server.settings()), tmp_path / "models", 8)
+    before = objects(server, url)
+    with FaultyProxy(server.endpoint_url) as proxy:
+        proxy.rules.fail.append(("PUT", failing, 503))
+        target = open_target(url, **server.settings(proxy.endpoint_url))
+        with pytest.raises(DeploymentError, match=f"PUT .*/{failing} at .* failed \\(InternalError, HTTP 503\\)"):
+            promote_tiny(target, tmp_path / "models", 9)
+    assert objects(server, url)["manifest.json"] == before["manifest.json"]
+    assert load_deployed(url and open_target(url, **server.settings()), cache_dir=tmp_path / "c").version == (
+        champion.version
+    )
+    # The interrupted version has no version.json (or is not current): promoting it again completes it.
+    retried = promote_tiny(open_target(url, **server.settings()), tmp_path / "retry", 9)
+    assert open_target(url, **server.settings()).read_manifest()["version"] == retried.version
+
+
+def test_server_gone_mid_promote_leaves_the_manifest_untouched(server, url, tmp_path):
+    champion = promote_tiny(open_target(url, **server.settings()), tmp_path / "models", 10)
+    before = objects(server, url)["manifest.json"]
+    with FaultyProxy(server.endpoint_url) as proxy:
+        proxy.rules.down_after = r"/svd_model\.pkl"  # the first file lands, then the server is gone
+        target = open_target(url, **server.settings(proxy.endpoint_url))
+        with pytest.raises(DeploymentError, match="PUT .*/cf_trainset.pkl at .* failed: \\w+Error"):
+            promote_tiny(target, tmp_path / "models", 11)
+    assert objects(server, url)["manifest.json"] == before
+    assert open_target(url, **server.settings()).read_manifest()["version"] == champion.version
+
+
+def test_wrong_credentials_give_a_clear_error_without_the_secret(server, url, tmp_path):
+    settings = {**server.settings(), "secret_access_key": "wrong-secret-0123456789"}
+    target = open_target(url, **settings)
+    with pytest.raises(DeploymentError) as refused:
+        promote_tiny(target, tmp_path / "models", 12)
+    message = str(refused.value)
+    assert "SignatureDoesNotMatch" in message and "check the access key id and secret" in message
+    assert "wrong-secret" not in message and server.secret_access_key not in message
+    unknown = open_target(url, **{**server.settings(), "access_key_id": "AKIAUNKNOWN000000000"})
+    with pytest.raises(ArtifactVerificationError, match="InvalidAccessKeyId"):
+        load_deployed(unknown, cache_dir=tmp_path / "cache")
+
+
+def test_nothing_deployed_in_the_bucket(server, url, tmp_path):
+    with pytest.raises(NoDeployedModelError, match="no model is deployed"):
+        load_deployed(open_target(url, **server.settings()), cache_dir=tmp_path / "cache")
+
+
+def test_graph_promotes_to_the_bucket_without_leaking_the_secret(server, url, tmp_path, monkeypatch):
+    env = make_graph_env(tmp_path)
+    for name, value in server.env(url).items():
+        monkeypatch.setenv(name, value)
+    from cfrec_assets.resources import build_resources
+
+    serving = build_resources()["serving"]
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance, resources={"serving": serving})
+        assert result.success, failure_messages(result)
+        deployed = metadata(result, "deployed_model")
+        assert deployed["serving_target"] == f"{url} at 127.0.0.1"
+        manifest = open_target(url, **server.settings()).read_manifest()
+        assert manifest["version"] == deployed["version"] == metadata(result, "svd_model")["version"]
+        secret = server.secret_access_key.encode()
+        stored = [p for p in Path(instance.root_directory).rglob("*") if p.is_file()]
+        assert stored and not [p for p in stored if secret in p.read_bytes()]
+    assert not (env.serving_dir / "manifest.json").exists()  # nothing went to the local folder
