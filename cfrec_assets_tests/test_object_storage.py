@@ -207,3 +207,18 @@ def test_graph_promotes_to_the_bucket_without_leaking_the_secret(server, url, tm
         stored = [p for p in Path(instance.root_directory).rglob("*") if p.is_file()]
         assert stored and not [p for p in stored if secret in p.read_bytes()]
     assert not (env.serving_dir / "manifest.json").exists()  # nothing went to the local folder
+
+
+def test_watcher_follows_the_bucket(server, url, tmp_path):
+    from functools import partial
+
+    from cfrec_assets.watcher import DeployedModelWatcher
+
+    target = open_target(url, **server.settings())
+    first = promote_tiny(target, tmp_path / "models", 13)
+    load = partial(load_deployed, cache_dir=tmp_path / "cache")
+    watcher = DeployedModelWatcher(target, interval=3600, load=load).start()
+    assert watcher.version == first.version
+    second = promote_tiny(target, tmp_path / "models", 14)
+    assert watcher.check_now() is True and watcher.version == second.version
+    watcher.stop()
