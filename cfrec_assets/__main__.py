@@ -4,6 +4,8 @@
     python -m cfrec_assets predict --user ml_196 --movie 862
     python -m cfrec_assets deployments
 
+``recommend`` and ``predict`` name each film ("Toy Story (1995)") next to its TMDB id when the
+model artifact has its title (films only the app's users rated show the id alone).
 Every command takes ``--serving-dir`` (default: ``$CFREC_SERVING_DIR``, else
 ``$CFREC_DATA_DIR/serving``, else ``data/serving``, as the pipeline resolves it) and ``--json``. Exit codes: 0 ok, 1 nothing deployed,
 2 usage error, 3 the deployment failed verification.
@@ -69,15 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _recommend(args: argparse.Namespace) -> tuple[Any, str]:
     from cfrec_assets.serving import load_deployed
 
-    result = load_deployed(args.serving_dir).recommend(args.user, args.n, exclude_seen=not args.include_seen)
+    model = load_deployed(args.serving_dir)
+    result = model.recommend(args.user, args.n, exclude_seen=not args.include_seen)
+    titles = [model.describe(item) for item in result.items]
     lines = [f"Top {len(result.items)} movies for {result.user_id} (model {result.model_version})"]
     if result.fallback:
         lines.append(f"note: {result.fallback}: not in the model, showing the best-rated movies overall")
     lines += [
-        f"{rank:>3}. tmdb {item:<8} predicted {score:.2f}"
-        for rank, (item, score) in enumerate(zip(result.items, result.scores), start=1)
+        f"{rank:>3}. {score:.2f}  tmdb {item:<8} {title}".rstrip()
+        for rank, (item, score, title) in enumerate(zip(result.items, result.scores, titles), start=1)
     ]
-    return result.to_dict(), "\n".join(lines)
+    return {**result.to_dict(), "titles": titles}, "\n".join(lines)
 
 
 def _predict(args: argparse.Namespace) -> tuple[Any, str]:
@@ -85,10 +89,12 @@ def _predict(args: argparse.Namespace) -> tuple[Any, str]:
 
     model = load_deployed(args.serving_dir)
     result = model.predict(args.user, args.movie)
-    text = f"{result.user_id} -> tmdb {result.tmdb_id}: predicted {result.rating:.2f} (model {model.version})"
+    title = model.describe(result.tmdb_id)
+    named = f"tmdb {result.tmdb_id}" + (f" {title}" if title else "")
+    text = f"{result.user_id} -> {named}: predicted {result.rating:.2f} (model {model.version})"
     if result.fallback:
         text += f"\nnote: fallback {result.fallback}"
-    return {**asdict(result), "model_version": model.version}, text
+    return {**asdict(result), "title": title, "model_version": model.version}, text
 
 
 def _deployments(args: argparse.Namespace) -> tuple[Any, str]:

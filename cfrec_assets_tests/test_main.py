@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cfrec_assets.deployment import promote
@@ -15,6 +16,10 @@ from cfrec_assets.serving import load_deployed
 from cfrec_testkit.models import TinyModelVersion, version_name, write_model_version
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Half of the tiny model's films (tmdb 107, 114, ...) have MovieLens titles; the rest are app-only.
+TITLES = pd.DataFrame(
+    {"tmdb_id": [100 + 7 * m for m in range(1, 21)], "title": [f"Film {m}" for m in range(1, 21)], "year": 1990}
+)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,7 +38,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def deployed(tmp_path_factory) -> tuple[Path, list[TinyModelVersion]]:
     """A serving dir with two promoted versions, the second one current."""
     root = tmp_path_factory.mktemp("cli")
-    models = [write_model_version(root / "models", version_name(n), seed=n) for n in range(2)]
+    models = [
+        write_model_version(root / "models", version_name(n), seed=n, titles=TITLES if n else None) for n in range(2)
+    ]
     for rmse, model in zip((0.93, 0.91), models):
         promote(
             model.path,
@@ -51,8 +58,9 @@ def test_recommend_json_matches_the_library(deployed):
     serving, models = deployed
     result = run_cli("recommend", "--user", "ml_1", "-n", "4", "--serving-dir", str(serving), "--json")
     assert result.returncode == 0, result.stderr
-    expected = load_deployed(serving).recommend("ml_1", 4).to_dict()
-    assert json.loads(result.stdout) == expected
+    model = load_deployed(serving)
+    expected = model.recommend("ml_1", 4).to_dict()
+    assert json.loads(result.stdout) == {**expected, "titles": [model.describe(i) for i in expected["items"]]}
     assert expected["model_version"] == models[1].version and len(expected["items"]) == 4
 
 
@@ -114,3 +122,19 @@ def test_usage_errors_exit_2(args, tmp_path):
     result = run_cli(*args, "--serving-dir", str(tmp_path))
     assert result.returncode == 2
     assert "error:" in result.stderr
+
+
+def test_recommend_and_predict_show_titles_and_years(deployed):
+    serving, _ = deployed
+    result = run_cli("recommend", "--user", "ml_1", "-n", "40", "--include-seen", "--serving-dir", str(serving))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()[1:]
+    assert len(lines) == 40
+    titled = [line for line in lines if "tmdb 107 " in line or line.endswith("tmdb 107")]
+    assert titled and titled[0].endswith("tmdb 107      Film 1 (1990)")
+    untitled = [line for line in lines if "tmdb 380" in line]  # film 40: app-only, no title
+    assert untitled and untitled[0].endswith("tmdb 380")
+    named = run_cli("predict", "--user", "ml_1", "--movie", "114", "--serving-dir", str(serving), "--json")
+    assert json.loads(named.stdout)["title"] == "Film 2 (1990)"
+    text = run_cli("predict", "--user", "ml_1", "--movie", "114", "--serving-dir", str(serving)).stdout
+    assert text.startswith("ml_1 -> tmdb 114 Film 2 (1990): predicted")
