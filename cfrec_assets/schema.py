@@ -15,6 +15,8 @@ RATING_MIN, RATING_MAX = 0.5, 5.0
 RATING_SCALE = (RATING_MIN, RATING_MAX)
 ML_USER_PREFIX = "ml_"
 """MovieLens user ids become ``ml_<id>``, so they can never merge with the app's user ids."""
+SEED_USER_PREFIXES = (ML_USER_PREFIX,)
+"""Every seed population's prefix: a user id without one of these is an app user."""
 
 APP_RATING_COLUMNS = ("user_id", "tmdb_id", "rating", "created_at")
 """The app's ratings as ``supabase_ratings`` hands them on (and as both Supabase readers return them)."""

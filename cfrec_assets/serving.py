@@ -118,6 +118,10 @@ class DeployedModel:
     def knows_user(self, user_id: str) -> bool:
         return user_id in self._user_index
 
+    def rated_counts(self) -> dict[str, int]:
+        """How many training ratings each known user has."""
+        return dict(zip(self._arrays.user_ids.tolist(), np.diff(self._arrays.seen_indptr).tolist()))
+
     def title_of(self, tmdb_id: int) -> tuple[str, int | None] | None:
         """(title, year) of a film the model knows, when the artifact names it."""
         item = self._item_index.get(_check_tmdb_id(tmdb_id))

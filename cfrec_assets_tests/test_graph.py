@@ -74,6 +74,16 @@ def test_whole_graph_materializes_with_metadata(tmp_path: Path) -> None:
     user = f"ml_{int(env.mirror.ratings['user_id'].iloc[0])}"
     assert served.recommend(user, n=5).fallback is None
 
+    # Titles travel with the model; people see its recommendations before and after it ships.
+    titles = metadata(result, "movie_titles")
+    assert titles["films"] >= served.n_movies  # every trained film has a TMDB id, so a title
+    assert all(served.describe(item) for item in served.recommend(user, n=5).items)
+    for asset in ("cv_metrics", "deployed_model"):
+        preview = metadata(result, asset)["recommendations_preview"]
+        assert f"Model {model['version']}" in preview and "(new user)" not in preview
+        assert "most active MovieLens user" in preview and "a brand-new user" in preview
+        assert len([line for line in preview.splitlines() if line.startswith("| ")]) == 11  # header + 10
+
 
 def test_second_run_reuses_download_cache_and_keeps_earlier_versions(tmp_path: Path) -> None:
     env = make_graph_env(tmp_path)

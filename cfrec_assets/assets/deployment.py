@@ -9,8 +9,10 @@ import dagster as dg
 from cfrec_assets.checks import GATE_CHECKS
 from cfrec_assets.deployment import promotion_of
 from cfrec_assets.gate import gate_problems, materialization_runs
+from cfrec_assets.preview import recommendations_table
 from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.resources import DataStore, ServingTargetResource
+from cfrec_assets.serving import load_deployed
 
 GROUP = "deployment"
 # Stale when the served model is older than this. With the retrain sensor's one-day maximum
@@ -80,6 +82,8 @@ def deployed_model(
         manifest = target.promote(Path(svd_model.path), **promotion_of(svd_model, cv_metrics))
         action = "promote"
     context.log.info(f"{action}: serving version {manifest['version']} (previous: {manifest.get('previous_version')})")
+    # Loaded back from the target as the app loads it: proves it loads, and shows what it serves.
+    served = load_deployed(target, cache_dir=store.root / "serving-cache")
     return dg.MaterializeResult(
         metadata={
             "action": action,
@@ -91,5 +95,6 @@ def deployed_model(
             **{f"trained_on_{k}": v for k, v in manifest["counts"].items()},
             "trained_at": manifest["trained_at"],
             **{f"{name.split('.')[0]}_sha256": f["sha256"] for name, f in manifest["files"].items()},
+            "recommendations_preview": dg.MetadataValue.md(recommendations_table(served)),
         }
     )

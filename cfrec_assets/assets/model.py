@@ -8,9 +8,11 @@ from typing import Literal, Optional
 import dagster as dg
 import pandas as pd
 
+from cfrec_assets.preview import recommendations_table
 from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.resources import DataStore
 from cfrec_assets.schema import SEED_SVD_PARAMS, SOURCE_APP, TRAINING_POOL, TRAINING_RATINGS_FILE
+from cfrec_assets.serving import load_version
 from cfrec_assets.training import (
     SVDParams,
     cross_validate_svd,
@@ -149,6 +151,7 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
     summary = {name: round(value, 5) for name, value in summarize_folds(folds).items()}
     per_fold = {f"fold_{i}_{name}": round(value, 5) for i, fold in enumerate(folds, 1) for name, value in fold.items()}
     context.log.info(f"version {svd_model.version}: RMSE {summary['rmse_mean']:.4f} ± {summary['rmse_std']:.4f}")
+    challenger = load_version(Path(svd_model.path), svd_model.files, {"version": svd_model.version})
     metrics = ModelMetrics(
         version=svd_model.version,
         run_id=run_id_of(context),
@@ -166,5 +169,6 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
             "real_ratings": metrics.real_ratings,
             **summary,
             **per_fold,
+            "recommendations_preview": dg.MetadataValue.md(recommendations_table(challenger)),
         },
     )
