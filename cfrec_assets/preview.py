@@ -1,4 +1,7 @@
-"""A Markdown table of what a model recommends, so a person can judge it in the Dagster UI.
+"""What a model recommends, for people: a Markdown table for the Dagster UI, and the rows
+``user_recommendations`` writes for the app.
+
+The table:
 
 Columns: the most active and a median-active MovieLens user, the most active app user (when the
 model has any) and a brand-new user (the unknown-user fallback: highest item bias). Each cell is
@@ -6,6 +9,10 @@ the film's title and year (or its TMDB id when the model has no title) and the p
 """
 
 from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
 
 from cfrec_assets.schema import SEED_USER_PREFIXES
 from cfrec_assets.serving import DeployedModel
@@ -53,3 +60,23 @@ def recommendations_table(model: DeployedModel, n: int = 10) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
+
+
+def app_users(model: DeployedModel) -> list[str]:
+    """Users of the app (no seed prefix), sorted."""
+    return sorted(u for u in model.rated_counts() if not u.startswith(SEED_USER_PREFIXES))
+
+
+def recommendation_rows(model: DeployedModel, users: list[str], n: int, created_at: datetime) -> pd.DataFrame:
+    """One row per (user, rank): user_id, tmdb_id, rank (1 = best), score, model_version, created_at."""
+    rows = [
+        (user, item, rank, score, model.version, created_at)
+        for user in users
+        for rank, (item, score) in enumerate(zip(*_top(model, user, n)), start=1)
+    ]
+    return pd.DataFrame(rows, columns=["user_id", "tmdb_id", "rank", "score", "model_version", "created_at"])
+
+
+def _top(model: DeployedModel, user: str, n: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    result = model.recommend(user, n)
+    return result.items, result.scores

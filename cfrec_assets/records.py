@@ -61,3 +61,16 @@ class ModelMetrics:
     """``<metric>_mean`` / ``<metric>_std`` for rmse, mae, precision_at_k, ndcg_at_k, fit_seconds."""
     real_ratings: int
     folds: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """``deployed_model``: what the serving target serves after this materialization."""
+
+    version: str
+    action: str
+    """``promote`` or ``rollback``."""
+    target: str
+    """The serving target, without credentials."""
+    previous_version: str | None
+    run_id: str

@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from cfrec_assets.io_manager import LocalIOManager
 from cfrec_assets.schema import DEFAULT_DATA_DIR, ENV_DATA_DIR, ENV_SERVING_DIR, serving_dir
 from cfrec_assets.supabase_io import RatingsReader, SupabasePostgresResource, SupabaseResource
+from cfrec_assets.supabase_io.recommendations import RecommendationsTable
 from cfrec_assets.supabase_io.table import check_identifier
 from cfrec_assets.targets import ServingTarget, open_target
 
@@ -132,6 +133,9 @@ def build_resources(environ: Mapping[str, str] = os.environ, **overrides: Any) -
         "store": DataStore(**data, **_from_env(environ, serving_dir_path=ENV_SERVING_DIR)),
         "catalog": CatalogSource(**_from_env(environ, path="CFREC_CATALOG_PATH", supabase_table="CFREC_CATALOG_TABLE")),
         "supabase": ratings_reader(environ),
+        "recommendations": RecommendationsTable(
+            **_from_env(environ, db_url="SUPABASE_DB_URL", table="CFREC_RECOMMENDATIONS_TABLE")
+        ),
         "serving": ServingTargetResource(
             **_from_env(
                 environ,

@@ -4,6 +4,7 @@ from cfrec_assets.assets.deployment import deployed_model
 from cfrec_assets.assets.model import cv_metrics, svd_model
 from cfrec_assets.assets.movielens import ml100k_raw, movie_titles, tmdb_links
 from cfrec_assets.assets.ratings import app_ratings_table, catalog_ids, combined_ratings, supabase_ratings
+from cfrec_assets.assets.recommendations import user_recommendations
 from cfrec_assets.assets.tuning import svd_tuning
 
 ALL_ASSETS = [
@@ -19,3 +20,6 @@ ALL_ASSETS = [
     cv_metrics,
     deployed_model,
 ]
+
+OPT_IN_ASSETS = [user_recommendations]
+"""In the code location only when switched on (``definitions.assets_from_env``)."""

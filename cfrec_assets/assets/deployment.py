@@ -10,7 +10,7 @@ from cfrec_assets.checks import GATE_CHECKS
 from cfrec_assets.deployment import promotion_of
 from cfrec_assets.gate import gate_problems, materialization_runs
 from cfrec_assets.preview import recommendations_table
-from cfrec_assets.records import ModelMetrics, ModelVersion
+from cfrec_assets.records import Deployment, ModelMetrics, ModelVersion
 from cfrec_assets.resources import DataStore, ServingTargetResource
 from cfrec_assets.serving import load_deployed
 
@@ -61,7 +61,7 @@ def deployed_model(
     serving: ServingTargetResource,
     svd_model: ModelVersion,
     cv_metrics: ModelMetrics,
-) -> dg.MaterializeResult:
+) -> dg.Output[Deployment]:
     """The model version the app serves: promoted atomically once every blocking check passed.
 
     Puts the version's files under ``<target>/versions/<version>/`` and then replaces
@@ -84,7 +84,15 @@ def deployed_model(
     context.log.info(f"{action}: serving version {manifest['version']} (previous: {manifest.get('previous_version')})")
     # Loaded back from the target as the app loads it: proves it loads, and shows what it serves.
     served = load_deployed(target, cache_dir=store.root / "serving-cache")
-    return dg.MaterializeResult(
+    deployment = Deployment(
+        version=manifest["version"],
+        action=action,
+        target=target.describe(),
+        previous_version=manifest.get("previous_version"),
+        run_id=context.run.run_id,
+    )
+    return dg.Output(
+        deployment,
         metadata={
             "action": action,
             "version": manifest["version"],
@@ -96,5 +104,5 @@ def deployed_model(
             "trained_at": manifest["trained_at"],
             **{f"{name.split('.')[0]}_sha256": f["sha256"] for name, f in manifest["files"].items()},
             "recommendations_preview": dg.MetadataValue.md(recommendations_table(served)),
-        }
+        },
     )
