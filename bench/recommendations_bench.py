@@ -1,0 +1,83 @@
+"""Benchmark writing every user's top-10 to PostgreSQL, as ``user_recommendations`` does.
+
+Usage: ``python bench/recommendations_bench.py [--repeat R] [--n N] [--datasets DIR]``
+
+Trains the production model on ML-100K (``serving_bench.train_on_real_data``), loads it with
+``load_deployed``'s loader, computes every user's top-N (all 943 MovieLens users stand in for
+app users) and replaces a temp PostgreSQL table's rows in one transaction (the README's table),
+``--repeat`` times. Prints medians: computing the rows, and the transaction (lock, delete, COPY,
+commit), with rows per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+from benchlib import missing_movielens, positive_int, timed  # bench/ is sys.path[0] when a script here runs
+from serving_bench import train_on_real_data
+
+from cfrec_assets.deployment import file_records
+from cfrec_assets.preview import recommendation_rows
+from cfrec_assets.serving import load_version
+from cfrec_assets.supabase_io.recommendations import RecommendationsTable
+from cfrec_testkit.postgres import postgres_server
+
+REPO = Path(__file__).resolve().parents[1]
+TABLE_SQL = REPO / "deploy" / "user_recommendations.sql"
+STAND_IN = "create schema if not exists auth; create or replace function auth.uid() returns uuid language sql as $$ select null::uuid $$; do $$ begin if not exists (select from pg_roles where rolname='authenticated') then create role authenticated; end if; end $$;"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=positive_int, default=5)
+    parser.add_argument("--n", type=positive_int, default=10)
+    parser.add_argument(
+        "--datasets", type=Path, default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets")
+    )
+    args = parser.parse_args(argv)
+    if problem := missing_movielens(args.datasets):
+        print(problem, file=sys.stderr)
+        return 2
+    print(f"machine: {os.cpu_count()} cores, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        "reproduce: cd "
+        + shlex.quote(str(REPO))
+        + " && .venv/bin/python "
+        + shlex.join(["bench/recommendations_bench.py", *sys.argv[1:]])
+    )
+    with tempfile.TemporaryDirectory(prefix="cfrec-recs-bench-") as scratch, postgres_server() as server:
+        version, _ = train_on_real_data(args.datasets / "movielens", Path(scratch))
+        model = load_version(version, file_records(version), {"version": version.name})
+        users = sorted(model.rated_counts())
+        now = datetime.now(timezone.utc)
+        compute_s, rows = timed(lambda: recommendation_rows(model, users, args.n, now), args.repeat)
+        with psycopg.connect(server.conninfo, autocommit=True) as conn:
+            conn.execute(STAND_IN)
+            conn.execute(TABLE_SQL.read_text())
+        table = RecommendationsTable(db_url=server.conninfo, table="user_recommendations")
+        write_s, _ = timed(lambda: table.replace_all(rows), args.repeat)
+    write = statistics.median(write_s)
+    print(f"\n{len(users)} users x top-{args.n} = {len(rows):,} rows, median of {args.repeat}")
+    print("\n| step | median ms | runs (ms) |")
+    print("|---|---:|---|")
+    for label, seconds in (
+        ("compute every user's top-N", compute_s),
+        ("replace the table in one transaction", write_s),
+    ):
+        print(
+            f"| {label} | {1000 * statistics.median(seconds):.1f} | {', '.join(f'{1000 * s:.1f}' for s in seconds)} |"
+        )
+    print(f"\nwrite throughput: {len(rows) / write:,.0f} rows/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
