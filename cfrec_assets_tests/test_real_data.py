@@ -44,7 +44,8 @@ def real_run(tmp_path_factory):
 def test_every_asset_and_check_succeeds(real_run) -> None:
     result, _ = real_run
     assert result.success
-    assert len(materialized(result)) == 8
+    every = {key.to_user_string() for asset in ALL_ASSETS if not isinstance(asset, dg.AssetSpec) for key in asset.keys}
+    assert materialized(result) == every - {"svd_tuning"}
     assert all(check_results(result).values()), check_results(result)
 
 
