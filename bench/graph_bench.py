@@ -53,8 +53,14 @@ from benchlib import missing_movielens  # bench/ is sys.path[0] when a script he
 
 from cfrec_assets.assets import ALL_ASSETS
 from cfrec_assets.assets.model import CVConfig, SVDConfig, cv_metrics, svd_model
-from cfrec_assets.assets.movielens import ml100k_raw, movie_titles, tmdb_links
-from cfrec_assets.assets.ratings import SupabaseRatingsConfig, catalog_ids, combined_ratings, supabase_ratings
+from cfrec_assets.assets.movielens import MovieLensLatestConfig, ml100k_raw, ml_latest_raw, movie_titles, tmdb_links
+from cfrec_assets.assets.ratings import (
+    CombineConfig,
+    SupabaseRatingsConfig,
+    catalog_ids,
+    combined_ratings,
+    supabase_ratings,
+)
 from cfrec_assets.checks import ALL_CHECKS
 from cfrec_assets.deployment import promote_model
 from cfrec_assets.io_manager import LocalIOManager
@@ -150,13 +156,29 @@ def baseline(data_dir: str, base_url: str) -> tuple[dict[str, float], pd.DataFra
 
     context = dg.build_asset_context  # a fresh context per call, as each step gets one
     raw = lap("ml100k_raw", ml100k_raw(context(), movielens=movielens, store=store))
-    links = lap("tmdb_links", tmdb_links(context(), movielens=movielens, store=store, ml100k_raw=raw))
-    titles = lap("movie_titles", movie_titles(ml100k_raw=raw, tmdb_links=links))
-    catalog_value = lap("catalog_ids", catalog_ids(context(), catalog=catalog, supabase=supabase, tmdb_links=links))
+    latest = lap(
+        "ml_latest_raw",
+        ml_latest_raw(context(), config=MovieLensLatestConfig(), movielens=movielens, store=store),
+    )
+    links = lap("tmdb_links", tmdb_links(context(), ml100k_raw=raw, ml_latest_raw=latest))
+    titles = lap("movie_titles", movie_titles(ml100k_raw=raw, tmdb_links=links, ml_latest_raw=latest))
+    catalog_value = lap(
+        "catalog_ids",
+        catalog_ids(context(), catalog=catalog, supabase=supabase, tmdb_links=links, ml_latest_raw=latest),
+    )
     app = lap("supabase_ratings", supabase_ratings(context(), config=SupabaseRatingsConfig(), supabase=supabase))
     combined = lap(
         "combined_ratings",
-        combined_ratings(context(), ml100k_raw=raw, tmdb_links=links, catalog_ids=catalog_value, supabase_ratings=app),
+        combined_ratings(
+            context(),
+            config=CombineConfig(),
+            ml100k_raw=raw,
+            tmdb_links=links,
+            ml_latest_raw=latest,
+            movie_titles=titles,
+            catalog_ids=catalog_value,
+            supabase_ratings=app,
+        ),
     )
     model = lap(
         "svd_model",

@@ -16,7 +16,7 @@ import pandas as pd
 
 from cfrec_assets.deployment import verification_problems
 from cfrec_assets.gate import materialization_metadata
-from cfrec_assets.records import Catalog, ModelMetrics, ModelVersion, MovieLens100K
+from cfrec_assets.records import Catalog, ModelMetrics, ModelVersion, MovieLens100K, MovieLensLatest
 from cfrec_assets.resources import DataStore, ServingTargetResource
 from cfrec_assets.schema import PICKLE_FILES, RATING_MAX, RATING_MIN, TRAINING_RATINGS_FILE
 from cfrec_assets.serving import ArtifactVerificationError, load_version
@@ -148,21 +148,28 @@ class TrainingTableConfig(dg.Config):
 @dg.asset_check(
     asset="combined_ratings",
     blocking=True,
-    additional_ins={name: dg.AssetIn(name) for name in ("catalog_ids", "tmdb_links", "supabase_ratings")},
+    additional_ins={
+        name: dg.AssetIn(name) for name in ("catalog_ids", "tmdb_links", "ml_latest_raw", "supabase_ratings")
+    },
 )
 def combined_ratings_are_valid(
     config: TrainingTableConfig,
     combined_ratings: pd.DataFrame,
     catalog_ids: Catalog,
     tmdb_links: pd.DataFrame,
+    ml_latest_raw: MovieLensLatest,
     supabase_ratings: pd.DataFrame,
 ) -> dg.AssetCheckResult:
     """No phantom movie ids, ratings in range, one rating per (user, movie), enough to train on."""
     ratings = combined_ratings
     if catalog_ids.filter:
         known = set(catalog_ids.tmdb_ids)
-    else:  # no catalog: every id must still come from the mapping or the app's ratings
-        known = set(tmdb_links["tmdb_id"].dropna().astype("int64")) | set(supabase_ratings["tmdb_id"].astype("int64"))
+    else:  # no catalog: every id must still come from a mapping, a release's links or the app's ratings
+        known = (
+            set(tmdb_links["tmdb_id"].dropna().astype("int64"))
+            | set(ml_latest_raw.links["tmdbId"].dropna().astype("int64"))
+            | set(supabase_ratings["tmdb_id"].astype("int64"))
+        )
     phantom = sorted(set(ratings["tmdb_id"].tolist()) - known)
     out_of_range = int((~ratings["rating"].between(RATING_MIN, RATING_MAX)).sum())
     duplicates = int(ratings.duplicated(["user_id", "tmdb_id"]).sum())

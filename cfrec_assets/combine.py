@@ -8,7 +8,16 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from cfrec_assets.schema import COMBINED_COLUMNS, ML_USER_PREFIX, RATING_SCALE, SOURCE_APP, SOURCE_MOVIELENS
+from cfrec_assets.schema import (
+    COMBINED_COLUMNS,
+    ML_LATEST_USER_PREFIX,
+    ML_USER_PREFIX,
+    RATING_SCALE,
+    SEED_USER_PREFIXES,
+    SOURCE_APP,
+    SOURCE_ML_LATEST,
+    SOURCE_MOVIELENS,
+)
 
 
 def empty_real_ratings() -> pd.DataFrame:
@@ -29,28 +38,39 @@ def combine_ratings(
     catalog: Iterable[int] | None = None,
     rating_range: tuple[float, float] = RATING_SCALE,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """ML-100K plus the app's ratings (see :func:`combine`)."""
+    dropped: Counter[str] = Counter()
+    return combine({"ml": ml100k_seed(ml_ratings, mapping, dropped)}, real_ratings, catalog, rating_range, dropped)
+
+
+def combine(
+    seeds: dict[str, pd.DataFrame],
+    real_ratings: pd.DataFrame,
+    catalog: Iterable[int] | None = None,
+    rating_range: tuple[float, float] = RATING_SCALE,
+    dropped: Counter[str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """Return the training table and the number of rows dropped per reason.
 
-    ML-100K ratings keep only items that map to a TMDB id; users are prefixed ``ml_`` so they
-    can never collide with app users. With a catalog, both sources are filtered to it. When a
-    user rated the same movie twice (two ML-100K items can share a TMDB id, and app users
-    re-rate), the latest rating wins. The result is sorted by user then movie: Surprise numbers
-    users and items by first appearance and draws initial factors in that order, so a fixed
-    order makes the model reproducible from the same ratings, and user-sorted input fits about
-    1.6x faster (bench/graph_bench.py) than shuffled rows.
+    ``seeds`` are seed populations already keyed by TMDB id (:func:`ml100k_seed`,
+    :func:`ml_latest_seed`; none for an app-only model), each user prefixed so populations
+    never collide. With a catalog, every source is filtered to it. When a user rated the same
+    movie twice (two MovieLens films can share a TMDB id, and app users re-rate), the latest
+    rating wins. The result is sorted by user then movie: Surprise numbers users and items by
+    first appearance and draws initial factors in that order, so a fixed order makes the model
+    reproducible from the same ratings, and user-sorted input fits about 1.6x faster
+    (bench/graph_bench.py) than shuffled rows.
     """
-    dropped: Counter[str] = Counter()
-    ml = _movielens_part(ml_ratings, mapping, dropped)
-    real = _real_part(real_ratings, dropped)
-    frames = [ml, real]
+    dropped = Counter() if dropped is None else dropped
+    parts = {**seeds, "real": _real_part(real_ratings, dropped)}
     if catalog is not None:
         allowed = np.fromiter(catalog, dtype=np.int64)
-        for i, (frame, name) in enumerate(zip(frames, ("ml", "real"))):
+        for name, frame in parts.items():
             keep = frame["tmdb_id"].isin(allowed)
             dropped[f"{name}_not_in_catalog"] += int((~keep).sum())
-            frames[i] = frame[keep]
+            parts[name] = frame[keep]
 
-    combined = pd.concat(frames, ignore_index=True)
+    combined = pd.concat(parts.values(), ignore_index=True)
     valid = combined["user_id"].notna() & (combined["user_id"].str.len() > 0) & combined["tmdb_id"].notna()
     dropped["missing_id"] += int((~valid).sum())
     combined = combined[valid]
@@ -68,7 +88,26 @@ def combine_ratings(
     return result[list(COMBINED_COLUMNS)], {k: int(v) for k, v in sorted(dropped.items())}
 
 
-def _movielens_part(ml_ratings: pd.DataFrame, mapping: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
+def ml_latest_seed(ratings: pd.DataFrame, links: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
+    """An ml-latest release's ratings keyed by TMDB id through the release's own links.csv (an
+    exact join: same release); films without a tmdbId are dropped and counted."""
+    linked = links.loc[links["tmdbId"].notna(), ["movieId", "tmdbId"]]
+    joined = ratings.merge(linked, left_on="movie_id", right_on="movieId", how="left")
+    dropped["ml_latest_unlinked_film"] += int(joined["tmdbId"].isna().sum())
+    joined = joined[joined["tmdbId"].notna()]
+    return pd.DataFrame(
+        {
+            "user_id": ML_LATEST_USER_PREFIX + joined["user_id"].astype(str),
+            "tmdb_id": joined["tmdbId"].astype("int64"),
+            "rating": joined["rating"].astype("float64"),
+            "source": SOURCE_ML_LATEST,
+            "created_at": pd.to_datetime(joined["timestamp"], unit="s", utc=True),
+        }
+    )
+
+
+def ml100k_seed(ml_ratings: pd.DataFrame, mapping: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
+    """ML-100K's ratings keyed by TMDB id through ``tmdb_links``; unmapped items are dropped."""
     mapped = mapping.loc[mapping["tmdb_id"].notna(), ["ml100k_item_id", "tmdb_id"]]
     joined = ml_ratings.merge(mapped, left_on="item_id", right_on="ml100k_item_id", how="left")
     dropped["ml_unmapped_item"] += int(joined["tmdb_id"].isna().sum())
@@ -87,7 +126,7 @@ def _movielens_part(ml_ratings: pd.DataFrame, mapping: pd.DataFrame, dropped: Co
 def _real_part(real: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
     users = real["user_id"].astype("string")
     # An app user id that looks like a prefixed MovieLens id would merge two people.
-    collides = users.str.startswith(ML_USER_PREFIX).fillna(False)
+    collides = users.str.startswith(SEED_USER_PREFIXES).fillna(False)
     dropped["real_user_id_has_ml_prefix"] += int(collides.sum())
     real = real[~collides]
     return pd.DataFrame(
@@ -99,3 +138,31 @@ def _real_part(real: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
             "created_at": pd.to_datetime(real["created_at"], utc=True),
         }
     )
+
+
+def catalog_coverage(
+    sources: dict[str, pd.DataFrame], catalog: Iterable[int], min_ratings: int = 20
+) -> dict[str, dict[str, int]]:
+    """Per source: catalog films with at least 1 and at least ``min_ratings`` ratings, and the
+    ratings on catalog films (``sources`` map a name to a frame with a ``tmdb_id`` column)."""
+    wanted = pd.Index(sorted(set(catalog)), dtype="int64")
+    out = {}
+    for name, frame in sources.items():
+        counts = frame["tmdb_id"].value_counts().reindex(wanted, fill_value=0)
+        out[name] = {
+            "films_rated": int((counts >= 1).sum()),
+            f"films_with_{min_ratings}_plus": int((counts >= min_ratings).sum()),
+            "ratings_on_catalog": int(counts.sum()),
+        }
+    return out
+
+
+def uncovered_films(
+    catalog: Iterable[int], training: pd.DataFrame, popularity: pd.DataFrame, n: int = 10
+) -> pd.DataFrame:
+    """The ``n`` catalog films without a single training rating, most rated first by
+    ``popularity`` (every MovieLens rating the graph has, chosen as a seed or not)."""
+    missing = sorted(set(catalog) - set(training["tmdb_id"].tolist()))
+    counts = popularity["tmdb_id"].value_counts().reindex(missing, fill_value=0)
+    frame = pd.DataFrame({"tmdb_id": missing, "movielens_ratings": counts.to_numpy()})
+    return frame.sort_values(["movielens_ratings", "tmdb_id"], ascending=[False, True]).head(n).reset_index(drop=True)

@@ -52,12 +52,28 @@ MEMBER_SIZE_LIMITS: dict[str, int] = {
     "ml-latest-small/ratings.csv": 10 * MiB,  # 2,483,723 bytes
     "ml-latest-small/movies.csv": 2 * MiB,  # 494,431 bytes
     "ml-latest-small/links.csv": 1 * MiB,  # 197,979 bytes
+    # The big releases (2x, they are large): ml-32m (2024) and ml-latest (updated by GroupLens).
+    "ml-32m/ratings.csv": 2048 * MiB,  # 877 MB
+    "ml-32m/movies.csv": 16 * MiB,  # 4.2 MB
+    "ml-32m/links.csv": 8 * MiB,  # 1.9 MB
+    "ml-32m/tags.csv": 256 * MiB,  # 72 MB
+    "ml-latest/ratings.csv": 2048 * MiB,  # 891 MB
+    "ml-latest/movies.csv": 16 * MiB,  # 3.0 MB
+    "ml-latest/links.csv": 8 * MiB,  # 1.4 MB
+    "ml-latest/tags.csv": 256 * MiB,  # 39 MB
+    "ml-latest/genome-scores.csv": 1024 * MiB,  # 436 MB
+    "ml-latest/genome-tags.csv": 1 * MiB,
 }
 # Any other member: the largest in either release is ml-100k/ua.base (1,792,501 bytes).
 DEFAULT_MEMBER_LIMIT = 8 * MiB
 # All members together (ml-100k holds 15.9 MB uncompressed) and the archive itself (4.9 MB).
 ARCHIVE_CONTENT_LIMIT = 64 * MiB
 MAX_ARCHIVE_BYTES = 64 * MiB
+# Per archive name: (archive bytes, all members uncompressed); others get the two above.
+ARCHIVE_LIMITS: dict[str, tuple[int, int]] = {
+    "ml-32m.zip": (512 * MiB, 3072 * MiB),  # 239 MB; 1.0 GB uncompressed
+    "ml-latest.zip": (1024 * MiB, 4096 * MiB),  # 335 MB; 1.4 GB uncompressed
+}
 MAX_MEMBERS = 1_000  # ml-100k has 24
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then name and extra field lengths
 
@@ -87,6 +103,11 @@ def archive_url(base_url: str, filename: str) -> str:
             "use http://, https:// or file://"
         )
     return base_url.rstrip("/") + "/" + urllib.parse.quote(filename)
+
+
+def archive_limits(filename: str) -> tuple[int, int]:
+    """(largest archive, largest total uncompressed content) accepted for ``filename``."""
+    return ARCHIVE_LIMITS.get(filename, (MAX_ARCHIVE_BYTES, ARCHIVE_CONTENT_LIMIT))
 
 
 def member_limit(name: str) -> int:
@@ -142,7 +163,7 @@ def _reuse(target: Path, source_url: str, required_members: tuple[str, ...]) -> 
     if not isinstance(record, dict) or record.get("source_url") != source_url or not target.is_file():
         return None
     try:
-        verify_archive(target, required_members)
+        verify_archive(target, required_members, name=target.name)
     except DownloadError:
         return None  # only reachable if someone edited the cache by hand: fetch a fresh copy
     digest = sha256_file(target)
@@ -158,8 +179,8 @@ def _download(url: str, target: Path, required_members: tuple[str, ...], timeout
 
     def fill(tmp: Path) -> None:  # a failure here leaves the cache as it was (storage.write_atomic)
         with tmp.open("wb") as out:
-            got["final_url"] = _stream(url, out, timeout_seconds)
-        verify_archive(tmp, required_members, source=source_url)
+            got["final_url"] = _stream(url, out, timeout_seconds, archive_limits(target.name)[0])
+        verify_archive(tmp, required_members, source=source_url, name=target.name)
         got["sha256"] = sha256_file(tmp)
         _record_path(target).unlink(missing_ok=True)  # no moment where a record names other bytes
 
@@ -169,14 +190,14 @@ def _download(url: str, target: Path, required_members: tuple[str, ...], timeout
     return CachedArchive(target, got["sha256"], source_url, False, target.stat().st_size, got["final_url"])
 
 
-def _stream(url: str, out: BinaryIO, timeout_seconds: float) -> str:
+def _stream(url: str, out: BinaryIO, timeout_seconds: float, max_bytes: int = MAX_ARCHIVE_BYTES) -> str:
     """Write the body at ``url`` to ``out``; return the redacted URL that answered."""
     shown = redact_url(url)
     if urllib.parse.urlsplit(url).scheme == "file":
         path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(shown).path))
         try:
             with path.open("rb") as src:
-                sink = _BoundedSink(out, shown, None)
+                sink = _BoundedSink(out, shown, None, max_bytes)
                 while chunk := src.read(CHUNK):
                     sink.write(chunk)
         except OSError as exc:
@@ -193,20 +214,20 @@ def _stream(url: str, out: BinaryIO, timeout_seconds: float) -> str:
             follow_redirects=True,
             headers={"Accept-Encoding": "gzip"},
         ) as resp:
-            return _receive(resp, shown, out)
+            return _receive(resp, shown, out, max_bytes)
     except httpx.RemoteProtocolError as exc:
         raise DownloadError(f"GET {shown} was truncated: {redact_dsn_secrets(str(exc), url)}") from None
     except httpx.HTTPError as exc:
         raise DownloadError(f"GET {shown} failed: {type(exc).__name__}: {redact_dsn_secrets(str(exc), url)}") from None
 
 
-def _receive(resp: httpx.Response, shown: str, out: BinaryIO) -> str:
+def _receive(resp: httpx.Response, shown: str, out: BinaryIO, max_bytes: int) -> str:
     final_url = redact_url(str(resp.url))
     where = shown if final_url == shown else f"{shown} (redirected to {final_url})"
     if resp.status_code != 200:
         raise DownloadError(f"GET {where} returned HTTP {resp.status_code}")
     expected = _content_length(resp, where)
-    sink = _BoundedSink(out, where, _transport_decoder(resp, where))
+    sink = _BoundedSink(out, where, _transport_decoder(resp, where), max_bytes)
     received = 0
     for raw in resp.iter_raw(CHUNK):
         received += len(raw)
@@ -239,8 +260,9 @@ def _transport_decoder(resp: httpx.Response, where: str):
 class _BoundedSink:
     """Writes a body to a file, gunzipping it if asked, refusing more than MAX_ARCHIVE_BYTES."""
 
-    def __init__(self, out: BinaryIO, where: str, inflater) -> None:
+    def __init__(self, out: BinaryIO, where: str, inflater, max_bytes: int = MAX_ARCHIVE_BYTES) -> None:
         self.out, self.where, self.inflater, self.size = out, where, inflater, 0
+        self.max_bytes = max_bytes
 
     def write(self, raw: bytes) -> None:
         if self.inflater is None:
@@ -261,19 +283,22 @@ class _BoundedSink:
 
     def _emit(self, data: bytes) -> None:
         self.size += len(data)
-        if self.size > MAX_ARCHIVE_BYTES:
-            raise DownloadError(f"{self.where}: archive exceeds {MAX_ARCHIVE_BYTES:,} bytes")
+        if self.size > self.max_bytes:
+            raise DownloadError(f"{self.where}: archive exceeds {self.max_bytes:,} bytes")
         self.out.write(data)
 
 
-def verify_archive(path: Path, required_members: tuple[str, ...], source: str | None = None) -> None:
+def verify_archive(
+    path: Path, required_members: tuple[str, ...], source: str | None = None, name: str | None = None
+) -> None:
     """Raise DownloadError unless ``path`` is an intact zip holding ``required_members``,
-    within the size limits. Every member is inflated (and counted) to check its CRC."""
+    within the size limits of archive ``name`` (default: the file's name). Every member is
+    inflated (and counted) to check its CRC."""
     where = redact_url(source) if source else str(path)
     try:
         with zipfile.ZipFile(path) as zf, path.open("rb") as fh:
             infos = zf.infolist()
-            _check_listing(infos, where)
+            _check_listing(infos, where, archive_limits(name or path.name)[1])
             for info in infos:
                 for _ in _member_bytes(fh, info, where):
                     pass
@@ -285,7 +310,7 @@ def verify_archive(path: Path, required_members: tuple[str, ...], source: str | 
         raise DownloadError(f"{where}: archive lacks required member(s) {', '.join(missing)}")
 
 
-def _check_listing(infos: list[zipfile.ZipInfo], where: str) -> None:
+def _check_listing(infos: list[zipfile.ZipInfo], where: str, content_limit: int = ARCHIVE_CONTENT_LIMIT) -> None:
     """Names, member count and declared sizes, before anything is inflated."""
     if len(infos) > MAX_MEMBERS:
         raise DownloadError(f"{where}: archive lists {len(infos):,} members, over the limit of {MAX_MEMBERS:,}")
@@ -293,10 +318,9 @@ def _check_listing(infos: list[zipfile.ZipInfo], where: str) -> None:
         check_member_name(info.filename)
         _check_declared(info, where)
     total = sum(info.file_size for info in infos)
-    if total > ARCHIVE_CONTENT_LIMIT:
+    if total > content_limit:
         raise DownloadError(
-            f"{where}: members declare {total:,} bytes uncompressed, over the archive limit of "
-            f"{ARCHIVE_CONTENT_LIMIT:,} bytes"
+            f"{where}: members declare {total:,} bytes uncompressed, over the archive limit of {content_limit:,} bytes"
         )
 
 

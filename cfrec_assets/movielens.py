@@ -15,8 +15,26 @@ import pandas as pd
 
 ML100K_ARCHIVE = "ml-100k.zip"
 ML100K_MEMBERS = ("ml-100k/u.data", "ml-100k/u.item")
-ML_LATEST_ARCHIVE = "ml-latest-small.zip"
-ML_LATEST_MEMBERS = ("ml-latest-small/links.csv", "ml-latest-small/movies.csv")
+ML_LATEST_RELEASES = ("ml-latest-small", "ml-32m", "ml-latest")
+"""GroupLens releases in the ml-latest format (ratings.csv, movies.csv, links.csv in one folder)."""
+DEFAULT_ML_LATEST_RELEASE = "ml-latest-small"
+RATINGS_CSV_HEADER = "userId,movieId,rating,timestamp"
+
+
+def ml_latest_archive(release: str) -> str:
+    return f"{check_release(release)}.zip"
+
+
+def ml_latest_members(release: str) -> tuple[str, str, str]:
+    """ratings.csv, movies.csv, links.csv inside the release's archive."""
+    return tuple(f"{check_release(release)}/{name}" for name in ("ratings.csv", "movies.csv", "links.csv"))
+
+
+def check_release(release: str) -> str:
+    if release not in ML_LATEST_RELEASES:
+        raise ValueError(f"unknown MovieLens release {release!r}: use one of {', '.join(ML_LATEST_RELEASES)}")
+    return release
+
 
 U_ITEM_GENRES = (
     "unknown", "action", "adventure", "animation", "childrens", "comedy", "crime",
@@ -139,3 +157,69 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str,
             raise _fail(path, reader.line_num, f"expected {len(columns)} fields")
         rows.append((reader.line_num, row))
     return rows
+
+
+def parse_ratings_csv(path: Path) -> pd.DataFrame:
+    """``ratings.csv`` of an ml-latest release: userId, movieId, rating (0.5..5 in half stars),
+    timestamp. Parsed by pandas' C reader (32M rows in seconds); any bad row fails the file,
+    naming its line."""
+    with path.open("r", encoding="utf-8", newline="") as fh:
+        header = fh.readline().rstrip("\r\n")
+    if header != RATINGS_CSV_HEADER:
+        raise _fail(path, 1, f"expected header {RATINGS_CSV_HEADER}, got {header[:80]!r}")
+    try:
+        frame = pd.read_csv(
+            path,
+            dtype={"userId": "int64", "movieId": "int64", "rating": "float64", "timestamp": "int64"},
+            engine="c",
+            na_filter=False,
+        )
+    except (ValueError, pd.errors.ParserError) as error:
+        raise _first_bad_line(path, error) from None
+    if frame.empty:
+        raise MovieLensFormatError(f"{path.name}: no ratings")
+    bad = (
+        (frame["userId"] < 1)
+        | (frame["movieId"] < 1)
+        | ~frame["rating"].between(0.5, 5.0)
+        | ((frame["rating"] * 2) % 1 != 0)
+        | (frame["timestamp"] < 0)
+    )
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _fail(path, row + 2, f"invalid rating row {frame.iloc[row].tolist()} (ids >= 1, rating 0.5..5 in halves)")
+    return pd.DataFrame(
+        {
+            "user_id": frame["userId"].to_numpy(np.int32),
+            "movie_id": frame["movieId"].to_numpy(np.int32),
+            "rating": frame["rating"].to_numpy(np.float32),
+            "timestamp": frame["timestamp"].to_numpy(np.int64),
+        }
+    )
+
+
+def _first_bad_line(path: Path, error: Exception) -> MovieLensFormatError:
+    """Only on failure: find the first line that does not hold four integers/number fields."""
+    with path.open("r", encoding="utf-8", newline="") as fh:
+        next(fh)
+        for line_no, line in enumerate(fh, start=2):
+            fields = line.rstrip("\r\n").split(",")
+            try:
+                if len(fields) != 4:
+                    raise ValueError(f"expected 4 fields, got {len(fields)}")
+                int(fields[0]), int(fields[1]), float(fields[2]), int(fields[3])
+            except ValueError as why:
+                return _fail(path, line_no, f"{why} in {line.strip()[:80]!r}")
+    return MovieLensFormatError(f"{path.name}: {str(error).splitlines()[0][:200]}")
+
+
+def link_report(links: pd.DataFrame) -> dict[str, int]:
+    """links.csv health: films without a tmdbId, and tmdbIds listed for more than one film."""
+    tmdb = links["tmdbId"].dropna()
+    shared = tmdb[tmdb.duplicated(keep=False)]
+    return {
+        "links": len(links),
+        "links_missing_tmdb_id": int(links["tmdbId"].isna().sum()),
+        "tmdb_ids_shared_by_several_films": int(shared.nunique()),
+        "films_sharing_a_tmdb_id": len(shared),
+    }

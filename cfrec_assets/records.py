@@ -22,6 +22,16 @@ class MovieLens100K:
 
 
 @dataclass(frozen=True)
+class MovieLensLatest:
+    """``ml_latest_raw``: ratings.csv, movies.csv and links.csv of one ml-latest-format release
+    (ml-latest-small, ml-32m or ml-latest; which one is in the asset's metadata)."""
+
+    ratings: pd.DataFrame
+    movies: pd.DataFrame
+    links: pd.DataFrame
+
+
+@dataclass(frozen=True)
 class Catalog:
     """``catalog_ids``: the TMDB ids training is restricted to (``filter`` False: no restriction)."""
 

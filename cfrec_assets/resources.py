@@ -16,6 +16,7 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from cfrec_assets.io_manager import LocalIOManager
+from cfrec_assets.movielens import DEFAULT_ML_LATEST_RELEASE
 from cfrec_assets.schema import DEFAULT_DATA_DIR, ENV_DATA_DIR, ENV_SERVING_DIR, serving_dir
 from cfrec_assets.supabase_io import RatingsReader, SupabasePostgresResource, SupabaseResource
 from cfrec_assets.supabase_io.recommendations import RecommendationsTable
@@ -30,7 +31,11 @@ class MovieLensSource(dg.ConfigurableResource):
 
     base_url: str = Field(
         default=GROUPLENS_BASE_URL,
-        description="Base URL holding ml-100k.zip and ml-latest-small.zip: http(s):// or file://.",
+        description="Base URL holding ml-100k.zip and the ml-latest release's zip: http(s):// or file://.",
+    )
+    latest_release: str = Field(
+        default=DEFAULT_ML_LATEST_RELEASE,
+        description="ml_latest_raw's release: ml-latest-small (100K ratings), ml-32m or ml-latest (~32M).",
     )
     timeout_seconds: float = Field(default=120.0, gt=0)
 
@@ -129,7 +134,9 @@ def build_resources(environ: Mapping[str, str] = os.environ, **overrides: Any) -
     data = _from_env(environ, data_dir=ENV_DATA_DIR)
     resources = {
         "io_manager": LocalIOManager(**data),
-        "movielens": MovieLensSource(**_from_env(environ, base_url="CFREC_MOVIELENS_BASE_URL")),
+        "movielens": MovieLensSource(
+            **_from_env(environ, base_url="CFREC_MOVIELENS_BASE_URL", latest_release="CFREC_ML_LATEST_RELEASE")
+        ),
         "store": DataStore(**data, **_from_env(environ, serving_dir_path=ENV_SERVING_DIR)),
         "catalog": CatalogSource(**_from_env(environ, path="CFREC_CATALOG_PATH", supabase_table="CFREC_CATALOG_TABLE")),
         "supabase": ratings_reader(environ),

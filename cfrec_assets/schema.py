@@ -15,14 +15,21 @@ RATING_MIN, RATING_MAX = 0.5, 5.0
 RATING_SCALE = (RATING_MIN, RATING_MAX)
 ML_USER_PREFIX = "ml_"
 """MovieLens user ids become ``ml_<id>``, so they can never merge with the app's user ids."""
-SEED_USER_PREFIXES = (ML_USER_PREFIX,)
+ML_LATEST_USER_PREFIX = "mll_"
+"""ml-latest users become ``mll_<id>``: another population than ML-100K's, never merged with it."""
+SEED_USER_PREFIXES = (ML_USER_PREFIX, ML_LATEST_USER_PREFIX)
 """Every seed population's prefix: a user id without one of these is an app user."""
+SEED_ML100K, SEED_ML_LATEST = "ml100k", "ml-latest"
+SEEDS = (SEED_ML100K, SEED_ML_LATEST)
+"""Seed rating sources ``combined_ratings`` can train on besides the app's (CFREC_SEEDS)."""
+DEFAULT_SEEDS = SEED_ML100K
 
 APP_RATING_COLUMNS = ("user_id", "tmdb_id", "rating", "created_at")
 """The app's ratings as ``supabase_ratings`` hands them on (and as both Supabase readers return them)."""
 COMBINED_COLUMNS = ("user_id", "tmdb_id", "rating", "source", "created_at")
 """The training table ``combined_ratings`` hands to ``svd_model``."""
-SOURCE_MOVIELENS, SOURCE_APP = "movielens", "app"
+SOURCE_MOVIELENS, SOURCE_ML_LATEST, SOURCE_APP = "movielens", "ml-latest", "app"
+"""Values of the training table's ``source``: ML-100K, the ml-latest release, the app."""
 
 # --- orchestration ---------------------------------------------------------------------------
 TRAINING_POOL = "cfrec_training"

@@ -17,7 +17,7 @@ from cfrec_assets.serving import load_deployed
 from cfrec_testkit.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest
 
 ASSETS = {
-    "ml100k_raw", "tmdb_links", "movie_titles", "catalog_ids", "supabase_ratings",
+    "ml100k_raw", "ml_latest_raw", "tmdb_links", "movie_titles", "catalog_ids", "supabase_ratings",
     "combined_ratings", "svd_model", "cv_metrics", "deployed_model",
 }  # fmt: skip
 
@@ -165,7 +165,7 @@ def test_catalog_misconfiguration_fails_clearly(tmp_path: Path, catalog: Catalog
     env = make_graph_env(tmp_path)
     env.catalog = catalog
     with dg.instance_for_test() as instance:
-        result = env.materialize(instance, selection=["ml100k_raw", "tmdb_links", "catalog_ids"])
+        result = env.materialize(instance, selection=["ml100k_raw", "ml_latest_raw", "tmdb_links", "catalog_ids"])
     assert message in failure_messages(result)["catalog_ids"]
     assert not (env.data_dir / "assets" / "catalog_ids").exists()
 

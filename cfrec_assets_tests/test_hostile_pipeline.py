@@ -109,6 +109,7 @@ def test_check_never_unpickles_a_file_swapped_after_training(tmp_path: Path) -> 
             instance,
             selection=[
                 "ml100k_raw",
+                "ml_latest_raw",
                 "tmdb_links",
                 "movie_titles",
                 "catalog_ids",

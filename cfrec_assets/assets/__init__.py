@@ -2,7 +2,7 @@
 
 from cfrec_assets.assets.deployment import deployed_model
 from cfrec_assets.assets.model import cv_metrics, svd_model
-from cfrec_assets.assets.movielens import ml100k_raw, movie_titles, tmdb_links
+from cfrec_assets.assets.movielens import ml100k_raw, ml_latest_raw, movie_titles, tmdb_links
 from cfrec_assets.assets.ratings import app_ratings_table, catalog_ids, combined_ratings, supabase_ratings
 from cfrec_assets.assets.recommendations import user_recommendations
 from cfrec_assets.assets.tuning import svd_tuning
@@ -10,6 +10,7 @@ from cfrec_assets.assets.tuning import svd_tuning
 ALL_ASSETS = [
     app_ratings_table,
     ml100k_raw,
+    ml_latest_raw,
     tmdb_links,
     movie_titles,
     catalog_ids,

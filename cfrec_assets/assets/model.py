@@ -1,5 +1,6 @@
 """Model assets: the SVD model version trained on the combined ratings, and its CV metrics."""
 
+import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -8,6 +9,7 @@ from typing import Literal, Optional
 import dagster as dg
 import pandas as pd
 
+from cfrec_assets.memory import cross_validation_bytes, fit_bytes, require_memory
 from cfrec_assets.preview import recommendations_table
 from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.resources import DataStore
@@ -42,6 +44,8 @@ class SVDConfig(dg.Config):
     lr_all: float = SEED_SVD_PARAMS["lr_all"]
     reg_all: float = SEED_SVD_PARAMS["reg_all"]
     random_state: int = SEED_SVD_PARAMS["random_state"]
+    memory_budget_bytes: int | None = None
+    """Memory the fit may use (default: what the machine has available when the step starts)."""
 
 
 def run_id_of(context: dg.AssetExecutionContext) -> str:
@@ -75,7 +79,13 @@ def svd_model(
     value handed on is a small record (version, path, params, counts, sha256s).
     """
     ratings = combined_ratings
-    configured = SVDParams(**config.model_dump(exclude={"params"}))
+    require_memory(
+        fit_bytes(len(ratings)),
+        f"fitting SVD on {len(ratings):,} ratings",
+        "train on fewer seed ratings (CFREC_SEEDS, or CFREC_ML_LATEST_RELEASE=ml-latest-small) or use a bigger machine",
+        config.memory_budget_bytes,
+    )
+    configured = SVDParams(**config.model_dump(exclude={"params", "memory_budget_bytes"}))
     # params_for_training logs its choice; its fallback means "the configured seed fields".
     tuned = params_for_training(svd_tuning, "tuned", context.log) if config.params == "tuned" else SVDParams()
     use_tuned = svd_tuning is not None and tuned != SVDParams()
@@ -136,6 +146,8 @@ class CVConfig(dg.Config):
     seed: int = 42
     k: int = 10
     """Cut-off for precision@k and NDCG@k (relevant = held-out rating >= 4)."""
+    memory_budget_bytes: int | None = None
+    """Memory the folds may use together (default: what the machine has available)."""
 
 
 @dg.asset(group_name=GROUP, kinds={"surprise"}, pool=TRAINING_POOL)
@@ -145,6 +157,13 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
     Uses that version's exact training table and hyper-parameters, so the metrics describe
     the model that would be deployed. Numeric metadata: Dagster plots their history.
     """
+    workers = min(config.n_folds, os.cpu_count() or 1) if config.n_jobs == -1 else max(1, config.n_jobs)
+    require_memory(
+        cross_validation_bytes(svd_model.counts["ratings"], config.n_folds, workers),
+        f"{config.n_folds}-fold cross-validation of {svd_model.counts['ratings']:,} ratings with {workers} parallel fit(s)",
+        "set cv_metrics n_jobs: 1 (one fold at a time), fewer n_folds, train on fewer seed ratings, or use a bigger machine",
+        config.memory_budget_bytes,
+    )
     ratings = pd.read_parquet(Path(svd_model.path) / TRAINING_RATINGS_FILE)
     params = SVDParams(**svd_model.params)
     folds = cross_validate_svd(ratings, params, config.n_folds, config.n_jobs, config.seed, config.k)

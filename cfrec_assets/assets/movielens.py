@@ -8,18 +8,22 @@ import dagster as dg
 import pandas as pd
 
 from cfrec_assets.downloads import CachedArchive, evict, fetch_archive, safe_extract
+from cfrec_assets.memory import require_memory
 from cfrec_assets.movielens import (
     ML100K_ARCHIVE,
     ML100K_MEMBERS,
-    ML_LATEST_ARCHIVE,
-    ML_LATEST_MEMBERS,
     MovieLensFormatError,
+    check_release,
+    link_report,
+    ml_latest_archive,
+    ml_latest_members,
     parse_links,
     parse_movies,
+    parse_ratings_csv,
     parse_u_data,
     parse_u_item,
 )
-from cfrec_assets.records import MovieLens100K
+from cfrec_assets.records import MovieLens100K, MovieLensLatest
 from cfrec_assets.resources import DataStore, MovieLensSource
 from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, mapping_summary, parse_title
 
@@ -85,20 +89,66 @@ def ml100k_raw(
     )
 
 
+class MovieLensLatestConfig(dg.Config):
+    memory_budget_bytes: int | None = None
+    """Memory the parse may use (default: what the machine has available now)."""
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"})
+def ml_latest_raw(
+    context: dg.AssetExecutionContext, config: MovieLensLatestConfig, movielens: MovieLensSource, store: DataStore
+) -> dg.Output[MovieLensLatest]:
+    """The configured ml-latest-format release (``movielens.latest_release``: ml-latest-small by
+    default, ml-32m or ml-latest): ratings (half stars), movies and links (movieId -> tmdbId in
+    the same release, so its films map to TMDB ids exactly). Downloaded and cached like ml100k_raw."""
+    release = check_release(movielens.latest_release)
+    members = ml_latest_members(release)
+    with _members(movielens, store, ml_latest_archive(release), members) as (archive, files):
+        ratings_file = files[members[0]]
+        # pandas holds ~1.5x the CSV's bytes while parsing (bench/seed_scale_bench.py).
+        require_memory(
+            int(1.5 * ratings_file.stat().st_size),
+            f"parsing {release}/ratings.csv ({ratings_file.stat().st_size / 1e6:,.0f} MB)",
+            "choose a smaller release (CFREC_ML_LATEST_RELEASE=ml-latest-small) or a bigger machine",
+            config.memory_budget_bytes,
+        )
+        ratings = parse_ratings_csv(ratings_file)
+        movies = parse_movies(files[members[1]])
+        links = parse_links(files[members[2]])
+    report = link_report(links)
+    unknown = set(ratings["movie_id"].unique().tolist()) - set(movies["movieId"].tolist())
+    if unknown:
+        raise MovieLensFormatError(f"{release}/ratings.csv rates {len(unknown)} movieId(s) missing from movies.csv")
+    linked = set(links.loc[links["tmdbId"].notna(), "movieId"].tolist())
+    rated_linked = ratings["movie_id"].isin(list(linked))
+    context.log.info(f"{release}: {len(ratings):,} ratings, {len(movies):,} films; links {report}")
+    return dg.Output(
+        MovieLensLatest(ratings=ratings, movies=movies, links=links),
+        metadata={
+            "release": release,
+            "ratings": len(ratings),
+            "users": int(ratings["user_id"].nunique()),
+            "movies": len(movies),
+            "rated_movies": int(ratings["movie_id"].nunique()),
+            **report,
+            "ratings_of_films_with_tmdb_id": int(rated_linked.sum()),
+            "rating_link_coverage": round(float(rated_linked.mean()), 4),
+            "dagster/row_count": len(ratings),
+            **_archive_metadata(archive),
+        },
+    )
+
+
 @dg.asset(group_name=GROUP, kinds={"pandas"})
 def tmdb_links(
-    context: dg.AssetExecutionContext, movielens: MovieLensSource, store: DataStore, ml100k_raw: MovieLens100K
+    context: dg.AssetExecutionContext, ml100k_raw: MovieLens100K, ml_latest_raw: MovieLensLatest
 ) -> dg.Output[pd.DataFrame]:
     """ML-100K item id -> TMDB id, matched by embedded IMDb id, then title and year.
 
     The two MovieLens releases number films differently, so ids are never joined across them:
-    ml-latest-small only contributes its (title, year) -> tmdbId and imdbId -> tmdbId tables.
+    the ml-latest release only contributes its (title, year) -> tmdbId and imdbId -> tmdbId tables.
     """
-    with _members(movielens, store, ML_LATEST_ARCHIVE, ML_LATEST_MEMBERS) as (archive, files):
-        links = parse_links(files["ml-latest-small/links.csv"])
-        movies = parse_movies(files["ml-latest-small/movies.csv"])
-
-    mapping = build_tmdb_mapping(ml100k_raw.items, links, movies, load_overrides())
+    mapping = build_tmdb_mapping(ml100k_raw.items, ml_latest_raw.links, ml_latest_raw.movies, load_overrides())
     summary = mapping_summary(mapping, ml100k_raw.ratings)
     top_unmatched = summary.pop("top_unmatched")
     context.log.info(
@@ -113,29 +163,42 @@ def tmdb_links(
             "item_coverage": round(summary["items_mapped"] / summary["items_total"], 4),
             "rating_coverage": round(summary["ratings_mapped"] / summary["ratings_total"], 4),
             "most_rated_unmatched": dg.MetadataValue.md(top_unmatched.to_markdown(index=False)),
-            **_archive_metadata(archive),
         },
     )
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
-def movie_titles(ml100k_raw: MovieLens100K, tmdb_links: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+def movie_titles(
+    ml100k_raw: MovieLens100K, tmdb_links: pd.DataFrame, ml_latest_raw: MovieLensLatest
+) -> dg.Output[pd.DataFrame]:
     """Title and year of every film with a TMDB id (tmdb_id, title, year), so the model artifact,
-    the CLI and the recommendation previews name films instead of printing bare ids."""
+    the CLI and the recommendation previews name films instead of printing bare ids. The ml-latest
+    release's own titles first (exact links), then ML-100K's for films only it has."""
+    links = ml_latest_raw.links.dropna(subset=["tmdbId"])
+    latest = links.merge(ml_latest_raw.movies[["movieId", "title"]], on="movieId")[["tmdbId", "title"]]
     mapped = tmdb_links.loc[tmdb_links["tmdb_id"].notna(), ["ml100k_item_id", "tmdb_id"]]
-    items = mapped.merge(ml100k_raw.items[["item_id", "title"]], left_on="ml100k_item_id", right_on="item_id")
-    parsed = [parse_title(title) for title in items["title"]]
+    old = mapped.merge(ml100k_raw.items[["item_id", "title"]], left_on="ml100k_item_id", right_on="item_id")
+    named = pd.concat(
+        [
+            pd.DataFrame({"tmdb_id": latest["tmdbId"].astype("int64"), "raw": latest["title"], "source": "ml-latest"}),
+            pd.DataFrame({"tmdb_id": old["tmdb_id"].astype("int64"), "raw": old["title"], "source": "ml-100k"}),
+        ],
+        ignore_index=True,
+    ).drop_duplicates("tmdb_id")  # ml-latest's first
+    parsed = [parse_title(title) for title in named["raw"]]
     titles = pd.DataFrame(
         {
-            "tmdb_id": items["tmdb_id"].astype("int64"),
+            "tmdb_id": named["tmdb_id"].to_numpy(),
             "title": [p.base for p in parsed],
             "year": pd.array([p.year for p in parsed], dtype="Int64"),
         }
-    ).drop_duplicates("tmdb_id")
+    ).sort_values("tmdb_id", ignore_index=True)
     return dg.Output(
-        titles.sort_values("tmdb_id").reset_index(drop=True),
+        titles,
         metadata={
             "films": len(titles),
+            "from_ml_latest": int((named["source"] == "ml-latest").sum()),
+            "from_ml100k_only": int((named["source"] == "ml-100k").sum()),
             "with_year": int(titles["year"].notna().sum()),
             "dagster/row_count": len(titles),
         },

@@ -1,15 +1,33 @@
 """Rating assets: the app's catalog, the app's own ratings, and the combined training table."""
 
+import os
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
 from cfrec_assets.catalog import load_catalog_ids, normalize_ids
-from cfrec_assets.combine import combine_ratings, empty_real_ratings
-from cfrec_assets.records import Catalog, MovieLens100K
+from cfrec_assets.combine import (
+    catalog_coverage,
+    combine,
+    empty_real_ratings,
+    ml100k_seed,
+    ml_latest_seed,
+    uncovered_films,
+)
+from cfrec_assets.records import Catalog, MovieLens100K, MovieLensLatest
 from cfrec_assets.resources import CatalogSource
-from cfrec_assets.schema import APP_RATING_COLUMNS, SOURCE_APP, SOURCE_MOVIELENS
+from cfrec_assets.schema import (
+    APP_RATING_COLUMNS,
+    DEFAULT_SEEDS,
+    SEED_ML100K,
+    SEED_ML_LATEST,
+    SEEDS,
+    SOURCE_APP,
+    SOURCE_ML_LATEST,
+    SOURCE_MOVIELENS,
+)
 from cfrec_assets.supabase_io import RatingsReader, SupabaseReadError
 
 GROUP = "ratings"
@@ -27,14 +45,20 @@ app_ratings_table = dg.AssetSpec(
 
 @dg.asset(group_name=GROUP, kinds={"python"})
 def catalog_ids(
-    context: dg.AssetExecutionContext, catalog: CatalogSource, supabase: RatingsReader, tmdb_links: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    catalog: CatalogSource,
+    supabase: RatingsReader,
+    tmdb_links: pd.DataFrame,
+    ml_latest_raw: MovieLensLatest,
 ) -> dg.Output[Catalog]:
     """The app's catalog of TMDB ids, which training is restricted to.
 
     With no source configured there is no filter: the catalog is every mapped TMDB id, and
     the metadata says so.
     """
-    mapped_ids = set(tmdb_links["tmdb_id"].dropna().astype("int64").tolist())
+    mapped_ids = set(tmdb_links["tmdb_id"].dropna().astype("int64").tolist()) | set(
+        ml_latest_raw.links["tmdbId"].dropna().astype("int64").tolist()
+    )
     if catalog.path and catalog.supabase_table:
         raise ValueError("CatalogSource: set either path or supabase_table, not both")
     if catalog.supabase_table:
@@ -115,39 +139,129 @@ def supabase_ratings(
     )
 
 
+class CombineConfig(dg.Config):
+    seeds: str = os.environ.get("CFREC_SEEDS", DEFAULT_SEEDS)
+    """Seed ratings trained on besides the app's, comma-separated: ``ml100k`` (default),
+    ``ml-latest`` (the ml_latest_raw release), both, or ``none`` (app ratings only: a mature app)."""
+
+
+def chosen_seeds(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["none"]:
+        return []
+    unknown = [name for name in names if name not in SEEDS]
+    if unknown or not names:
+        raise ValueError(f"seeds {text!r}: use any of {', '.join(SEEDS)} (comma-separated) or none")
+    return list(dict.fromkeys(names))
+
+
 @dg.asset(group_name=GROUP, kinds={"pandas"})
 def combined_ratings(
     context: dg.AssetExecutionContext,
+    config: CombineConfig,
     ml100k_raw: MovieLens100K,
     tmdb_links: pd.DataFrame,
+    ml_latest_raw: MovieLensLatest,
+    movie_titles: pd.DataFrame,
     catalog_ids: Catalog,
     supabase_ratings: pd.DataFrame,
 ) -> dg.Output[pd.DataFrame]:
-    """MovieLens ratings mapped to TMDB ids plus the app's ratings, filtered to the catalog.
+    """The chosen seed ratings plus the app's ratings, keyed by TMDB id, filtered to the catalog.
 
-    MovieLens users are prefixed ``ml_``; invalid rows are dropped and counted by reason; the
-    latest rating per (user, movie) wins; rows are sorted by user then movie.
+    Seeds (``config.seeds``): ML-100K users prefixed ``ml_``, ml-latest users ``mll_``, so the
+    populations never merge; the same film from both releases is one TMDB id. Invalid rows are
+    dropped and counted by reason; the latest rating per (user, movie) wins; rows are sorted by
+    user then movie. Metadata compares every seed's coverage of the catalog, chosen or not.
     """
+    seeds = chosen_seeds(config.seeds)
+    # Every seed is keyed by TMDB id (cheap next to training), so the coverage report can compare them all.
+    counts = {SEED_ML100K: Counter(), SEED_ML_LATEST: Counter()}
+    candidates = {
+        SEED_ML100K: ml100k_seed(ml100k_raw.ratings, tmdb_links, counts[SEED_ML100K]),
+        SEED_ML_LATEST: ml_latest_seed(ml_latest_raw.ratings, ml_latest_raw.links, counts[SEED_ML_LATEST]),
+    }
+    dropped = sum((counts[seed] for seed in seeds), Counter())
+    part_names = {SEED_ML100K: "ml", SEED_ML_LATEST: "ml_latest"}
+    parts = {part_names[seed]: candidates[seed] for seed in seeds}
     catalog_set = catalog_ids.tmdb_ids if catalog_ids.filter else None
-    combined, dropped = combine_ratings(ml100k_raw.ratings, tmdb_links, supabase_ratings, catalog_set)
+    combined, dropped_counts = combine(parts, supabase_ratings, catalog_set, dropped=dropped)
     if combined.empty:
-        raise ValueError(f"no ratings left to train on after filtering (dropped: {dropped})")
-    by_source = combined["source"].value_counts()
+        raise ValueError(
+            f"no ratings left to train on after filtering (seeds {seeds or 'none'}; dropped: {dropped_counts})"
+        )
+    by_source = combined.groupby("source")
+    kept = {
+        source: {"ratings": len(rows), "users": int(rows["user_id"].nunique()), "films": int(rows["tmdb_id"].nunique())}
+        for source, rows in by_source
+    }
+    coverage = catalog_coverage({**candidates, "app": supabase_ratings, "training": combined}, catalog_ids.tmdb_ids)
     movies = set(combined["tmdb_id"].unique().tolist())
-    context.log.info(f"combined {len(combined)} ratings; dropped {dropped}")
+    context.log.info(f"combined {len(combined)} ratings from seeds {seeds or 'none'} + app; dropped {dropped_counts}")
+    popularity = pd.concat([candidates[SEED_ML100K][["tmdb_id"]], candidates[SEED_ML_LATEST][["tmdb_id"]]])
     return dg.Output(
         combined,
         metadata={
+            "seeds": ",".join(seeds) or "none",
             "ratings": len(combined),
-            "ml_ratings": int(by_source.get(SOURCE_MOVIELENS, 0)),
-            "real_ratings": int(by_source.get(SOURCE_APP, 0)),
+            "ml_ratings": kept.get(SOURCE_MOVIELENS, {}).get("ratings", 0),
+            "ml_latest_ratings": kept.get(SOURCE_ML_LATEST, {}).get("ratings", 0),
+            "real_ratings": kept.get(SOURCE_APP, {}).get("ratings", 0),
             "users": int(combined["user_id"].nunique()),
-            "real_users": int(combined.loc[combined["source"] == SOURCE_APP, "user_id"].nunique()),
+            "real_users": kept.get(SOURCE_APP, {}).get("users", 0),
             "movies": len(movies),
+            "kept_by_source": dg.MetadataValue.json(kept),
             "catalog_size": len(catalog_ids.tmdb_ids),
             "catalog_filter_applied": catalog_ids.filter,
             "catalog_overlap_movies": len(movies.intersection(catalog_ids.tmdb_ids)),
-            "dropped": dg.MetadataValue.json(dropped),
-            **{f"dropped_{reason}": count for reason, count in dropped.items()},
+            **{f"catalog_films_rated_{name}": c["films_rated"] for name, c in coverage.items()},
+            **{f"catalog_films_20plus_{name}": c["films_with_20_plus"] for name, c in coverage.items()},
+            "catalog_coverage": dg.MetadataValue.json(coverage),
+            "coverage_report": dg.MetadataValue.md(
+                coverage_markdown(coverage, catalog_ids, combined, popularity, movie_titles, seeds)
+            ),
+            "dropped": dg.MetadataValue.json(dropped_counts),
+            **{f"dropped_{reason}": count for reason, count in dropped_counts.items()},
         },
     )
+
+
+def coverage_markdown(
+    coverage: dict,
+    catalog: Catalog,
+    training: pd.DataFrame,
+    popularity: pd.DataFrame,
+    titles: pd.DataFrame,
+    seeds: list,
+) -> str:
+    """Seeds compared on the catalog, then the most-rated catalog films no training rating covers."""
+    size = len(catalog.tmdb_ids)
+    label = {
+        SEED_ML100K: "ML-100K",
+        SEED_ML_LATEST: "ml-latest",
+        "app": "app ratings",
+        "training": "**training table**",
+    }
+    lines = [
+        f"Catalog: {size} films ({catalog.source}). Seeds chosen: {', '.join(seeds) or 'none'}.",
+        "",
+        "| source | catalog films rated | with 20+ ratings | ratings on catalog films |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, c in coverage.items():
+        share = f" ({c['films_rated'] / size:.0%})" if size else ""
+        lines.append(
+            f"| {label.get(name, name)} | {c['films_rated']}{share} | {c['films_with_20_plus']} | {c['ratings_on_catalog']:,} |"
+        )
+    missing = uncovered_films(catalog.tmdb_ids, training, popularity)
+    if len(missing):
+        named = missing.merge(titles, on="tmdb_id", how="left")
+        lines += ["", "Most-rated catalog films with no training rating (the model cannot rank them):", ""]
+        lines += ["| tmdb_id | title | MovieLens ratings (any release) |", "|---:|---|---:|"]
+        for row in named.itertuples():
+            title = (
+                f"{row.title} ({row.year})"
+                if isinstance(row.title, str) and pd.notna(row.year)
+                else (row.title if isinstance(row.title, str) else "")
+            )
+            lines.append(f"| {row.tmdb_id} | {title.replace('|', '/')} | {row.movielens_ratings:,} |")
+    return "\n".join(lines)

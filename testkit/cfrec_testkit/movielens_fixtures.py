@@ -270,6 +270,7 @@ def write_movielens_fixture(
     _write_u_user(ml100k_dir / "u.user", n_users, rng)
     (ml100k_dir / "u.genre").write_text("".join(f"{g}|{i}\n" for i, g in enumerate(GENRES)) + "\n", encoding="latin-1")
     _write_latest(ml_latest_dir, latest, movie_ids)
+    _write_latest_ratings(ml_latest_dir / "ratings.csv", latest, movie_ids, n_users, np.random.default_rng(seed + 1))
 
     zips = (None, None)
     if make_zips:
@@ -378,6 +379,22 @@ def _write_latest(folder: Path, latest: list[LatestRow], movie_ids: list[int]) -
         for row in order:
             tmdb = latest[row].tmdb_id
             writer.writerow([movie_ids[row], f"{latest[row].imdb_id:07d}", "" if tmdb is None else tmdb])
+
+
+def _write_latest_ratings(
+    path: Path, latest: list[LatestRow], movie_ids: list[int], n_users: int, rng: np.random.Generator
+) -> None:
+    """ml-latest's own users (ids 1..n_users, another population than ML-100K's), half stars,
+    every film rated at least once, sorted by user then film as GroupLens ships it."""
+    rows = set()
+    for index in range(len(latest)):
+        rows.add((int(rng.integers(1, n_users + 1)), movie_ids[index]))
+    for _ in range(4 * len(latest)):
+        rows.add((int(rng.integers(1, n_users + 1)), movie_ids[int(rng.integers(0, len(latest)))]))
+    lines = ["userId,movieId,rating,timestamp"]
+    for user, movie in sorted(rows):
+        lines.append(f"{user},{movie},{int(rng.integers(1, 11)) / 2:g},{FIRST_TIMESTAMP + int(rng.integers(0, 10**8))}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _zip_folder(folder: Path, archive: Path) -> Path:

@@ -1,0 +1,217 @@
+"""Seed ratings from an ml-latest release beside ML-100K: parsing, links, seed choice, coverage, memory."""
+
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from cfrec_assets.assets.ratings import chosen_seeds
+from cfrec_assets.combine import catalog_coverage, ml_latest_seed, uncovered_films
+from cfrec_assets.memory import MemoryBudgetError, available_bytes, cross_validation_bytes, require_memory
+from cfrec_assets.movielens import MovieLensFormatError, link_report, parse_links, parse_movies, parse_ratings_csv
+from cfrec_assets.resources import CatalogSource
+from cfrec_assets.supabase_io import SupabasePostgresResource
+from cfrec_testkit.graph import failure_messages, make_graph_env, metadata
+from cfrec_testkit.postgres import insert_ratings
+from cfrec_testkit.shared_data import real_movielens_or_skip
+
+HEADER = "userId,movieId,rating,timestamp\n"
+
+
+def ratings_file(tmp_path: Path, body: str, header: str = HEADER) -> Path:
+    path = tmp_path / "ratings.csv"
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
+def test_ratings_csv_parses_half_stars(tmp_path):
+    frame = parse_ratings_csv(ratings_file(tmp_path, "1,10,0.5,100\n1,11,5.0,101\n2,10,3.5,102\n"))
+    assert frame["rating"].tolist() == [0.5, 5.0, 3.5] and frame["user_id"].tolist() == [1, 1, 2]
+    assert list(frame.columns) == ["user_id", "movie_id", "rating", "timestamp"]
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "why"),
+    [
+        ("1,10,4.0,100\n1,x,4.0,101\n", 3, "invalid literal"),
+        ("1,10,4.0,100\n1,11,4.0\n", 3, "expected 4 fields, got 3"),
+        ("1,10,4.0,100\n1,11,4.0,101,7\n", 3, "expected 4 fields, got 5"),
+        ("1,10,4.25,100\n", 2, "halves"),
+        ("1,10,5.5,100\n", 2, "halves"),
+        ("0,10,4.0,100\n", 2, "ids >= 1"),
+    ],
+)
+def test_malformed_ratings_row_names_its_line(tmp_path, body, line, why):
+    with pytest.raises(MovieLensFormatError, match=f"ratings.csv line {line}: .*{why}"):
+        parse_ratings_csv(ratings_file(tmp_path, body))
+
+
+def test_wrong_header_and_empty_file_are_refused(tmp_path):
+    with pytest.raises(MovieLensFormatError, match="line 1: expected header"):
+        parse_ratings_csv(ratings_file(tmp_path, "1,10,4.0,100\n", header="user,movie,rating,ts\n"))
+    with pytest.raises(MovieLensFormatError, match="no ratings"):
+        parse_ratings_csv(ratings_file(tmp_path, ""))
+
+
+def test_missing_and_shared_tmdb_ids_are_counted_and_dropped():
+    links = pd.DataFrame({"movieId": [1, 2, 3, 4], "imdbId": [1, 2, 3, 4], "tmdbId": [862, None, 500, 500]})
+    links["tmdbId"] = links["tmdbId"].astype("Int64")
+    assert link_report(links) == {
+        "links": 4,
+        "links_missing_tmdb_id": 1,
+        "tmdb_ids_shared_by_several_films": 1,
+        "films_sharing_a_tmdb_id": 2,
+    }
+    ratings = pd.DataFrame({"user_id": [7, 7, 7, 8], "movie_id": [1, 2, 3, 4], "rating": [4.0, 3.0, 2.5, 5.0]})
+    ratings["timestamp"] = 100
+    dropped = Counter()
+    seed = ml_latest_seed(ratings, links, dropped)
+    assert dropped["ml_latest_unlinked_film"] == 1
+    assert seed["user_id"].tolist() == ["mll_7", "mll_7", "mll_8"] and seed["tmdb_id"].tolist() == [862, 500, 500]
+
+
+def test_seed_choice_parsing():
+    assert chosen_seeds("ml100k") == ["ml100k"]
+    assert chosen_seeds("ml100k, ml-latest") == ["ml100k", "ml-latest"]
+    assert chosen_seeds("none") == []
+    with pytest.raises(ValueError, match="use any of ml100k, ml-latest"):
+        chosen_seeds("ml-1m")
+
+
+def test_coverage_counts_and_uncovered_films():
+    sources = {"a": pd.DataFrame({"tmdb_id": [1] * 25 + [2, 99]}), "b": pd.DataFrame({"tmdb_id": [3]})}
+    cov = catalog_coverage(sources, [1, 2, 3, 4])
+    assert cov["a"] == {"films_rated": 2, "films_with_20_plus": 1, "ratings_on_catalog": 26}
+    assert cov["b"] == {"films_rated": 1, "films_with_20_plus": 0, "ratings_on_catalog": 1}
+    missing = uncovered_films([1, 2, 3, 4], pd.DataFrame({"tmdb_id": [1]}), pd.DataFrame({"tmdb_id": [3, 3, 2]}))
+    assert missing.to_dict("list") == {"tmdb_id": [3, 2, 4], "movielens_ratings": [2, 1, 0]}
+
+
+def run_graph(env, instance, seeds: str, **ops):
+    config = {"combined_ratings": {"config": {"seeds": seeds}}, **ops}
+    return env.materialize(instance, ops=config)
+
+
+def test_both_seeds_train_together_without_merging_users(tmp_path):
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        result = run_graph(env, instance, "ml100k,ml-latest")
+    assert result.success, failure_messages(result)
+    combined = pd.read_parquet(metadata(result, "combined_ratings")["path"])
+    ml = combined[combined["source"] == "movielens"]
+    latest = combined[combined["source"] == "ml-latest"]
+    assert ml["user_id"].str.startswith("ml_").all() and latest["user_id"].str.startswith("mll_").all()
+    assert set(ml["user_id"]).isdisjoint(set(latest["user_id"]))
+    # Films in both releases are one TMDB id: ratings from both sources on the same ids.
+    shared = set(ml["tmdb_id"]) & set(latest["tmdb_id"])
+    assert len(shared) >= 10
+    meta = metadata(result, "combined_ratings")
+    assert meta["seeds"] == "ml100k,ml-latest" and meta["ml_latest_ratings"] == len(latest)
+    assert meta["ratings"] == len(combined) == meta["ml_ratings"] + meta["ml_latest_ratings"]
+    assert "| ml-latest |" in meta["coverage_report"] and "**training table**" in meta["coverage_report"]
+    raw = metadata(result, "ml_latest_raw")
+    assert raw["release"] == "ml-latest-small" and raw["links_missing_tmdb_id"] >= 1
+    assert metadata(result, "svd_model")["users"] == combined["user_id"].nunique()
+
+
+def test_catalog_coverage_compares_every_seed_chosen_or_not(tmp_path):
+    env = make_graph_env(tmp_path)
+    links = pd.read_csv(env.mirror.ml_latest_dir / "links.csv").dropna(subset=["tmdbId"])
+    catalog = tmp_path / "catalog.json"
+    wanted = sorted(int(t) for t in links["tmdbId"])[:12] + [99_999_999]  # one film nobody rated
+    catalog.write_text(str(wanted))
+    env.catalog = CatalogSource(path=str(catalog))
+    with dg.instance_for_test() as instance:
+        result = run_graph(env, instance, "ml100k")
+    assert result.success, failure_messages(result)
+    meta = metadata(result, "combined_ratings")
+    cov = meta["catalog_coverage"]
+    assert cov["ml-latest"]["films_rated"] == 12  # every linked film has ratings in the fixture
+    assert cov["training"]["films_rated"] == cov["ml100k"]["films_rated"] <= 12
+    assert "99999999" in meta["coverage_report"]
+
+
+def test_seed_none_trains_on_app_ratings_only(tmp_path, ratings_db):
+    env = make_graph_env(tmp_path)
+    links = pd.read_csv(env.mirror.ml_latest_dir / "links.csv").dropna(subset=["tmdbId"])
+    films = [int(t) for t in links["tmdbId"]][:15]
+    rows = [(f"user-{u}", films[(u * 7 + k) % 15], float(1 + (u + k) % 5), None) for u in range(12) for k in range(8)]
+    insert_ratings(ratings_db, rows)
+    env.supabase = SupabasePostgresResource(db_url=ratings_db)
+    with dg.instance_for_test() as instance:
+        result = run_graph(
+            env,
+            instance,
+            "none",
+            combined_ratings_combined_ratings_are_valid={"config": {"min_ratings": 50, "min_users": 5}},
+            cv_metrics_cv_rmse_under_ceiling={"config": {"rmse_ceiling": 5.0}},  # patterned, not learnable
+        )
+    assert result.success, failure_messages(result)
+    combined = pd.read_parquet(metadata(result, "combined_ratings")["path"])
+    assert set(combined["source"]) == {"app"} and len(combined) == len({(r[0], r[1]) for r in rows})
+    assert metadata(result, "combined_ratings")["seeds"] == "none"
+
+
+def test_seed_none_without_app_ratings_says_so(tmp_path):
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        result = env.materialize(
+            instance,
+            selection=[
+                "ml100k_raw",
+                "ml_latest_raw",
+                "tmdb_links",
+                "movie_titles",
+                "catalog_ids",
+                "supabase_ratings",
+                "combined_ratings",
+            ],
+            ops={"combined_ratings": {"config": {"seeds": "none"}}},
+        )
+    assert "no ratings left to train on after filtering (seeds none" in failure_messages(result)["combined_ratings"]
+
+
+def test_memory_precheck_fails_fast_with_advice(tmp_path):
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        tight = env.materialize(instance, ops={"svd_model": {"config": {"memory_budget_bytes": 1000}}})
+        message = failure_messages(tight)["svd_model"]
+        assert "fitting SVD on" in message and "GiB is available" in message and "CFREC_SEEDS" in message
+        assert not (env.data_dir / "models").exists() or not any((env.data_dir / "models").iterdir())
+        folds = env.materialize(instance, ops={"cv_metrics": {"config": {"memory_budget_bytes": 1000, "n_jobs": 2}}})
+        assert "n_jobs: 1" in failure_messages(folds)["cv_metrics"]
+        parse = env.materialize(instance, ops={"ml_latest_raw": {"config": {"memory_budget_bytes": 10}}})
+        assert "CFREC_ML_LATEST_RELEASE=ml-latest-small" in failure_messages(parse)["ml_latest_raw"]
+
+
+def test_memory_estimates_grow_with_parallel_folds(tmp_path):
+    assert cross_validation_bytes(1_000_000, 3, 2) > cross_validation_bytes(1_000_000, 3, 1)
+    with pytest.raises(MemoryBudgetError, match="needs about 2.0 GiB but 1.0 GiB is available: do less"):
+        require_memory(2 << 30, "a step", "do less", budget=1 << 30)
+    require_memory(2 << 30, "a step", "do less", budget=3 << 30)
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 100 kB\nMemAvailable:  2048 kB\n")
+    assert available_bytes(meminfo, tmp_path / "no-cgroup") == 2048 * 1024
+
+
+@pytest.mark.real_data
+def test_ml_latest_small_real_release(tmp_path):
+    archive = real_movielens_or_skip() / "ml-latest-small.zip"
+    with zipfile.ZipFile(archive) as bundle:
+        bundle.extractall(
+            tmp_path, members=[f"ml-latest-small/{n}" for n in ("ratings.csv", "movies.csv", "links.csv")]
+        )
+    folder = tmp_path / "ml-latest-small"
+    ratings = parse_ratings_csv(folder / "ratings.csv")
+    movies, links = parse_movies(folder / "movies.csv"), parse_links(folder / "links.csv")
+    assert (len(ratings), ratings["user_id"].nunique(), len(movies)) == (100_836, 610, 9_742)
+    assert set(ratings["rating"].unique()) == {x / 2 for x in range(1, 11)}
+    report = link_report(links)
+    assert report["links"] == 9_742 and report["links_missing_tmdb_id"] == links["tmdbId"].isna().sum() > 0
+    seed = ml_latest_seed(ratings, links, Counter())
+    by_movie = links.set_index("movieId")["tmdbId"]
+    assert (by_movie[1], by_movie[2], by_movie[6]) == (862, 8844, 949)  # Toy Story, Jumanji, Heat
+    assert (seed["tmdb_id"] == 862).sum() == (ratings["movie_id"] == 1).sum() == 215
