@@ -78,6 +78,10 @@ class S3Store:
             signature_version="s3v4",
             s3={"addressing_style": "path"},
             retries={"mode": "standard", "max_attempts": 3},  # 5xx/throttling only; 4xx fail at once
+            # botocore >= 1.36 adds CRC checksums to every upload by default, which some S3-protocol
+            # servers refuse; we verify by reading each object back instead (targets.py).
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
             connect_timeout=min(timeout_seconds, 10.0),
             read_timeout=timeout_seconds,
         )
