@@ -3,7 +3,8 @@
 Usage: ``python bench/seed_scale_bench.py [--sizes 1000000,5000000,32000000] [--cv-up-to 5000000]``
 
 For each size a fresh child process generates ratings.csv/movies.csv/links.csv in ml-32m's shape
-(~160 ratings per user, ~1 film per 370 ratings, half stars) and runs the graph's own functions
+(~160 ratings per user, ~1 film per 370 ratings with a long tail, half stars, exactly N
+distinct (user, film) pairs) and runs the graph's own functions
 step by step: ``parse_ratings_csv`` (ml_latest_raw), ``ml_latest_seed`` + ``combine``
 (combined_ratings), Surprise's trainset build and SVD fit with the seed settings (svd_model), and
 3-fold cross-validation one fold at a time (cv_metrics with n_jobs 1; sizes up to --cv-up-to).
@@ -62,9 +63,16 @@ def generate(folder: Path, n_ratings: int, seed: int = 0) -> None:
 
     rng = np.random.default_rng(seed)
     n_users, n_movies = max(50, n_ratings // 160), max(100, n_ratings // 370)
-    users = np.sort(rng.integers(1, n_users + 1, n_ratings))
-    movies = (rng.zipf(1.3, n_ratings) % n_movies) + 1  # a long tail of rarely rated films, like GroupLens'
-    frame = pd.DataFrame({"userId": users, "movieId": movies}).drop_duplicates()
+    popularity = 1.0 / np.arange(1, n_movies + 1) ** 0.8  # a long tail of rarely rated films, like GroupLens'
+    popularity /= popularity.sum()
+    frame = pd.DataFrame({"userId": [], "movieId": []}, dtype="int64")
+    while len(frame) < n_ratings:  # draw (user, film) pairs until n_ratings distinct ones
+        extra = int((n_ratings - len(frame)) * 1.3) + 1000
+        drawn = pd.DataFrame(
+            {"userId": rng.integers(1, n_users + 1, extra), "movieId": rng.choice(n_movies, extra, p=popularity) + 1}
+        )
+        frame = pd.concat([frame, drawn]).drop_duplicates()
+    frame = frame.iloc[:n_ratings]
     bias = rng.normal(0, 0.6, n_movies + 1)
     stars = np.clip(np.rint(2 * (3.5 + bias[frame["movieId"]] + rng.normal(0, 0.9, len(frame)))), 1, 10) / 2
     frame = frame.assign(rating=stars, timestamp=1_500_000_000 + rng.integers(0, 10**8, len(frame)))

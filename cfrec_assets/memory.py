@@ -12,9 +12,12 @@ from pathlib import Path
 
 GiB = 1 << 30
 FIT_BYTES_PER_RATING = 700
-"""Peak of one full fit: the training table, Surprise's Dataset and its trainset."""
+"""Peak of one full fit: the training table (~250 B/rating: string user ids), Surprise's Dataset
+and its trainset (~330 B/rating measured)."""
 TRAINSET_BYTES_PER_RATING = 450
-"""One trainset held by a cross-validation fold (parent copy or worker copy)."""
+"""One trainset (330 B/rating measured, with margin)."""
+DATASET_BYTES_PER_RATING = 100
+"""Surprise's Dataset list the folds are cut from."""
 
 
 class MemoryBudgetError(MemoryError):
@@ -56,7 +59,9 @@ def fit_bytes(ratings: int) -> int:
 
 
 def cross_validation_bytes(ratings: int, n_folds: int, workers: int) -> int:
-    """The parent builds every fold's trainset ((k-1)/k of the ratings each) while ``workers``
-    processes hold a copy of the one they fit, besides the full training table."""
+    """Folds one at a time hold one trainset ((k-1)/k of the ratings); in parallel, joblib's
+    pre-dispatch has the parent build up to 2 x workers folds while each worker holds its copy.
+    25 % margin on the measured figures."""
     per_fold = ratings * (n_folds - 1) / n_folds * TRAINSET_BYTES_PER_RATING
-    return int(fit_bytes(ratings) * 0.3 + per_fold * (min(n_folds, 2 * workers) + workers))
+    held = 1 if workers <= 1 else min(n_folds, 2 * workers) + workers
+    return int(1.25 * (ratings * DATASET_BYTES_PER_RATING + per_fold * held))
