@@ -6,7 +6,8 @@
 
 ``recommend`` and ``predict`` name each film ("Toy Story (1995)") next to its TMDB id when the
 model artifact has its title (films only the app's users rated show the id alone).
-Every command takes ``--serving-dir`` (default: ``$CFREC_SERVING_DIR``, else
+Every command takes ``--serving-dir`` (a folder or ``s3://bucket/prefix`` with ``CFREC_S3_*`` from
+the environment; default: ``$CFREC_SERVING_URL``, ``$CFREC_SERVING_DIR``, else
 ``$CFREC_DATA_DIR/serving``, else ``data/serving``, as the pipeline resolves it) and ``--json``. Exit codes: 0 ok, 1 nothing deployed,
 2 usage error, 3 the deployment failed verification.
 """
@@ -25,9 +26,11 @@ EXIT_VERIFICATION_FAILED = 3
 
 
 def default_serving_dir() -> str:
+    import os
+
     from cfrec_assets.schema import serving_dir_from_env
 
-    return str(serving_dir_from_env())
+    return os.environ.get("CFREC_SERVING_URL") or str(serving_dir_from_env())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,10 +101,11 @@ def _predict(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def _deployments(args: argparse.Namespace) -> tuple[Any, str]:
-    from cfrec_assets.deployment import list_versions, read_manifest
+    from cfrec_assets.serving import open_target_from_env
 
-    manifest = read_manifest(args.serving_dir)
-    versions = list_versions(args.serving_dir)
+    target = open_target_from_env(args.serving_dir)  # a folder, or s3://… with CFREC_S3_* from env
+    manifest = target.read_manifest()
+    versions = target.list_versions()
     if manifest is None and not versions:
         from cfrec_assets.serving import NoDeployedModelError
 

@@ -257,8 +257,8 @@ def current_version(target: Path | str | ServingTarget) -> str | None:
     return None if manifest is None else manifest["version"]
 
 
-def open_target_from_env(url: str, environ: Mapping[str, str] = os.environ) -> ServingTarget:
-    """An ``s3://`` target with the endpoint and credentials from the app's environment."""
+def open_target_from_env(url: str | Path, environ: Mapping[str, str] = os.environ) -> ServingTarget:
+    """A folder, or an ``s3://`` target with the endpoint and credentials from the app's environment."""
     return open_target(
         url,
         endpoint_url=environ.get("CFREC_S3_ENDPOINT_URL") or None,

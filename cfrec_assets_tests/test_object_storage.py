@@ -222,3 +222,26 @@ def test_watcher_follows_the_bucket(server, url, tmp_path):
     second = promote_tiny(target, tmp_path / "models", 14)
     assert watcher.check_now() is True and watcher.version == second.version
     watcher.stop()
+
+
+def test_cli_lists_and_recommends_from_the_bucket(server, url, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    target = open_target(url, **server.settings())
+    first = promote_tiny(target, tmp_path / "models", 15)
+    second = promote_tiny(target, tmp_path / "models", 16)
+    env = {**os.environ, **server.env(url), "CFREC_MODEL_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("CFREC_SERVING_DIR", None)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "cfrec_assets", *args], env=env, capture_output=True, text=True)
+
+    listed = cli("deployments", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [v["version"] for v in json.loads(listed.stdout)["versions"]] == [first.version, second.version]
+    user = second.trainset.to_raw_uid(0)
+    shown = cli("recommend", "--user", user, "-n", "3", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["model_version"] == second.version
+    assert server.secret_access_key not in listed.stdout + listed.stderr + shown.stdout + shown.stderr
