@@ -43,7 +43,7 @@ test: venv
 	$(PY) -m pytest -q
 
 bench: venv
-	for script in graph_bench supabase_bench retrain_latency_bench serving_bench mapping_report fault_bench; do $(PY) bench/$$script.py || exit 1; done
+	for script in graph_bench supabase_bench retrain_latency_bench serving_bench publish_bench recommendations_bench seed_coverage_report mapping_report fault_bench; do $(PY) bench/$$script.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .dagster_home data/cache data/assets data/models data/tuning
