@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,3 +35,18 @@ def missing_movielens(datasets: Path) -> str | None:
     if missing:
         return f"MovieLens zips not found in {folder}: {missing} (set CFREC_SHARED_DATASETS or --datasets)"
     return None
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_datasets_argument(parser: argparse.ArgumentParser) -> None:
+    """``--datasets DIR`` holding ``movielens/*.zip`` (default: $CFREC_SHARED_DATASETS or ../shared/datasets)."""
+    default = Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets")
+    parser.add_argument("--datasets", type=Path, default=default)
+
+
+def print_preamble(script: str, argv: list[str]) -> None:
+    """The machine's load and the command that reproduces this run, for notes."""
+    print(f"machine: {os.cpu_count()} cores, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"reproduce: cd {shlex.quote(str(REPO))} && .venv/bin/python {shlex.join([f'bench/{script}', *argv])}")

@@ -13,22 +13,24 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import shlex
 import statistics
 import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchlib import missing_movielens, positive_int, timed  # bench/ is sys.path[0] when a script here runs
+from benchlib import (  # bench/ is sys.path[0] when a script here runs
+    add_datasets_argument,
+    missing_movielens,
+    positive_int,
+    print_preamble,
+    timed,
+)
 from serving_bench import train_on_real_data
 
 from cfrec_assets.serving import load_deployed
 from cfrec_assets.targets import open_target
 from cfrec_testkit.s3_server import s3_server
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def bench_target(name: str, target, source: Path, repeat: int, cache: Path) -> dict[str, list[float]]:
@@ -54,20 +56,12 @@ def bench_target(name: str, target, source: Path, repeat: int, cache: Path) -> d
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=positive_int, default=5)
-    parser.add_argument(
-        "--datasets", type=Path, default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets")
-    )
+    add_datasets_argument(parser)
     args = parser.parse_args(argv)
     if problem := missing_movielens(args.datasets):
         print(problem, file=sys.stderr)
         return 2
-    print(f"machine: {os.cpu_count()} cores, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(
-        "reproduce: cd "
-        + shlex.quote(str(REPO))
-        + " && .venv/bin/python "
-        + shlex.join(["bench/publish_bench.py", *sys.argv[1:]])
-    )
+    print_preamble("publish_bench.py", sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="cfrec-publish-bench-") as scratch, s3_server() as server:
         scratch = Path(scratch)
         version, info = train_on_real_data(args.datasets / "movielens", scratch)

@@ -12,8 +12,6 @@ commit), with rows per second.
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -21,7 +19,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
-from benchlib import missing_movielens, positive_int, timed  # bench/ is sys.path[0] when a script here runs
+from benchlib import (  # bench/ is sys.path[0] when a script here runs
+    REPO,
+    add_datasets_argument,
+    missing_movielens,
+    positive_int,
+    print_preamble,
+    timed,
+)
 from serving_bench import train_on_real_data
 
 from cfrec_assets.deployment import file_records
@@ -30,7 +35,6 @@ from cfrec_assets.serving import load_version
 from cfrec_assets.supabase_io.recommendations import RecommendationsTable
 from cfrec_testkit.postgres import postgres_server
 
-REPO = Path(__file__).resolve().parents[1]
 TABLE_SQL = REPO / "deploy" / "user_recommendations.sql"
 STAND_IN = "create schema if not exists auth; create or replace function auth.uid() returns uuid language sql as $$ select null::uuid $$; do $$ begin if not exists (select from pg_roles where rolname='authenticated') then create role authenticated; end if; end $$;"
 
@@ -39,20 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=positive_int, default=5)
     parser.add_argument("--n", type=positive_int, default=10)
-    parser.add_argument(
-        "--datasets", type=Path, default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets")
-    )
+    add_datasets_argument(parser)
     args = parser.parse_args(argv)
     if problem := missing_movielens(args.datasets):
         print(problem, file=sys.stderr)
         return 2
-    print(f"machine: {os.cpu_count()} cores, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(
-        "reproduce: cd "
-        + shlex.quote(str(REPO))
-        + " && .venv/bin/python "
-        + shlex.join(["bench/recommendations_bench.py", *sys.argv[1:]])
-    )
+    print_preamble("recommendations_bench.py", sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="cfrec-recs-bench-") as scratch, postgres_server() as server:
         version, _ = train_on_real_data(args.datasets / "movielens", Path(scratch))
         model = load_version(version, file_records(version), {"version": version.name})

@@ -13,8 +13,6 @@ catalog-filtered table where a seed has catalog ratings. Uses the graph's own fu
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
 import tempfile
 import zipfile
@@ -22,14 +20,16 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-from benchlib import missing_movielens  # bench/ is sys.path[0] when a script here runs
+from benchlib import (  # bench/ is sys.path[0] when a script here runs
+    add_datasets_argument,
+    missing_movielens,
+    print_preamble,
+)
 
 from cfrec_assets import movielens
 from cfrec_assets.combine import catalog_coverage, combine, empty_real_ratings, ml100k_seed, ml_latest_seed
 from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, parse_title
 from cfrec_assets.training import SVDParams, cross_validate_svd, summarize_folds
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def load(datasets: Path, scratch: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -52,20 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog-size", type=int, default=260)
     parser.add_argument("--years", default="2010-2018")
-    parser.add_argument(
-        "--datasets", type=Path, default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets")
-    )
+    add_datasets_argument(parser)
     args = parser.parse_args(argv)
     if problem := missing_movielens(args.datasets):
         print(problem, file=sys.stderr)
         return 2
     first, last = (int(y) for y in args.years.split("-"))
-    print(
-        "reproduce: cd "
-        + shlex.quote(str(REPO))
-        + " && .venv/bin/python "
-        + shlex.join(["bench/seed_coverage_report.py", *sys.argv[1:]])
-    )
+    print_preamble("seed_coverage_report.py", sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="cfrec-coverage-") as scratch:
         ml100k, latest, films = load(args.datasets / "movielens", Path(scratch))
     films = films.dropna(subset=["tmdbId"]).assign(

@@ -19,7 +19,15 @@ from cfrec_assets.deployment import read_manifest
 from cfrec_assets.resources import CatalogSource
 from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseResource
 from cfrec_assets.targets import LocalTarget
-from cfrec_testkit.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest
+from cfrec_testkit.graph import (
+    UP_TO_COMBINED,
+    check_results,
+    failure_messages,
+    make_graph_env,
+    materialized,
+    metadata,
+    tree_digest,
+)
 from cfrec_testkit.postgres import insert_ratings
 from cfrec_testkit.postgrest import TEST_API_KEY
 
@@ -107,16 +115,7 @@ def test_check_never_unpickles_a_file_swapped_after_training(tmp_path: Path) -> 
     with dg.instance_for_test() as instance:
         trained = env.materialize(
             instance,
-            selection=[
-                "ml100k_raw",
-                "ml_latest_raw",
-                "tmdb_links",
-                "movie_titles",
-                "catalog_ids",
-                "supabase_ratings",
-                "combined_ratings",
-                "svd_model",
-            ],
+            selection=[*UP_TO_COMBINED, "svd_model"],
         )
         assert trained.success
         model_file = Path(metadata(trained, "svd_model")["model_path"]) / "svd_model.pkl"

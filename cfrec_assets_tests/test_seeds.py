@@ -14,7 +14,7 @@ from cfrec_assets.memory import MemoryBudgetError, available_bytes, cross_valida
 from cfrec_assets.movielens import MovieLensFormatError, link_report, parse_links, parse_movies, parse_ratings_csv
 from cfrec_assets.resources import CatalogSource
 from cfrec_assets.supabase_io import SupabasePostgresResource
-from cfrec_testkit.graph import failure_messages, make_graph_env, metadata
+from cfrec_testkit.graph import UP_TO_COMBINED, failure_messages, make_graph_env, metadata
 from cfrec_testkit.postgres import insert_ratings
 from cfrec_testkit.shared_data import real_movielens_or_skip
 
@@ -160,15 +160,7 @@ def test_seed_none_without_app_ratings_says_so(tmp_path):
     with dg.instance_for_test() as instance:
         result = env.materialize(
             instance,
-            selection=[
-                "ml100k_raw",
-                "ml_latest_raw",
-                "tmdb_links",
-                "movie_titles",
-                "catalog_ids",
-                "supabase_ratings",
-                "combined_ratings",
-            ],
+            selection=UP_TO_COMBINED,
             ops={"combined_ratings": {"config": {"seeds": "none"}}},
         )
     assert "no ratings left to train on after filtering (seeds none" in failure_messages(result)["combined_ratings"]

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 from surprise import SVD, BaselineOnly
 
-from cfrec_assets.deployment import promote
 from cfrec_assets.serving import (
     ArtifactVerificationError,
     DeployedModel,
@@ -24,6 +23,7 @@ from cfrec_assets.serving import (
 from cfrec_testkit.models import (
     TinyModelVersion,
     make_ratings_frame,
+    promote_version,
     train_tiny_svd,
     write_model_version,
 )
@@ -40,17 +40,7 @@ def tiny(tmp_path: Path) -> TinyModelVersion:
 
 @pytest.fixture
 def serving(tmp_path: Path, tiny: TinyModelVersion) -> Path:
-    serving_dir = tmp_path / "serving"
-    promote(
-        tiny.path,
-        serving_dir,
-        version=tiny.version,
-        metrics={},
-        counts={},
-        trained_at="2026-11-26T07:15:00+00:00",
-        expected_sha256=tiny.sha256,
-    )
-    return serving_dir
+    return promote_version(tiny, tmp_path / "serving")
 
 
 @pytest.fixture
@@ -196,7 +186,7 @@ def test_tampered_artifact_is_refused(serving):
 
 @pytest.mark.parametrize("name", ["svd_model.pkl", "cf_trainset.pkl"])
 def test_tampered_pickle_is_refused_on_the_pickle_path(tmp_path, name):
-    serving = promoted(tmp_path, write_model_version(tmp_path / "models", pickles_only=True))
+    serving = promote_version(write_model_version(tmp_path / "models", pickles_only=True), tmp_path / "serving")
     flip_a_byte(served_file(serving, name))
     with pytest.raises(ArtifactVerificationError, match=f"{name} does not match the sha256"):
         load_deployed(serving, allow_pickle=True)
@@ -213,7 +203,7 @@ class _SideEffectOnLoad:
 
 
 def test_swapped_pickle_is_refused_before_it_is_unpickled(tmp_path):
-    serving = promoted(tmp_path, write_model_version(tmp_path / "models", pickles_only=True))
+    serving = promote_version(write_model_version(tmp_path / "models", pickles_only=True), tmp_path / "serving")
     marker = tmp_path / "pickle-code-ran"
     joblib.dump(_SideEffectOnLoad(marker), served_file(serving, "svd_model.pkl"))
     with pytest.raises(ArtifactVerificationError, match="refusing to load it"):
@@ -232,7 +222,7 @@ def test_default_load_never_unpickles(serving, tmp_path):
 
 def test_version_without_npz_is_refused_unless_pickles_are_allowed(tmp_path):
     old = write_model_version(tmp_path / "models", pickles_only=True)
-    serving = promoted(tmp_path, old)
+    serving = promote_version(old, tmp_path / "serving")
     with pytest.raises(ArtifactVerificationError, match="predates the pickle-free cf_model.npz"):
         load_deployed(serving)
     model = load_deployed(serving, allow_pickle=True)
@@ -253,20 +243,6 @@ def test_missing_artifact_is_refused(serving):
     served_file(serving, "cf_model.npz").unlink()
     with pytest.raises(ArtifactVerificationError, match="cf_model.npz of version .* is unreadable"):
         load_deployed(serving)
-
-
-def promoted(tmp_path: Path, version: TinyModelVersion) -> Path:
-    serving_dir = tmp_path / "serving"
-    promote(
-        version.path,
-        serving_dir,
-        version=version.version,
-        metrics={},
-        counts={},
-        trained_at="2026-11-26T07:15:00+00:00",
-        expected_sha256=version.sha256,
-    )
-    return serving_dir
 
 
 def test_nothing_deployed_and_corrupt_manifests_are_distinguished(tmp_path, serving):

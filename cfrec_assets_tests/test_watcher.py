@@ -7,23 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from cfrec_assets.deployment import promote
 from cfrec_assets.serving import NoDeployedModelError
 from cfrec_assets.watcher import DeployedModelWatcher
-from cfrec_testkit.models import version_name, write_model_version
+from cfrec_testkit.models import promote_version, version_name, write_model_version
 
 
-def promote_version(serving: Path, models: Path, n: int):
+def promote_new(serving: Path, models: Path, n: int):
     tiny = write_model_version(models, version_name(n), seed=n)
-    promote(
-        tiny.path,
-        serving,
-        version=tiny.version,
-        metrics={},
-        counts={},
-        trained_at="2026-11-27T01:00:00+00:00",
-        expected_sha256=tiny.sha256,
-    )
+    promote_version(tiny, serving)
     return tiny
 
 
@@ -34,12 +25,12 @@ def test_start_without_a_deployment_fails_loudly(tmp_path):
 
 def test_swaps_to_a_new_version_and_readers_keep_theirs(tmp_path):
     serving = tmp_path / "serving"
-    first = promote_version(serving, tmp_path / "models", 1)
+    first = promote_new(serving, tmp_path / "models", 1)
     watcher = DeployedModelWatcher(serving, interval=3600).start()
     try:
         in_flight = watcher.model  # a request that started before the swap
         assert watcher.check_now() is False  # nothing changed
-        second = promote_version(serving, tmp_path / "models", 2)
+        second = promote_new(serving, tmp_path / "models", 2)
         assert watcher.check_now() is True
         assert watcher.version == second.version and in_flight.version == first.version
         user = first.trainset.to_raw_uid(0)
@@ -50,7 +41,7 @@ def test_swaps_to_a_new_version_and_readers_keep_theirs(tmp_path):
 
 def test_bad_new_version_is_refused_and_the_old_one_keeps_serving(tmp_path):
     serving = tmp_path / "serving"
-    good = promote_version(serving, tmp_path / "models", 1)
+    good = promote_new(serving, tmp_path / "models", 1)
     loads = []
 
     def counting_load(target):
@@ -60,21 +51,21 @@ def test_bad_new_version_is_refused_and_the_old_one_keeps_serving(tmp_path):
         return load_deployed(target)
 
     watcher = DeployedModelWatcher(serving, interval=3600, load=counting_load).start()
-    bad = promote_version(serving, tmp_path / "models", 2)
+    bad = promote_new(serving, tmp_path / "models", 2)
     artifact = serving / "versions" / bad.version / "cf_model.npz"
     artifact.write_bytes(artifact.read_bytes()[:-10])  # truncated after promotion
     assert watcher.check_now() is False
     assert watcher.version == good.version
     assert bad.version in watcher.last_error and "sha256" in watcher.last_error
     assert watcher.check_now() is False and len(loads) == 2  # the refused version is not retried...
-    fixed = promote_version(serving, tmp_path / "models", 3)
+    fixed = promote_new(serving, tmp_path / "models", 3)
     assert watcher.check_now() is True and watcher.version == fixed.version  # ...the next one loads
     assert watcher.last_error is None
 
 
 def test_unreadable_manifest_keeps_the_model(tmp_path):
     serving = tmp_path / "serving"
-    good = promote_version(serving, tmp_path / "models", 1)
+    good = promote_new(serving, tmp_path / "models", 1)
     watcher = DeployedModelWatcher(serving, interval=3600).start()
     (serving / "manifest.json").write_text("{torn")
     assert watcher.check_now() is False and watcher.version == good.version
@@ -83,7 +74,7 @@ def test_unreadable_manifest_keeps_the_model(tmp_path):
 
 def test_background_thread_follows_promotions_while_readers_run(tmp_path):
     serving = tmp_path / "serving"
-    versions = [promote_version(serving, tmp_path / "models", 1)]
+    versions = [promote_new(serving, tmp_path / "models", 1)]
     errors, seen = [], set()
     with DeployedModelWatcher(serving, interval=0.05) as watcher:
         stop = threading.Event()
@@ -102,7 +93,7 @@ def test_background_thread_follows_promotions_while_readers_run(tmp_path):
         for thread in threads:
             thread.start()
         for n in (2, 3):
-            versions.append(promote_version(serving, tmp_path / "models", n))
+            versions.append(promote_new(serving, tmp_path / "models", n))
             deadline = time.monotonic() + 10
             while watcher.version != versions[-1].version and time.monotonic() < deadline:
                 time.sleep(0.02)

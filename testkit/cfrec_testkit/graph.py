@@ -87,6 +87,16 @@ class GraphEnv:
 
 
 WITHOUT_TUNING = dg.AssetSelection.all() - dg.AssetSelection.groups("tuning")
+UP_TO_COMBINED = [
+    "ml100k_raw",
+    "ml_latest_raw",
+    "tmdb_links",
+    "movie_titles",
+    "catalog_ids",
+    "supabase_ratings",
+    "combined_ratings",
+]
+"""Everything ``combined_ratings`` needs, and itself."""
 """What ``train_and_deploy`` runs: the study has its own job and tests."""
 
 

@@ -94,3 +94,21 @@ def write_model_version(
 def version_name(n: int) -> str:
     """A distinct, chronologically sortable version name like the asset's."""
     return f"20261126T{7 + n // 60:02d}{n % 60:02d}00Z-{n:08x}"
+
+
+def promote_version(
+    version: TinyModelVersion, serving_dir: Path, trained_at: str = "2026-11-26T07:15:00+00:00"
+) -> Path:
+    """Promote a tiny version into ``serving_dir`` (checked against its sha256s); return the folder."""
+    from cfrec_assets.deployment import promote
+
+    promote(
+        version.path,
+        serving_dir,
+        version=version.version,
+        metrics={},
+        counts={},
+        trained_at=trained_at,
+        expected_sha256=version.sha256,
+    )
+    return Path(serving_dir)
