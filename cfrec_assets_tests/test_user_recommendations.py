@@ -23,7 +23,9 @@ SCHEMA_SQL = Path(__file__).resolve().parents[1] / "deploy" / "user_recommendati
 SUPABASE_STAND_IN = """
 do $$ begin
     if not exists (select from pg_roles where rolname = 'authenticated') then create role authenticated nologin; end if;
+    if not exists (select from pg_roles where rolname = 'anon') then create role anon nologin; end if;
 end $$;
+alter default privileges in schema public grant all on tables to anon;  -- as Supabase does
 create schema if not exists auth;
 create or replace function auth.uid() returns uuid language sql stable
     as $f$ select nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $f$;
@@ -132,8 +134,12 @@ def test_row_level_security_lets_a_user_read_only_their_rows(db):
         )
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("delete from user_recommendations")
-        conn.execute("select set_config('request.jwt.claim.sub', '', false)")  # signed out
+        conn.execute("select set_config('request.jwt.claim.sub', '', false)")  # signed in, no subject
         assert conn.execute("select count(*) from user_recommendations").fetchone()[0] == 0
+        conn.execute("reset role")
+        conn.execute("set role anon")  # the app's anon key: no access at all
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select count(*) from user_recommendations")
 
 
 def test_asset_is_opt_in_and_publishes_what_deployed_model_serves(db, tmp_path):

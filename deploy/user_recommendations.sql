@@ -20,4 +20,5 @@ create policy "users read their own recommendations"
     to authenticated
     using ((select auth.uid())::text = user_id);
 
+revoke all on public.user_recommendations from anon;  -- Supabase grants anon on new tables by default
 grant select on public.user_recommendations to authenticated;

@@ -82,8 +82,13 @@ def deployed_model(
         manifest = target.promote(Path(svd_model.path), **promotion_of(svd_model, cv_metrics))
         action = "promote"
     context.log.info(f"{action}: serving version {manifest['version']} (previous: {manifest.get('previous_version')})")
-    # Loaded back from the target as the app loads it: proves it loads, and shows what it serves.
-    served = load_deployed(target, cache_dir=store.root / "serving-cache")
+    # Loaded back from the target as the app loads it, to show what it serves. The manifest has
+    # already moved, so a failure here is reported, not raised: the deployment did happen.
+    try:
+        preview = recommendations_table(load_deployed(target, cache_dir=store.root / "serving-cache"))
+    except Exception as error:  # any failure to read it back is worth a look, not a failed deploy
+        context.log.warning(f"deployed {manifest['version']} but could not load it back for the preview: {error}")
+        preview = f"**Could not load the served version back:** {error}"
     deployment = Deployment(
         version=manifest["version"],
         action=action,
@@ -103,6 +108,6 @@ def deployed_model(
             **{f"trained_on_{k}": v for k, v in manifest["counts"].items()},
             "trained_at": manifest["trained_at"],
             **{f"{name.split('.')[0]}_sha256": f["sha256"] for name, f in manifest["files"].items()},
-            "recommendations_preview": dg.MetadataValue.md(recommendations_table(served)),
+            "recommendations_preview": dg.MetadataValue.md(preview),
         },
     )
