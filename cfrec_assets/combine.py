@@ -49,6 +49,7 @@ def combine(
     catalog: Iterable[int] | None = None,
     rating_range: tuple[float, float] = RATING_SCALE,
     dropped: Counter[str] | None = None,
+    max_seed_ratings: int | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Return the training table and the number of rows dropped per reason.
 
@@ -70,6 +71,13 @@ def combine(
             dropped[f"{name}_not_in_catalog"] += int((~keep).sum())
             parts[name] = frame[keep]
 
+    if max_seed_ratings is not None:
+        seeds_only = {name: frame for name, frame in parts.items() if name != "real"}
+        kept = cap_seed_users(seeds_only, max_seed_ratings)
+        for name, frame in seeds_only.items():
+            dropped[f"{name}_over_seed_cap"] += len(frame) - len(kept[name])
+            parts[name] = kept[name]
+
     combined = pd.concat(parts.values(), ignore_index=True)
     valid = combined["user_id"].notna() & (combined["user_id"].str.len() > 0) & combined["tmdb_id"].notna()
     dropped["missing_id"] += int((~valid).sum())
@@ -86,6 +94,18 @@ def combine(
     result = deduped.sort_values(["user_id", "tmdb_id"], kind="stable").reset_index(drop=True)
     result = result.astype({"user_id": "string", "tmdb_id": "int64", "rating": "float64", "source": "string"})
     return result[list(COMBINED_COLUMNS)], {k: int(v) for k, v in sorted(dropped.items())}
+
+
+def cap_seed_users(seeds: dict[str, pd.DataFrame], max_ratings: int, seed: int = 42) -> dict[str, pd.DataFrame]:
+    """Whole seed users, in a seeded random order, until ``max_ratings`` ratings: a big release
+    fits a small machine, and every kept user keeps their full profile (a model learns users from
+    all their ratings; sampling rows would thin every profile instead)."""
+    counts = pd.concat([frame["user_id"] for frame in seeds.values()]).value_counts()
+    if counts.sum() <= max_ratings:
+        return seeds
+    order = counts.sample(frac=1.0, random_state=seed)
+    keep = set(order.index[order.cumsum() <= max_ratings])
+    return {name: frame[frame["user_id"].isin(keep)] for name, frame in seeds.items()}
 
 
 def ml_latest_seed(ratings: pd.DataFrame, links: pd.DataFrame, dropped: Counter) -> pd.DataFrame:

@@ -171,7 +171,7 @@ def test_memory_precheck_fails_fast_with_advice(tmp_path):
     with dg.instance_for_test() as instance:
         tight = env.materialize(instance, ops={"svd_model": {"config": {"memory_budget_bytes": 1000}}})
         message = failure_messages(tight)["svd_model"]
-        assert "fitting SVD on" in message and "GiB is available" in message and "CFREC_SEEDS" in message
+        assert "fitting SVD on" in message and "GiB is available" in message and "max_seed_ratings" in message
         assert not (env.data_dir / "models").exists() or not any((env.data_dir / "models").iterdir())
         folds = env.materialize(instance, ops={"cv_metrics": {"config": {"memory_budget_bytes": 1000, "n_jobs": 2}}})
         assert "n_jobs: 1" in failure_messages(folds)["cv_metrics"]
@@ -207,3 +207,29 @@ def test_ml_latest_small_real_release(tmp_path):
     by_movie = links.set_index("movieId")["tmdbId"]
     assert (by_movie[1], by_movie[2], by_movie[6]) == (862, 8844, 949)  # Toy Story, Jumanji, Heat
     assert (seed["tmdb_id"] == 862).sum() == (ratings["movie_id"] == 1).sum() == 215
+
+
+def test_seed_cap_keeps_whole_users_and_every_app_rating(tmp_path, ratings_db):
+    env = make_graph_env(tmp_path)
+    insert_ratings(ratings_db, [(f"app-{u}", 862, 4.0, None) for u in range(5)])
+    env.supabase = SupabasePostgresResource(db_url=ratings_db)
+    with dg.instance_for_test() as instance:
+        full = env.materialize(
+            instance, selection=UP_TO_COMBINED, ops={"combined_ratings": {"config": {"seeds": "ml100k,ml-latest"}}}
+        )
+        capped = env.materialize(
+            instance,
+            selection=UP_TO_COMBINED,
+            ops={"combined_ratings": {"config": {"seeds": "ml100k,ml-latest", "max_seed_ratings": 1000}}},
+        )
+    before = pd.read_parquet(metadata(full, "combined_ratings")["path"])
+    after = pd.read_parquet(metadata(capped, "combined_ratings")["path"])
+    seeds_before, seeds_after = before[before["source"] != "app"], after[after["source"] != "app"]
+    assert len(seeds_before) > 1000 >= len(seeds_after) > 800
+    per_user = seeds_before.groupby("user_id").size()
+    assert (seeds_after.groupby("user_id").size() == per_user[seeds_after["user_id"].unique()]).all()  # whole users
+    assert (after["source"] == "app").sum() == (before["source"] == "app").sum() == 5
+    dropped = metadata(capped, "combined_ratings")["dropped"]
+    # Counted before duplicates are resolved, so at least the rows that are gone.
+    assert dropped["ml_over_seed_cap"] + dropped["ml_latest_over_seed_cap"] >= len(seeds_before) - len(seeds_after)
+    assert set(seeds_after["user_id"]) < set(seeds_before["user_id"])

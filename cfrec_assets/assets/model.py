@@ -82,7 +82,8 @@ def svd_model(
     require_memory(
         fit_bytes(len(ratings)),
         f"fitting SVD on {len(ratings):,} ratings",
-        "train on fewer seed ratings (CFREC_SEEDS, or CFREC_ML_LATEST_RELEASE=ml-latest-small) or use a bigger machine",
+        "cap the seed ratings (combined_ratings max_seed_ratings), choose fewer seeds (CFREC_SEEDS, "
+        "CFREC_ML_LATEST_RELEASE=ml-latest-small) or use a bigger machine",
         config.memory_budget_bytes,
     )
     configured = SVDParams(**config.model_dump(exclude={"params", "memory_budget_bytes"}))
@@ -161,7 +162,8 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
     require_memory(
         cross_validation_bytes(svd_model.counts["ratings"], config.n_folds, workers),
         f"{config.n_folds}-fold cross-validation of {svd_model.counts['ratings']:,} ratings with {workers} parallel fit(s)",
-        "set cv_metrics n_jobs: 1 (one fold at a time), fewer n_folds, train on fewer seed ratings, or use a bigger machine",
+        "set cv_metrics n_jobs: 1 (one fold at a time), fewer n_folds, cap the seed ratings (combined_ratings "
+        "max_seed_ratings), or use a bigger machine",
         config.memory_budget_bytes,
     )
     ratings = pd.read_parquet(Path(svd_model.path) / TRAINING_RATINGS_FILE)

@@ -143,6 +143,10 @@ class CombineConfig(dg.Config):
     seeds: str = os.environ.get("CFREC_SEEDS", DEFAULT_SEEDS)
     """Seed ratings trained on besides the app's, comma-separated: ``ml100k`` (default),
     ``ml-latest`` (the ml_latest_raw release), both, or ``none`` (app ratings only: a mature app)."""
+    max_seed_ratings: int | None = None
+    """Cap on seed ratings (after the catalog filter): whole seed users in a seeded random order
+    until the cap, so ml-32m fits a machine whose memory pre-check refuses all of it. App ratings
+    are never capped."""
 
 
 def chosen_seeds(text: str) -> list[str]:
@@ -184,7 +188,9 @@ def combined_ratings(
     part_names = {SEED_ML100K: "ml", SEED_ML_LATEST: "ml_latest"}
     parts = {part_names[seed]: candidates[seed] for seed in seeds}
     catalog_set = catalog_ids.tmdb_ids if catalog_ids.filter else None
-    combined, dropped_counts = combine(parts, supabase_ratings, catalog_set, dropped=dropped)
+    combined, dropped_counts = combine(
+        parts, supabase_ratings, catalog_set, dropped=dropped, max_seed_ratings=config.max_seed_ratings
+    )
     if combined.empty:
         raise ValueError(
             f"no ratings left to train on after filtering (seeds {seeds or 'none'}; dropped: {dropped_counts})"
