@@ -113,6 +113,13 @@ def parse_title(title: str) -> ParsedTitle:
     return ParsedTitle(base=text, names=tuple(names), year=year)
 
 
+def display_title(title: str) -> tuple[str, int | None]:
+    """How people write a MovieLens title: "Usual Suspects, The (1995)" -> ("The Usual Suspects", 1995);
+    alternate titles in brackets are left out."""
+    parsed = parse_title(title)
+    return _article_first(parsed.names[0] if parsed.names else parsed.base), parsed.year
+
+
 def _split_brackets(text: str) -> tuple[str, list[str]]:
     """Top-level text outside parentheses, and each top-level bracketed group."""
     outside: list[str] = []

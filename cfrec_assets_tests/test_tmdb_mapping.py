@@ -7,7 +7,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from cfrec_assets import movielens
+from cfrec_assets import movielens, tmdb_mapping
 from cfrec_assets.tmdb_mapping import (
     MAPPED_KINDS,
     MATCH_KINDS,
@@ -377,3 +377,17 @@ def test_real_data_title_matches_name_the_same_film(real, real_mapping):
     shared = mapping[mapping.tmdb_id.notna() & mapping.tmdb_id.duplicated(keep=False)]
     for _, group in shared.groupby("tmdb_id"):
         assert group.ml100k_title.nunique() == 1 or (group.match_kind == "imdb_id").all(), group
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("Usual Suspects, The (1995)", ("The Usual Suspects", 1995)),
+        ("City of Lost Children, The (Cité des enfants perdus, La) (1995)", ("The City of Lost Children", 1995)),
+        ("Appartement, L' (1996)", ("L'Appartement", 1996)),
+        ("Toy Story (1995)", ("Toy Story", 1995)),
+        ("Cosmos", ("Cosmos", None)),
+    ],
+)
+def test_display_title_reads_as_people_write_it(raw, shown):
+    assert tmdb_mapping.display_title(raw) == shown

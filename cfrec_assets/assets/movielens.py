@@ -25,7 +25,7 @@ from cfrec_assets.movielens import (
 )
 from cfrec_assets.records import MovieLens100K, MovieLensLatest
 from cfrec_assets.resources import DataStore, MovieLensSource
-from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, mapping_summary, parse_title
+from cfrec_assets.tmdb_mapping import build_tmdb_mapping, display_title, load_overrides, mapping_summary
 
 GROUP = "movielens"
 
@@ -185,12 +185,12 @@ def movie_titles(
         ],
         ignore_index=True,
     ).drop_duplicates("tmdb_id")  # ml-latest's first
-    parsed = [parse_title(title) for title in named["raw"]]
+    shown = [display_title(title) for title in named["raw"]]
     titles = pd.DataFrame(
         {
             "tmdb_id": named["tmdb_id"].to_numpy(),
-            "title": [p.base for p in parsed],
-            "year": pd.array([p.year for p in parsed], dtype="Int64"),
+            "title": [title for title, _ in shown],
+            "year": pd.array([year for _, year in shown], dtype="Int64"),
         }
     ).sort_values("tmdb_id", ignore_index=True)
     return dg.Output(
