@@ -54,6 +54,19 @@ def test_official_dataset_shape(real_run) -> None:
     assert (raw["ratings"], raw["users"], raw["items"]) == (100_000, 943, 1_682)
 
 
+def test_ml_latest_small_release_and_its_links(real_run) -> None:
+    result, _ = real_run
+    raw = metadata(result, "ml_latest_raw")
+    assert raw["release"] == "ml-latest-small"
+    assert (raw["ratings"], raw["users"], raw["movies"]) == (100_836, 610, 9_742)
+    assert raw["rating_link_coverage"] >= 0.99
+    titles = metadata(result, "movie_titles")
+    assert titles["from_ml_latest"] >= 9_600
+    named = pd.read_parquet(titles["path"]).set_index("tmdb_id")
+    assert (named.loc[862, "title"], named.loc[862, "year"]) == ("Toy Story", 1995)
+    assert named.loc[629, "title"] == "The Usual Suspects"  # article first, as people write it
+
+
 def test_mapping_targets_and_spot_checks(real_run) -> None:
     result, data_dir = real_run
     links = metadata(result, "tmdb_links")
