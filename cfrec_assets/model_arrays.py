@@ -22,10 +22,12 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is heavy; the app's serving path never needs it
+    import pandas as pd
 
 FORMAT_VERSION = 1
 
@@ -162,5 +164,7 @@ def _title_arrays(items: np.ndarray, titles: pd.DataFrame | None) -> dict[str, n
     by_id = titles.drop_duplicates("tmdb_id").set_index("tmdb_id")
     found = by_id.reindex(items)
     names = found["title"].fillna("").astype(str).to_numpy()
+    import pandas as pd  # only when writing a version with titles
+
     years = pd.to_numeric(found["year"], errors="coerce").fillna(0).astype(np.int32).to_numpy()
     return {"titles": np.array(names, dtype=str) if len(names) else np.array([], dtype="<U1"), "years": years}

@@ -8,9 +8,10 @@ gate look up the check results of exactly the materializations it is about to sh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is heavy; the app's serving path never needs it
+    import pandas as pd
 
 
 @dataclass(frozen=True)

@@ -16,17 +16,18 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import joblib
 import numpy as np
-from surprise import SVD, Trainset
 
 from cfrec_assets.deployment import DeploymentError, read_manifest, version_dir
 from cfrec_assets.model_arrays import ModelArrays, ModelArraysError, read_model_arrays
 from cfrec_assets.object_store import is_object_store_url
 from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
 from cfrec_assets.targets import ServingTarget, open_target
+
+if TYPE_CHECKING:  # Surprise, joblib and pandas load only on the pickle path: an app reading npz skips ~70 MB
+    from surprise import SVD, Trainset
 
 
 class ServingError(RuntimeError):
@@ -300,9 +301,7 @@ def load_version(
             f"version {version} predates the pickle-free {SERVING_FILE} (it has only pickles, which are code): "
             "retrain and promote a new version, or pass allow_pickle=True to load its verified pickles"
         )
-    loaded = {
-        name: joblib.load(io.BytesIO(_read_verified(folder / name, files[name], version))) for name in PICKLE_FILES
-    }
+    loaded = {name: _unpickle(io.BytesIO(_read_verified(folder / name, files[name], version))) for name in PICKLE_FILES}
     return DeployedModel(loaded[MODEL_FILE], loaded[TRAINSET_FILE], manifest)
 
 
@@ -331,8 +330,16 @@ def _read_verified(path: Path, record: Any, version: str) -> bytes:
     return payload
 
 
+def _unpickle(payload: io.BytesIO) -> Any:
+    import joblib
+
+    return joblib.load(payload)
+
+
 def _check_compatible(algo: Any, trainset: Any) -> None:
     """Refuse objects the vectorised scoring would silently mis-handle."""
+    from surprise import SVD, Trainset
+
     if not isinstance(algo, SVD) or not algo.biased:
         raise ArtifactVerificationError(f"{MODEL_FILE} holds {type(algo).__name__}, expected a biased surprise.SVD")
     if not isinstance(trainset, Trainset):

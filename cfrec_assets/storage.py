@@ -13,8 +13,10 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is heavy; the app's serving path never needs it
+    import pandas as pd
 
 # Temp files and folders start with this, so leftovers of a crash are easy to find and drop.
 TEMP_PREFIX = ".tmp-"

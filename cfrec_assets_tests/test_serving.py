@@ -283,3 +283,18 @@ def test_recommend_on_movielens_100k_matches_reference():
         assert list(model.recommend(user_id, n=10).items) == reference_top_n(
             algo, user_id, movies, seen_by(ratings, user_id), 10
         )
+
+
+def test_the_app_path_imports_neither_pandas_nor_surprise(serving, tiny):
+    """An app that loads the npz and recommends pays for numpy only (import ~0.1 s, ~30 MB)."""
+    import subprocess
+    import sys
+
+    user = tiny.trainset.to_raw_uid(0)
+    code = (
+        "import sys; from cfrec_assets.serving import load_deployed; "
+        f"model = load_deployed({str(serving)!r}); model.recommend({user!r}, 3); "
+        "print(sorted(m for m in ('pandas', 'surprise', 'joblib', 'boto3', 'dagster') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
