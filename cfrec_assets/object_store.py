@@ -24,6 +24,10 @@ class ObjectStoreError(RuntimeError):
     """An object-store request failed; the message is safe to log (no credentials)."""
 
 
+class PreconditionFailedError(ObjectStoreError):
+    """A conditional write lost: the object changed (or appeared) since it was read."""
+
+
 def is_object_store_url(target: object) -> bool:
     return isinstance(target, str) and target.startswith(S3_SCHEME)
 
@@ -96,20 +100,41 @@ class S3Store:
 
     def get(self, *parts: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""
+        return self.get_tagged(*parts)[0]
+
+    def get_tagged(self, *parts: str) -> tuple[bytes | None, str | None]:
+        """The object's bytes and ETag, or (None, None) when it does not exist."""
         key = self.location.key(*parts)
         try:
-            return self._client.get_object(Bucket=self.location.bucket, Key=key)["Body"].read()
+            reply = self._client.get_object(Bucket=self.location.bucket, Key=key)
+            return reply["Body"].read(), reply.get("ETag")
         except Exception as error:
             if _code(error) in ("NoSuchKey", "404"):
-                return None
+                return None, None
             raise self._error("GET", key, error) from None
 
-    def put(self, data: bytes, *parts: str, content_type: str = "application/octet-stream") -> None:
+    def put(
+        self,
+        data: bytes,
+        *parts: str,
+        content_type: str = "application/octet-stream",
+        expect: str | None | bool = False,
+    ) -> None:
+        """Write an object. ``expect`` makes it conditional: an ETag (it must still be that object),
+        None (it must not exist yet), False (unconditional). A server that does not implement
+        conditional writes gets an unconditional one (single writer assumed there)."""
         key = self.location.key(*parts)
         extra = {"CacheControl": "no-cache"} if content_type == "application/json" else {}
+        condition = {} if expect is False else {"IfNoneMatch": "*"} if expect is None else {"IfMatch": expect}
         try:
-            self._client.put_object(Bucket=self.location.bucket, Key=key, Body=data, ContentType=content_type, **extra)
+            self._client.put_object(
+                Bucket=self.location.bucket, Key=key, Body=data, ContentType=content_type, **extra, **condition
+            )
         except Exception as error:
+            if condition and _code(error) in ("NotImplemented", "501"):
+                return self.put(data, *parts, content_type=content_type)
+            if condition and _code(error) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                raise PreconditionFailedError(f"PUT s3://{self.location.bucket}/{key}: changed since read") from None
             raise self._error("PUT", key, error) from None
 
     def folders(self, *parts: str) -> list[str]:

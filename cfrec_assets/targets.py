@@ -9,9 +9,10 @@ prefix`` on any S3-protocol endpoint, with the same layout::
                                             an interrupted upload, which the next promote redoes
 
 Every object is read back and its size and sha256 compared before the manifest moves, so a
-reader that sees a manifest finds exactly the bytes it lists. Object stores have no lock: two
-promoters at once each upload their own version folder and the last manifest write wins (the
-production instance deploys from one job; rollback is a manifest write too).
+reader that sees a manifest finds exactly the bytes it lists. Object stores have no lock: the
+manifest is written with a conditional PUT on the ETag read at the start (If-None-Match for the
+first one), so of two deployers at once the second is refused with a clear error instead of
+silently overwriting; a server without conditional writes gets a plain PUT (single writer).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from typing import Any, Protocol
 
 from cfrec_assets import deployment
 from cfrec_assets.deployment import DeploymentError, valid_file_list, validate_version_name
-from cfrec_assets.object_store import ObjectStoreError, S3Location, S3Store, is_object_store_url
+from cfrec_assets.object_store import (
+    ObjectStoreError,
+    PreconditionFailedError,
+    S3Location,
+    S3Store,
+    is_object_store_url,
+)
 from cfrec_assets.schema import MANIFEST_FILE, SERVING_FILE, VERSION_FILE, VERSIONS_DIR
 from cfrec_assets.storage import sha256_file, write_atomic
 
@@ -99,13 +106,17 @@ class S3Target:
         return self.store.where
 
     def read_manifest(self) -> dict[str, Any] | None:
-        payload = self._get(MANIFEST_FILE)
+        return self._manifest()[0]
+
+    def _manifest(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The manifest and its ETag (the condition the next manifest write is made on)."""
+        payload, etag = self._call(self.store.get_tagged, MANIFEST_FILE)
         if payload is None:
-            return None
+            return None, None
         manifest = _json(payload, f"{self.describe()}/{MANIFEST_FILE}")
         if not isinstance(manifest.get("version"), str) or not isinstance(manifest.get("files"), dict):
             raise DeploymentError(f"{self.describe()}/{MANIFEST_FILE} has no 'version'/'files': not a manifest")
-        return manifest
+        return manifest, etag
 
     def list_versions(self) -> list[dict[str, Any]]:
         manifest = self.read_manifest()
@@ -123,7 +134,7 @@ class S3Target:
         """Upload, verify, then point the manifest; the manifest is untouched on any failure."""
         source_dir = Path(source_dir)
         record = deployment.version_record(source_dir, **promotion)
-        current = self.read_manifest()  # refuse a corrupt manifest before uploading anything
+        current, etag = self._manifest()  # refuse a corrupt manifest before uploading anything
         version = record["version"]
         kept = self._version_record(version)
         if kept is not None:
@@ -140,7 +151,7 @@ class S3Target:
                 self._put((source_dir / name).read_bytes(), VERSIONS_DIR, version, name)
             self._verify(version, record["files"])
             self._put(_dump(record), VERSIONS_DIR, version, VERSION_FILE, content_type="application/json")
-        return self._point_manifest(record, current)
+        return self._point_manifest(record, current, etag)
 
     def rollback(self, version: str) -> dict[str, Any]:
         validate_version_name(version)
@@ -149,7 +160,7 @@ class S3Target:
             kept = [v["version"] for v in self.list_versions() if "error" not in v]
             raise DeploymentError(f"cannot roll back to {version!r}: not deployed to {self.describe()} (kept: {kept})")
         self._verify(version, record["files"], refusal=f"refusing to roll back to {version!r}")
-        return self._point_manifest(record, self.read_manifest())
+        return self._point_manifest(record, *self._manifest())
 
     def fetch(self, cache_dir: Path, names: Iterable[str] = (SERVING_FILE,)) -> tuple[Path, dict[str, Any]]:
         """Download the current version's ``names`` into ``cache_dir/<version>/`` (verified files
@@ -190,11 +201,23 @@ class S3Target:
             except DeploymentError as error:
                 raise DeploymentError(f"{refusal}: {error}") from None
 
-    def _point_manifest(self, record: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+    def _point_manifest(
+        self, record: dict[str, Any], current: dict[str, Any] | None, etag: str | None
+    ) -> dict[str, Any]:
+        """Write the manifest only if it is still the one read before (conditional PUT on its ETag)."""
         if current is not None and current["version"] == record["version"] and current["files"] == record["files"]:
             return current
         manifest = {**record, "deployed_at": _now_iso(), "previous_version": current["version"] if current else None}
-        self._put(_dump(manifest), MANIFEST_FILE, content_type="application/json")
+        try:
+            self.store.put(_dump(manifest), MANIFEST_FILE, content_type="application/json", expect=etag)
+        except PreconditionFailedError:
+            raise DeploymentError(
+                f"the manifest in {self.describe()} changed while version {record['version']} was being "
+                "deployed (another deployer or rollback): that version is uploaded and verified but not "
+                "served; deploy again to serve it"
+            ) from None
+        except ObjectStoreError as error:
+            raise DeploymentError(str(error)) from None
         return manifest
 
     def _get(self, *parts: str) -> bytes | None:

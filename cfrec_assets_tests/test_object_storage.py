@@ -245,3 +245,25 @@ def test_cli_lists_and_recommends_from_the_bucket(server, url, tmp_path):
     shown = cli("recommend", "--user", user, "-n", "3", "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["model_version"] == second.version
     assert server.secret_access_key not in listed.stdout + listed.stderr + shown.stdout + shown.stderr
+
+
+def test_two_deployers_at_once_the_second_manifest_write_is_refused(server, url, tmp_path):
+    champion = promote_tiny(open_target(url, **server.settings()), tmp_path / "models", 17)
+    slow = open_target(url, **server.settings())
+    real_put = slow.store.put
+    raced = {}
+
+    def put_after_a_rival(data, *parts, **kwargs):
+        if parts[-1] == "manifest.json" and not raced:  # another deployer finishes first
+            raced["rival"] = promote_tiny(open_target(url, **server.settings()), tmp_path / "rival", 18)
+        return real_put(data, *parts, **kwargs)
+
+    slow.store.put = put_after_a_rival
+    with pytest.raises(DeploymentError, match="changed while version .* was being deployed"):
+        promote_tiny(slow, tmp_path / "models", 19)
+    manifest = open_target(url, **server.settings()).read_manifest()
+    assert manifest["version"] == raced["rival"].version and manifest["previous_version"] == champion.version
+    # The refused deployer's version is complete and kept: deploying it again serves it.
+    again = open_target(url, **server.settings())
+    retried = promote_tiny(again, tmp_path / "again", 19)
+    assert again.read_manifest()["version"] == retried.version
