@@ -111,33 +111,47 @@ def cap_seed_users(seeds: dict[str, pd.DataFrame], max_ratings: int, seed: int =
 def ml_latest_seed(ratings: pd.DataFrame, links: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
     """An ml-latest release's ratings keyed by TMDB id through the release's own links.csv (an
     exact join: same release); films without a tmdbId are dropped and counted."""
-    linked = links.loc[links["tmdbId"].notna(), ["movieId", "tmdbId"]]
-    joined = ratings.merge(linked, left_on="movie_id", right_on="movieId", how="left")
-    dropped["ml_latest_unlinked_film"] += int(joined["tmdbId"].isna().sum())
-    joined = joined[joined["tmdbId"].notna()]
-    return pd.DataFrame(
-        {
-            "user_id": ML_LATEST_USER_PREFIX + joined["user_id"].astype(str),
-            "tmdb_id": joined["tmdbId"].astype("int64"),
-            "rating": joined["rating"].astype("float64"),
-            "source": SOURCE_ML_LATEST,
-            "created_at": pd.to_datetime(joined["timestamp"], unit="s", utc=True),
-        }
-    )
+    joined = _ml_latest_join(ratings, links)
+    dropped["ml_latest_unlinked_film"] += int(joined["tmdb_id"].isna().sum())
+    return _seed_frame(joined.dropna(subset=["tmdb_id"]), ML_LATEST_USER_PREFIX, SOURCE_ML_LATEST)
 
 
 def ml100k_seed(ml_ratings: pd.DataFrame, mapping: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
     """ML-100K's ratings keyed by TMDB id through ``tmdb_links``; unmapped items are dropped."""
-    mapped = mapping.loc[mapping["tmdb_id"].notna(), ["ml100k_item_id", "tmdb_id"]]
-    joined = ml_ratings.merge(mapped, left_on="item_id", right_on="ml100k_item_id", how="left")
+    joined = _ml100k_join(ml_ratings, mapping)
     dropped["ml_unmapped_item"] += int(joined["tmdb_id"].isna().sum())
-    joined = joined[joined["tmdb_id"].notna()]
+    return _seed_frame(joined.dropna(subset=["tmdb_id"]), ML_USER_PREFIX, SOURCE_MOVIELENS)
+
+
+def ml_latest_film_ids(ratings: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
+    """The TMDB id of every linked rating (``tmdb_id`` column) without building the seed's user
+    ids: what the coverage report needs of a seed that is not trained on (cheap at 32M ratings)."""
+    return _ml_latest_join(ratings, links)[["tmdb_id"]].dropna().astype("int64")
+
+
+def ml100k_film_ids(ml_ratings: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
+    """As :func:`ml_latest_film_ids`, for ML-100K."""
+    return _ml100k_join(ml_ratings, mapping)[["tmdb_id"]].dropna().astype("int64")
+
+
+def _ml_latest_join(ratings: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
+    linked = links.loc[links["tmdbId"].notna(), ["movieId", "tmdbId"]].rename(columns={"tmdbId": "tmdb_id"})
+    return ratings.merge(linked, left_on="movie_id", right_on="movieId", how="left")
+
+
+def _ml100k_join(ml_ratings: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
+    mapped = mapping.loc[mapping["tmdb_id"].notna(), ["ml100k_item_id", "tmdb_id"]]
+    return ml_ratings.merge(mapped, left_on="item_id", right_on="ml100k_item_id", how="left")
+
+
+def _seed_frame(joined: pd.DataFrame, prefix: str, source: str) -> pd.DataFrame:
+    """A seed population in the training table's shape, its users prefixed so they never merge."""
     return pd.DataFrame(
         {
-            "user_id": ML_USER_PREFIX + joined["user_id"].astype(str),
+            "user_id": prefix + joined["user_id"].astype(str),
             "tmdb_id": joined["tmdb_id"].astype("int64"),
             "rating": joined["rating"].astype("float64"),
-            "source": SOURCE_MOVIELENS,
+            "source": source,
             "created_at": pd.to_datetime(joined["timestamp"], unit="s", utc=True),
         }
     )

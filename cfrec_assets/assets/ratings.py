@@ -12,7 +12,9 @@ from cfrec_assets.combine import (
     catalog_coverage,
     combine,
     empty_real_ratings,
+    ml100k_film_ids,
     ml100k_seed,
+    ml_latest_film_ids,
     ml_latest_seed,
     uncovered_films,
 )
@@ -178,15 +180,20 @@ def combined_ratings(
     user then movie. Metadata compares every seed's coverage of the catalog, chosen or not.
     """
     seeds = chosen_seeds(config.seeds)
-    # Every seed is keyed by TMDB id (cheap next to training), so the coverage report can compare them all.
-    counts = {SEED_ML100K: Counter(), SEED_ML_LATEST: Counter()}
-    candidates = {
-        SEED_ML100K: ml100k_seed(ml100k_raw.ratings, tmdb_links, counts[SEED_ML100K]),
-        SEED_ML_LATEST: ml_latest_seed(ml_latest_raw.ratings, ml_latest_raw.links, counts[SEED_ML_LATEST]),
+    dropped: Counter[str] = Counter()
+    parts = {}
+    if SEED_ML100K in seeds:
+        parts["ml"] = ml100k_seed(ml100k_raw.ratings, tmdb_links, dropped)
+    if SEED_ML_LATEST in seeds:
+        parts["ml_latest"] = ml_latest_seed(ml_latest_raw.ratings, ml_latest_raw.links, dropped)
+    # The coverage report compares every seed, chosen or not; a seed not trained on is only keyed
+    # by TMDB id (no user ids built: cheap even for ml-32m).
+    films = {
+        SEED_ML100K: parts["ml"][["tmdb_id"]] if "ml" in parts else ml100k_film_ids(ml100k_raw.ratings, tmdb_links),
+        SEED_ML_LATEST: parts["ml_latest"][["tmdb_id"]]
+        if "ml_latest" in parts
+        else ml_latest_film_ids(ml_latest_raw.ratings, ml_latest_raw.links),
     }
-    dropped = sum((counts[seed] for seed in seeds), Counter())
-    part_names = {SEED_ML100K: "ml", SEED_ML_LATEST: "ml_latest"}
-    parts = {part_names[seed]: candidates[seed] for seed in seeds}
     catalog_set = catalog_ids.tmdb_ids if catalog_ids.filter else None
     combined, dropped_counts = combine(
         parts, supabase_ratings, catalog_set, dropped=dropped, max_seed_ratings=config.max_seed_ratings
@@ -200,10 +207,10 @@ def combined_ratings(
         source: {"ratings": len(rows), "users": int(rows["user_id"].nunique()), "films": int(rows["tmdb_id"].nunique())}
         for source, rows in by_source
     }
-    coverage = catalog_coverage({**candidates, "app": supabase_ratings, "training": combined}, catalog_ids.tmdb_ids)
+    coverage = catalog_coverage({**films, "app": supabase_ratings, "training": combined}, catalog_ids.tmdb_ids)
     movies = set(combined["tmdb_id"].unique().tolist())
     context.log.info(f"combined {len(combined)} ratings from seeds {seeds or 'none'} + app; dropped {dropped_counts}")
-    popularity = pd.concat([candidates[SEED_ML100K][["tmdb_id"]], candidates[SEED_ML_LATEST][["tmdb_id"]]])
+    popularity = pd.concat(films.values())
     return dg.Output(
         combined,
         metadata={
