@@ -14,7 +14,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from cfrec_assets.schema import SEED_USER_PREFIXES
+from cfrec_assets.schema import RECOMMENDATION_COLUMNS, SEED_USER_PREFIXES
 from cfrec_assets.serving import DeployedModel
 
 NEW_USER = "(new user)"
@@ -69,14 +69,11 @@ def app_users(model: DeployedModel) -> list[str]:
 
 def recommendation_rows(model: DeployedModel, users: list[str], n: int, created_at: datetime) -> pd.DataFrame:
     """One row per (user, rank): user_id, tmdb_id, rank (1 = best), score, model_version, created_at."""
-    rows = [
-        (user, item, rank, score, model.version, created_at)
-        for user in users
-        for rank, (item, score) in enumerate(zip(*_top(model, user, n)), start=1)
-    ]
-    return pd.DataFrame(rows, columns=["user_id", "tmdb_id", "rank", "score", "model_version", "created_at"])
-
-
-def _top(model: DeployedModel, user: str, n: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    result = model.recommend(user, n)
-    return result.items, result.scores
+    rows = []
+    for user in users:
+        result = model.recommend(user, n)
+        rows += [
+            (user, item, rank, score, model.version, created_at)
+            for rank, (item, score) in enumerate(zip(result.items, result.scores), start=1)
+        ]
+    return pd.DataFrame(rows, columns=list(RECOMMENDATION_COLUMNS))

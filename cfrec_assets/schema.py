@@ -28,6 +28,8 @@ APP_RATING_COLUMNS = ("user_id", "tmdb_id", "rating", "created_at")
 """The app's ratings as ``supabase_ratings`` hands them on (and as both Supabase readers return them)."""
 COMBINED_COLUMNS = ("user_id", "tmdb_id", "rating", "source", "created_at")
 """The training table ``combined_ratings`` hands to ``svd_model``."""
+RECOMMENDATION_COLUMNS = ("user_id", "tmdb_id", "rank", "score", "model_version", "created_at")
+"""What ``user_recommendations`` writes to the app's table (deploy/user_recommendations.sql)."""
 SOURCE_MOVIELENS, SOURCE_ML_LATEST, SOURCE_APP = "movielens", "ml-latest", "app"
 """Values of the training table's ``source``: ML-100K, the ml-latest release, the app."""
 

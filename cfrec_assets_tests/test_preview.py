@@ -37,7 +37,10 @@ def test_table_shows_each_users_top_n_with_titles():
     for row, item, score in zip(rows, expected.items, expected.scores):
         cell = row.split(" | ")[1]
         assert cell == f"{model.describe(item).replace('|', chr(92) + '|') or f'tmdb {item}'} · {score:.2f}"
-    assert "Toy Story (1995)" in table or "tmdb 107" not in table  # titled films are named
+    # The brand-new user's column ranks every film: titled ones by name, the others by id.
+    everything = recommendations_table(model, n=model.n_movies)
+    assert "Toy Story (1995) · " in everything and "tmdb 107 · " not in everything
+    assert "A \\| B (2001) · " in everything and "tmdb 121 · " in everything
 
 
 def test_movielens_only_model_has_no_app_column():

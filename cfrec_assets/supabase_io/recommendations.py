@@ -18,9 +18,8 @@ from psycopg import sql
 from pydantic import Field, model_validator
 
 from cfrec_assets.redact import redact_dsn_secrets
+from cfrec_assets.schema import RECOMMENDATION_COLUMNS
 from cfrec_assets.supabase_io.table import check_identifier
-
-RECOMMENDATION_COLUMNS = ("user_id", "tmdb_id", "rank", "score", "model_version", "created_at")
 
 
 class RecommendationsWriteError(RuntimeError):
