@@ -15,6 +15,7 @@ from cfrec_assets.movielens import MovieLensFormatError, link_report, parse_link
 from cfrec_assets.resources import CatalogSource
 from cfrec_assets.supabase_io import SupabasePostgresResource
 from cfrec_testkit.graph import UP_TO_COMBINED, failure_messages, make_graph_env, metadata
+from cfrec_testkit.movielens_fixtures import write_zip
 from cfrec_testkit.postgres import insert_ratings
 from cfrec_testkit.shared_data import real_movielens_or_skip
 
@@ -233,3 +234,15 @@ def test_seed_cap_keeps_whole_users_and_every_app_rating(tmp_path, ratings_db):
     # Counted before duplicates are resolved, so at least the rows that are gone.
     assert dropped["ml_over_seed_cap"] + dropped["ml_latest_over_seed_cap"] >= len(seeds_before) - len(seeds_after)
     assert set(seeds_after["user_id"]) < set(seeds_before["user_id"])
+
+
+def test_release_rating_an_unknown_film_fails_and_is_not_cached(tmp_path):
+    env = make_graph_env(tmp_path)
+    folder = env.mirror.ml_latest_dir
+    members = {f"ml-latest-small/{name}": (folder / name).read_bytes() for name in ("movies.csv", "links.csv")}
+    ratings = (folder / "ratings.csv").read_text() + "1,987654,4.0,1500000000\n"  # movieId not in movies.csv
+    write_zip(env.mirror.root / "ml-latest-small.zip", {**members, "ml-latest-small/ratings.csv": ratings.encode()})
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance, selection=["ml_latest_raw"])
+    assert "rates 1 movieId(s) missing from movies.csv, e.g. 987654" in failure_messages(result)["ml_latest_raw"]
+    assert not (env.data_dir / "cache" / "ml-latest-small.zip").exists()  # evicted: a fixed mirror is fetched again

@@ -115,10 +115,12 @@ def ml_latest_raw(
         ratings = parse_ratings_csv(ratings_file)
         movies = parse_movies(files[members[1]])
         links = parse_links(files[members[2]])
+        unknown = set(ratings["movie_id"].unique().tolist()) - set(movies["movieId"].tolist())
+        if unknown:  # raised inside, so the cached archive is evicted like any other bad content
+            raise MovieLensFormatError(
+                f"{release}/ratings.csv rates {len(unknown)} movieId(s) missing from movies.csv, e.g. {min(unknown)}"
+            )
     report = link_report(links)
-    unknown = set(ratings["movie_id"].unique().tolist()) - set(movies["movieId"].tolist())
-    if unknown:
-        raise MovieLensFormatError(f"{release}/ratings.csv rates {len(unknown)} movieId(s) missing from movies.csv")
     linked = set(links.loc[links["tmdbId"].notna(), "movieId"].tolist())
     rated_linked = ratings["movie_id"].isin(list(linked))
     context.log.info(f"{release}: {len(ratings):,} ratings, {len(movies):,} films; links {report}")
