@@ -267,3 +267,9 @@ def test_two_deployers_at_once_the_second_manifest_write_is_refused(server, url,
     again = open_target(url, **server.settings())
     retried = promote_tiny(again, tmp_path / "again", 19)
     assert again.read_manifest()["version"] == retried.version
+
+
+def test_missing_bucket_is_named(server, tmp_path):
+    target = open_target("s3://no-such-bucket-here/serving", **server.settings())
+    with pytest.raises(DeploymentError, match="bucket 'no-such-bucket-here' does not exist"):
+        promote_tiny(target, tmp_path / "models", 20)

@@ -188,6 +188,11 @@ def test_memory_estimates_grow_with_parallel_folds(tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal: 100 kB\nMemAvailable:  2048 kB\n")
     assert available_bytes(meminfo, tmp_path / "no-cgroup") == 2048 * 1024
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "memory.max").write_text("1000000\n")
+    (cgroup / "memory.current").write_text("400000\n")
+    assert available_bytes(meminfo, cgroup) == 600_000  # the container's headroom, below MemAvailable
 
 
 @pytest.mark.real_data

@@ -14,8 +14,8 @@ from cfrec_assets.definitions import assets_from_env
 from cfrec_assets.preview import app_users, recommendation_rows
 from cfrec_assets.serving import DeployedModel
 from cfrec_assets.supabase_io.recommendations import RecommendationsTable, RecommendationsWriteError
-from cfrec_testkit.graph import WITHOUT_TUNING, make_graph_env, metadata
-from cfrec_testkit.models import make_ratings_frame, train_tiny_svd
+from cfrec_testkit.graph import WITHOUT_TUNING, failure_messages, make_graph_env, metadata
+from cfrec_testkit.models import make_ratings_frame, promote_version, train_tiny_svd, version_name, write_model_version
 from cfrec_testkit.postgres import scratch_database
 
 SCHEMA_SQL = Path(__file__).resolve().parents[1] / "deploy" / "user_recommendations.sql"
@@ -147,22 +147,33 @@ def test_asset_is_opt_in_and_publishes_what_deployed_model_serves(db, tmp_path):
     assert user_recommendations in assets_from_env({"CFREC_RECOMMENDATIONS_TABLE": "user_recommendations"})
     env = make_graph_env(tmp_path)
     resources = {**env.resources(), "recommendations": RecommendationsTable(db_url=db, table="user_recommendations")}
+    publish = {"user_recommendations": {"config": {"include_seed_users": True, "n": 3}}}
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [*ALL_ASSETS, user_recommendations, *ALL_CHECKS],
             selection=WITHOUT_TUNING,
             instance=instance,
             resources=resources,
-            run_config={
-                "ops": {
-                    **env.fixture_check_config(),
-                    "user_recommendations": {"config": {"include_seed_users": True, "n": 3}},
-                }
-            },
+            run_config={"ops": {**env.fixture_check_config(), **publish}},
         )
-    assert result.success
-    published = metadata(result, "user_recommendations")
-    deployed = metadata(result, "deployed_model")
-    stored = table_rows(db)
-    assert published["model_version"] == deployed["version"] and {r[4] for r in stored} == {deployed["version"]}
-    assert published["rows"] == len(stored) == 3 * published["users"] and published["users"] > 10
+        assert result.success
+        published = metadata(result, "user_recommendations")
+        deployed = metadata(result, "deployed_model")
+        stored = table_rows(db)
+        assert published["model_version"] == deployed["version"] and {r[4] for r in stored} == {deployed["version"]}
+        assert published["rows"] == len(stored) == 3 * published["users"] and published["users"] > 10
+
+        # Someone serves another version by hand: publishing the deployed_model record's version
+        # now would describe a model the app no longer gets, so it is refused and the rows stay.
+        promote_version(write_model_version(tmp_path / "other", version_name(99)), env.serving_dir)
+        stale = dg.materialize(
+            [*ALL_ASSETS, user_recommendations, *ALL_CHECKS],
+            selection=["user_recommendations"],
+            instance=instance,
+            resources=resources,
+            run_config={"ops": publish},
+            raise_on_error=False,
+        )
+    message = failure_messages(stale)["user_recommendations"]
+    assert f"the target now serves {version_name(99)}, not {deployed['version']}" in message
+    assert table_rows(db) == stored
