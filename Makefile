@@ -46,4 +46,4 @@ bench: venv
 	for script in graph_bench supabase_bench retrain_latency_bench serving_bench publish_bench recommendations_bench seed_coverage_report mapping_report fault_bench; do $(PY) bench/$$script.py || exit 1; done
 
 clean:
-	rm -rf $(VENV) .dagster_home data/cache data/assets data/models data/tuning
+	rm -rf $(VENV) .dagster_home data/cache data/assets data/models data/tuning data/serving-cache
