@@ -11,7 +11,7 @@ alike. Reported:
 1. the whole graph, four ways:
    - ``baseline``: the asset functions themselves, called directly in the graph's order, each
      value handed to the next in memory (no IO manager, no event log, no checks); for
-     ``deployed_model`` the function it calls once its gate is open (``promote_model``). The
+     ``deployed_model`` what it calls once its gate is open (the serving target's ``promote``). The
      asset checks are not called; their step time is reported separately;
    - ``dg.materialize``: every asset and check, in-process executor;
    - ``execute_job, in_process``: the same job through ``execute_job(reconstructable(...))``,
@@ -62,7 +62,7 @@ from cfrec_assets.assets.ratings import (
     supabase_ratings,
 )
 from cfrec_assets.checks import ALL_CHECKS
-from cfrec_assets.deployment import promote_model
+from cfrec_assets.deployment import promotion_of
 from cfrec_assets.io_manager import LocalIOManager
 from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, build_resources
 from cfrec_assets.supabase_io import SupabaseResource
@@ -141,7 +141,7 @@ def baseline(data_dir: str, base_url: str) -> tuple[dict[str, float], pd.DataFra
     to the next (no IO manager, no event log); seconds per asset, and the training table.
 
     ``deployed_model`` is the one asset whose body needs Dagster's event log (its gate reads the
-    check results), so the baseline calls what it calls once the gate is open: ``promote_model``.
+    check results), so the baseline calls what it calls once the gate is open: the target's ``promote``.
     """
     resources = bench_resources(data_dir, base_url)
     movielens, store, catalog, supabase = (resources[k] for k in ("movielens", "store", "catalog", "supabase"))
@@ -187,7 +187,7 @@ def baseline(data_dir: str, base_url: str) -> tuple[dict[str, float], pd.DataFra
         ),
     )
     metrics = lap("cv_metrics", cv_metrics(context(), config=CVConfig(), svd_model=model))
-    promote_model(model, metrics, store.serving_dir)
+    resources["serving"].open(store.serving_dir).promote(Path(model.path), **promotion_of(model, metrics))
     seconds["deployed_model"] = time.perf_counter() - clock
     return seconds, combined
 

@@ -220,11 +220,6 @@ def promotion_of(model: ModelVersion, metrics: ModelMetrics) -> dict[str, Any]:
     )
 
 
-def promote_model(model: ModelVersion, metrics: ModelMetrics, serving_dir: Path | str) -> dict[str, Any]:
-    """Promote a trained version with its cross-validation metrics into a local serving folder."""
-    return promote(Path(model.path), serving_dir, **promotion_of(model, metrics))
-
-
 def rollback(serving_dir: Path | str, version: str) -> dict[str, Any]:
     """Point the manifest at a kept ``version`` after re-verifying its files; return the manifest.
 
