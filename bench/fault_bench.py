@@ -391,6 +391,153 @@ def check_refuses_swapped_pickle(tmp: Path) -> None:
     assert not result.passed and not marker.exists(), result.description
 
 
+# --- Issue 16: ops and secrets (retrain sensor, alert delivery and scrubbing, DSN, botocore) -------
+# Heavy imports stay inside these cases: every spawned child imports this module.
+
+
+def sensor_future_and_backdated_ratings(tmp: Path) -> None:
+    """A rating dated a year ahead must not hide later ratings; back-dated ones count (both readers)."""
+    from datetime import datetime, timedelta, timezone
+
+    import dagster as dg
+
+    from cfrec_assets.sensors import build_retrain_sensor
+    from cfrec_assets.supabase_io import SupabasePostgresResource
+    from cfrec_testkit.postgres import create_ratings_table, insert_ratings, postgres_server
+    from cfrec_testkit.postgrest import TEST_API_KEY, PostgrestSubsetServer
+
+    sensor = build_retrain_sensor(min_new_ratings=10)
+    now = datetime.now(timezone.utc)
+    with postgres_server() as pg, PostgrestSubsetServer(pg.conninfo, [TEST_API_KEY]) as api:
+        readers = {
+            "rest": SupabaseResource(url=api.url, key=TEST_API_KEY, max_retries=0),
+            "postgres": SupabasePostgresResource(db_url=pg.conninfo),
+        }
+        for name, reader in readers.items():
+            create_ratings_table(pg.conninfo)
+            with dg.instance_for_test() as instance:
+
+                def tick(cursor: str | None, reader=reader, instance=instance):
+                    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"supabase": reader})
+                    return sensor(context)
+
+                ahead = [("clock-ahead", 862, 4.0, now + timedelta(days=365))]
+                insert_ratings(pg.conninfo, [(f"u{i}", 862, 4.0, None) for i in range(9)] + ahead)
+                first = tick(None)
+                assert first.run_requests, f"{name}: 10 ratings did not retrain"
+                insert_ratings(pg.conninfo, [(f"v{i}", 710, 4.0, None) for i in range(10)])
+                later = tick(first.cursor)
+                assert later.run_requests, f"{name}: 10 ratings after a future-dated one unseen: {later.skip_reason}"
+                insert_ratings(pg.conninfo, [(f"w{i}", 11, 4.0, now - timedelta(days=3)) for i in range(10)])
+                back = tick(later.cursor)
+                assert back.run_requests, f"{name}: 10 back-dated ratings unseen: {back.skip_reason}"
+
+
+def _failed_run_context(instance):
+    import dagster as dg
+
+    @dg.asset
+    def doomed() -> None:
+        raise RuntimeError("doomed on purpose")
+
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # the table stays readable
+    result = dg.materialize([doomed], instance=instance, raise_on_error=False, run_config=quiet)
+    [failure] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    return dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert",
+        dagster_event=failure.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+    ).for_run_failure()
+
+
+def alert_webhook_dripping(tmp: Path) -> None:
+    """Headers, then a byte every 0.5 s forever: the delivery must give up at its 1 s deadline."""
+    import dagster as dg
+
+    from cfrec_assets.alerts import deliver_alert
+    from cfrec_testkit.webhook import WebhookServer
+
+    with dg.instance_for_test() as instance, WebhookServer(drip_seconds=0.5) as hook:
+        problem = deliver_alert(_failed_run_context(instance), hook.url, "http://ui", timeout_seconds=1)
+    assert problem is not None and "not delivered" in problem, problem
+
+
+def alert_scrub_s3_and_newline_secrets(tmp: Path) -> None:
+    from cfrec_assets.alerts import scrub
+
+    environ = {
+        "CFREC_S3_ACCESS_KEY_ID": "AKIAFAULTBENCH0001",
+        "CFREC_S3_SECRET_ACCESS_KEY": "wJalrFaultBenchSecret/K7MDENG+bPxRfiCY",
+        "CFREC_S3_ENDPOINT_URL": f"https://minio:{SECRET}@s3.internal:9000",
+        "SUPABASE_KEY": "service-role-faultbench-key\n",
+    }
+    text = (
+        "PUT failed at https://minio:" + SECRET + "@s3.internal:9000/cfrec/manifest.json with key AKIAFAULTBENCH0001 "
+        "secret wJalrFaultBenchSecret/K7MDENG+bPxRfiCY (wJalrFaultBenchSecret%2FK7MDENG%2BbPxRfiCY); "
+        "apikey service-role-faultbench-key"
+    )
+    scrubbed = scrub(text, environ)
+    for leak in ("AKIAFAULTBENCH0001", "wJalrFaultBenchSecret", SECRET, "minio:", "service-role-faultbench-key"):
+        assert leak not in scrubbed, f"{leak!r} left in: {scrubbed}"
+    assert "s3.internal:9000" in scrubbed, scrubbed
+
+
+def dsn_raw_at_in_password(tmp: Path) -> None:
+    """SUPABASE_DB_URL with an unencoded '@' in the password: read, and no fragment in any error."""
+    import logging
+
+    import psycopg
+
+    from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseReadError
+    from cfrec_testkit.postgres import create_ratings_table, insert_ratings, postgres_server
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.DEBUG)
+    with postgres_server() as pg:
+        create_ratings_table(pg.conninfo)
+        insert_ratings(pg.conninfo, [("u", 862, 4.0, None)])
+        with psycopg.connect(pg.conninfo, autocommit=True) as conn:
+            conn.execute("CREATE ROLE at_reader LOGIN PASSWORD 'hunter@2tail-q9z'")
+            conn.execute("GRANT SELECT ON ratings TO at_reader")
+        base = f"@{pg.host}:{pg.port}/{pg.dbname}"
+        frame, _ = SupabasePostgresResource(db_url=f"postgresql://at_reader:hunter@2tail-q9z{base}").read_ratings()
+        assert len(frame) == 1
+        try:
+            SupabasePostgresResource(db_url=f"postgresql://at_reader:wrong@tail-k3x{base}").read_ratings()
+        except SupabaseReadError as exc:  # its traceback would quote this file's source line
+            assert exc.__cause__ is None and exc.__context__ is None, "a driver error is chained"
+            text = f"{exc} {exc!r} " + " ".join(records)
+        else:
+            raise AssertionError("a wrong password was accepted")
+        for fragment in ("tail-k3x", "wrong@"):
+            at = text.find(fragment)
+            assert at < 0, f"{fragment!r} leaked: {text[max(0, at - 150) : at + 50]}"
+
+
+def botocore_debug_logs(tmp: Path) -> None:
+    """The root logger at DEBUG (a developer's basicConfig): no access key id in any log line."""
+    import logging
+
+    from cfrec_assets.object_store import S3Location, S3Store
+    from cfrec_testkit.s3_server import s3_server
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    with s3_server() as server:  # its own set-up (which creates the key) is not logged here
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.DEBUG)
+        store = S3Store(S3Location.parse(f"s3://{server.bucket}/bench"), **server.settings())
+        store.put(b"hello", "probe.txt")
+        assert store.get("probe.txt") == b"hello"
+    leaked = [line for line in records if server.access_key_id in line]
+    assert not leaked, f"{len(leaked)} log line(s) hold the access key id, e.g. {leaked[0][:120]}"
+
+
 CASES: list[Case] = [
     Case("credentials: connection refused", credentials_refused),
     Case("credentials: HTTP 404", credentials_http_404, _prepare_release),
@@ -414,6 +561,11 @@ CASES: list[Case] = [
     Case("app rows: tmdb_id 1e30", app_ratings_id_overflow),
     Case("table name ../admin", table_name_traversal),
     Case("model check: pickle swapped after training", check_refuses_swapped_pickle),
+    Case("sensor: a rating a year ahead, then back-dated ones", sensor_future_and_backdated_ratings),
+    Case("alert webhook dripping a byte every 0.5 s, 1 s deadline", alert_webhook_dripping),
+    Case("alert scrub: S3 key id, secret, endpoint userinfo, key + newline", alert_scrub_s3_and_newline_secrets),
+    Case("SUPABASE_DB_URL password with a raw @", dsn_raw_at_in_password),
+    Case("botocore at DEBUG: access key id in logs", botocore_debug_logs),
 ]
 
 

@@ -2,35 +2,35 @@
 
 ``CFREC_ALERT_WEBHOOK_URL`` switches it on (the sensor runs from load when it is set). The
 message holds the run id, the failed step, the error's first line and a link to the run in the
-UI (``CFREC_UI_URL``); every known secret of the environment is removed from it first, and a
-webhook that is down is logged, never retried in a loop.
+UI (``CFREC_UI_URL``); every secret the settings declare (``settings.scrub``) is removed from it
+first. A webhook that is down, or answers too slowly, is reported on the tick, never retried in a
+loop: the whole delivery has one deadline, since httpx's timeouts apply to each read and a server
+dripping a byte at a time would otherwise hold the sensor's tick for as long as it likes.
 """
 
 import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import dagster as dg
 import httpx
 
-from cfrec_assets.redact import redact_dsn_secrets
+from cfrec_assets import settings
 
 ENV_WEBHOOK = "CFREC_ALERT_WEBHOOK_URL"
 ENV_UI_URL = "CFREC_UI_URL"
-DEFAULT_UI_URL = "http://127.0.0.1:3000"
+DEFAULT_UI_URL = settings.BY_NAME[ENV_UI_URL].default
 HEADLINE_CHARS = 300
+DEFAULT_DEADLINE_SECONDS = 5.0
 HTTPX_LOGGER = logging.getLogger("httpx")
-SECRET_VARIABLES = ("SUPABASE_KEY", "SUPABASE_DB_URL", "DAGSTER_PG_URL", "CFREC_MOVIELENS_BASE_URL", ENV_WEBHOOK)
 
 
-def scrub(text: str, environ: Mapping[str, str] = os.environ) -> str:
-    """``text`` without any secret the environment holds: keys, DSN passwords, URL credentials."""
-    for name in SECRET_VARIABLES:
-        value = environ.get(name)
-        if value:  # a DSN's password in any spelling, then the value itself wherever it stands whole
-            text = redact_dsn_secrets(text, value).replace(value, "[redacted]")
-    return text
+def scrub(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """``text`` without any secret the settings declare (keys, DSN passwords, URL credentials)."""
+    return settings.scrub(text, environ)
 
 
 def failure_message(context: dg.RunFailureSensorContext, ui_url: str) -> str:
@@ -52,27 +52,43 @@ def failure_message(context: dg.RunFailureSensorContext, ui_url: str) -> str:
 
 
 def deliver_alert(
-    context: dg.RunFailureSensorContext, webhook_url: str, ui_url: str, timeout_seconds: float = 5.0
+    context: dg.RunFailureSensorContext,
+    webhook_url: str,
+    ui_url: str,
+    timeout_seconds: float = DEFAULT_DEADLINE_SECONDS,
 ) -> str | None:
-    """Post the run's failure message once; None when delivered, else why not (secrets removed)."""
+    """Post the run's failure message once; None when delivered, else why not (secrets removed).
+
+    ``timeout_seconds`` bounds the whole delivery: connecting, sending and reading the answer.
+    """
     text = failure_message(context, ui_url)
     hide = _DropLinesNaming(webhook_url)  # httpx logs each request's URL at INFO: the token would leak
     HTTPX_LOGGER.addFilter(hide)
+    # Only the host is ever shown: a Slack-style webhook URL carries its token in the path, and
+    # httpx's status errors quote the whole URL.
+    host = urlsplit(webhook_url).hostname
     try:
-        response = httpx.post(webhook_url, json={"text": text}, timeout=timeout_seconds)
+        response = anyio.run(_post_within, webhook_url, {"text": text}, timeout_seconds)
         response.raise_for_status()
+    except TimeoutError:
+        why = f"no complete answer within the {timeout_seconds:g} s deadline"
+    except httpx.HTTPStatusError as error:
+        why = f"HTTP {error.response.status_code}"
     except httpx.HTTPError as error:
-        # Only the host: a Slack-style webhook URL carries its token in the path, and httpx's
-        # status errors quote the whole URL.
-        host = urlsplit(webhook_url).hostname
-        if isinstance(error, httpx.HTTPStatusError):
-            why = f"HTTP {error.response.status_code}"
-        else:
-            why = f"{type(error).__name__}: {str(error).replace(webhook_url, str(host))}"
-        return scrub(f"alert for run {context.dagster_run.run_id} not delivered to {host}: {why}")
+        why = f"{type(error).__name__}: {str(error).replace(webhook_url, str(host))}"
+    else:
+        return None
     finally:
         HTTPX_LOGGER.removeFilter(hide)
-    return None
+    return scrub(f"alert for run {context.dagster_run.run_id} not delivered to {host}: {why}")
+
+
+async def _post_within(url: str, payload: dict[str, Any], deadline_seconds: float) -> httpx.Response:
+    """POST ``payload`` and read the whole answer, or raise TimeoutError at the deadline (the
+    connection is closed then, whatever the server is still sending)."""
+    async with httpx.AsyncClient(timeout=deadline_seconds) as client:
+        with anyio.fail_after(deadline_seconds):
+            return await client.post(url, json=payload)
 
 
 class _DropLinesNaming(logging.Filter):
@@ -84,7 +100,9 @@ class _DropLinesNaming(logging.Filter):
         return self.secret not in record.getMessage()
 
 
-def build_alert_sensor(webhook_url: str | None, ui_url: str = DEFAULT_UI_URL, timeout_seconds: float = 5.0):
+def build_alert_sensor(
+    webhook_url: str | None, ui_url: str = DEFAULT_UI_URL, timeout_seconds: float = DEFAULT_DEADLINE_SECONDS
+):
     @dg.run_failure_sensor(
         name="run_failure_alert",
         default_status=dg.DefaultSensorStatus.RUNNING if webhook_url else dg.DefaultSensorStatus.STOPPED,

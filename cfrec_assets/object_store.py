@@ -5,10 +5,13 @@ boto3 is the client: AWS's own, maintained with the protocol, and it speaks to a
 (``https://<project>.supabase.co/storage/v1/s3``), Cloudflare R2 and MinIO document access.
 Credentials are passed in explicitly (from ``dg.EnvVar`` in the pipeline, the app's env on the
 app side) and never appear in a message: errors name the bucket, key, host and S3 error code.
+Nor in a log line: botocore's DEBUG lines quote each request's ``Authorization`` header (the
+access key id), so its loggers are held at INFO unless someone set their level on purpose.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -18,6 +21,9 @@ from cfrec_assets.redact import redact_url
 S3_SCHEME = "s3://"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
+# Loggers that would inherit DEBUG from the root (a developer's basicConfig, Dagster's
+# python_log_level on the root logger) and then log the access key id.
+_CLIENT_LOGGERS = ("botocore", "boto3", "s3transfer")
 
 
 class ObjectStoreError(RuntimeError):
@@ -74,6 +80,7 @@ class S3Store:
         import boto3  # the app pays for boto3 only when it serves from object storage
         from botocore.config import Config
 
+        _hold_client_logs_at_info()
         self.location = location
         self.endpoint = redact_url(endpoint_url) if endpoint_url else "AWS S3"
         host = urlsplit(endpoint_url).hostname if endpoint_url else None
@@ -166,6 +173,15 @@ class S3Store:
             return ObjectStoreError(f"{where} failed ({code}{f', HTTP {status}' if status else ''})")
         # Connection errors name the endpoint URL; keep only the kind of failure.
         return ObjectStoreError(f"{where} failed: {type(error).__name__}")
+
+
+def _hold_client_logs_at_info() -> None:
+    """INFO for boto's loggers that only inherit a level; one set explicitly (say, to DEBUG while
+    debugging a bucket) is left as it is: then its log holds the access key id, by choice."""
+    for name in _CLIENT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
 
 
 def _code(error: Exception) -> str | None:

@@ -2,7 +2,8 @@
 
 Use :func:`redact_url` for every URL shown in a message, log line or metadata value, and
 :func:`redact_dsn_secrets` for free text (an exception message, a driver error) that may
-contain a URL/DSN or its password. :func:`split_credentials` takes the credentials out of a URL
+contain a URL/DSN or its password; :func:`redact_secret` removes a key, :func:`redact_urls_in`
+the credentials of every URL a text quotes (``cfrec_assets.settings.scrub`` uses them all). :func:`split_credentials` takes the credentials out of a URL
 so that a client can send them in a header instead of a URL it would log.
 
 Operators paste credentials unencoded, so a password may hold raw ``@``, ``:`` or ``/``
@@ -103,18 +104,49 @@ def _spellings(password: str) -> set[str]:
 
 
 def redact_dsn_secrets(text: str, dsn: str | None) -> str:
-    """``text`` with ``dsn`` shown redacted and its password removed in every spelling.
+    """``text`` with ``dsn`` shown redacted and its password removed in every spelling, then any
+    piece of the password a driver may quote after splitting the URL at one of the password's
+    own ``@``, ``:`` or ``/`` (libpq: ``failed to resolve host '<tail>@host'``).
 
-    Only the exact password strings are replaced, so words that merely share a prefix with the
-    password (or with its part before an ``@``) are left alone.
+    Pieces are replaced only where they stand alone (not inside a longer word or number), so
+    words that merely share a prefix with the password are left alone.
     """
     text = str(text)
     if not dsn:
         return text
     secrets = {str(dsn): redact_url(dsn)}
-    for password in (_written_password(str(dsn)), dsn_password(dsn)):
-        if password:
-            secrets.update(dict.fromkeys(_spellings(password), REDACTED))
+    passwords = {p for p in (_written_password(str(dsn)), dsn_password(dsn)) if p}
+    for password in passwords:
+        secrets.update(dict.fromkeys(_spellings(password), REDACTED))
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, secrets[secret])
+    pieces = set().union(*(_pieces(p) for p in passwords)) if passwords else set()
+    for piece in sorted(pieces, key=len, reverse=True):
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(piece)}(?![A-Za-z0-9])", REDACTED, text)
     return text
+
+
+MIN_PIECE = 3  # shorter pieces would hide common words and say little about the password
+
+
+def _pieces(password: str) -> set[str]:
+    """What is left of ``password`` on either side of each of its URL delimiters."""
+    cuts = [i for i, ch in enumerate(password) if ch in "@:/"]
+    pieces = {password[:i] for i in cuts} | {password[i + 1 :] for i in cuts}
+    return {piece for piece in pieces if len(piece) >= MIN_PIECE}
+
+
+def redact_secret(text: str, secret: str | None) -> str:
+    """``text`` without ``secret``, raw or percent-encoded (a key quoted in a URL)."""
+    text = str(text)
+    for spelling in sorted(_spellings(secret) if secret else (), key=len, reverse=True):
+        text = text.replace(spelling, REDACTED)
+    return text
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_urls_in(text: str) -> str:
+    """``text`` with every ``scheme://`` URL in it shown by :func:`redact_url` (no userinfo)."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), str(text))

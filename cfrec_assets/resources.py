@@ -123,7 +123,7 @@ def _from_env(environ: Mapping[str, str], **fields: str) -> dict[str, Any]:
 
 def ratings_reader(environ: Mapping[str, str] = os.environ) -> RatingsReader:
     """The app's ratings are read over Postgres when ``SUPABASE_DB_URL`` is set, else over REST."""
-    table = _from_env(environ, table="SUPABASE_RATINGS_TABLE")
+    table = _from_env(environ, table="SUPABASE_RATINGS_TABLE", arrival_column="SUPABASE_RATINGS_ARRIVAL_COLUMN")
     if environ.get("SUPABASE_DB_URL"):
         return SupabasePostgresResource(**_from_env(environ, db_url="SUPABASE_DB_URL"), **table)
     return SupabaseResource(**_from_env(environ, url="SUPABASE_URL", key="SUPABASE_KEY"), **table)

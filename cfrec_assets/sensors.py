@@ -2,8 +2,10 @@
 the oldest rating not yet learned from is too old; it also records how the ratings table grows."""
 
 import json
+import logging
 import os
-from datetime import datetime, timezone
+from datetime import datetime
+from typing import Any
 
 import dagster as dg
 
@@ -23,6 +25,8 @@ DEFAULT_MAX_AGE_SECONDS = 24 * 3600
 # A tick costs three or four tiny requests; a retrain takes seconds to a minute. 30 s keeps a
 # busy app's model under a minute behind (README: "The retrain sensor" has the measured trade-off).
 DEFAULT_INTERVAL_SECONDS = 30
+# 2: the watermark is the highest arrival id (1 was the newest (created_at, id): client-set).
+CURSOR_VERSION = 2
 
 
 def build_retrain_sensor(
@@ -31,11 +35,13 @@ def build_retrain_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
     max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS,
 ) -> dg.SensorDefinition:
-    """The cursor holds the watermark (count, newest created_at and id) of the ratings the last
-    requested retrain reads, plus the last observed one. New ratings are counted *after* that
-    watermark rather than by comparing totals, since deletions make totals lie. The run key is
-    the watermark, so the same table state never launches the same retrain twice, even if the
-    cursor is reset."""
+    """What is new is told by the server, never by a client: rows whose arrival id (an identity
+    or serial column, ``RatingsReader.arrival``) is above the one the last requested retrain saw.
+    A client's ``created_at`` only dates them, clamped to the server's clock, and a rating dated
+    in the future counts as arriving when the sensor first saw it. Counted, not inferred from
+    totals (deletions make totals lie). The run key is the table state (highest arrival id, row
+    count), so the same state never launches the same retrain twice, even if the cursor is reset.
+    """
 
     @dg.sensor(
         name="supabase_ratings_sensor",
@@ -53,32 +59,62 @@ def build_retrain_sensor(
             return dg.SensorResult(
                 skip_reason="Supabase is not configured (SUPABASE_URL/SUPABASE_KEY or SUPABASE_DB_URL)"
             )
-        last = json.loads(context.cursor) if context.cursor else {}  # {} : never retrained yet
+        last = read_cursor(context.cursor, context.log)  # {} : never retrained yet
         try:
             mark = supabase.ratings_watermark()
-            new, oldest = supabase.new_since(last.get("latest_created_at"), last.get("latest_id"))
+            new = supabase.new_since(last.get("after_id"))
         except SupabaseReadError as exc:
-            return dg.SensorResult(skip_reason=f"Supabase unreachable, cursor kept: {exc}")
-        observed = {k: mark[k] for k in ("count", "latest_created_at", "latest_id")}
-        events = [] if last.get("observed") == observed else [_observation(observed)]
-        age = _age_seconds(oldest)
-        if new < min_new_ratings and not (new and age >= max_age_seconds):
-            waiting = f"{new} new rating(s) since the last retrain"
-            if new:
+            return dg.SensorResult(skip_reason=f"Supabase not read, cursor kept: {exc}")
+        observed = {"count": mark["count"], "latest_id": mark["latest_id"]}
+        events = [] if last.get("observed") == observed else [_observation(mark)]
+        # A rating dated ahead of the server's clock is clamped to "now" on every tick; the first
+        # tick that saw new ratings dates them too, so such a rating still ages.
+        seen_since = (last.get("seen_since") or new.now) if new.count else None
+        age = _age_seconds(new.now, new.oldest, seen_since)
+        if new.count < min_new_ratings and not (new.count and age >= max_age_seconds):
+            waiting = f"{new.count} new rating(s) since the last retrain"
+            if new.count:
                 waiting += f", the oldest {age / 3600:.1f} h old"
             reason = f"{waiting}; waiting for {min_new_ratings}, or for one {max_age_seconds / 3600:g} h old"
-            cursor = json.dumps({**last, "observed": observed}, sort_keys=True)
-            return dg.SensorResult(skip_reason=reason, asset_events=events, cursor=cursor)
-        run_key = f"ratings:{mark['count']}:{mark['latest_created_at']}:{mark['latest_id']}"
-        why = "count" if new >= min_new_ratings else "age"
-        tags = {"cfrec/new_ratings": str(new), "cfrec/trigger": why, **RETRY_TAGS}
+            cursor = {**last, "version": CURSOR_VERSION, "observed": observed, "seen_since": seen_since}
+            return dg.SensorResult(skip_reason=reason, asset_events=events, cursor=json.dumps(cursor, sort_keys=True))
+        run_key = f"ratings:{supabase.arrival}:{mark['latest_id']}:{mark['count']}"
+        why = "count" if new.count >= min_new_ratings else "age"
+        tags = {"cfrec/new_ratings": str(new.count), "cfrec/trigger": why, **RETRY_TAGS}
+        cursor = {"version": CURSOR_VERSION, "after_id": mark["latest_id"], "observed": observed}
         return dg.SensorResult(
             run_requests=[dg.RunRequest(run_key=run_key, tags=tags)],
             asset_events=events,
-            cursor=json.dumps({**mark, "observed": observed}, sort_keys=True),
+            cursor=json.dumps(cursor, sort_keys=True),
         )
 
     return supabase_ratings_sensor
+
+
+def read_cursor(cursor: str | None, log: logging.Logger) -> dict[str, Any]:
+    """The cursor as this version writes it: ``after_id`` (the highest arrival id the last requested
+    retrain saw), ``observed`` and ``seen_since``. A cursor of the created_at watermark (before
+    version 2) is upgraded: its ``latest_id`` was the newest row's id; one that cannot be read is
+    reset (every rating then counts as new; the run key still stops a repeat of the same retrain)."""
+    if not cursor:
+        return {}
+    try:
+        state = json.loads(cursor)
+    except ValueError:
+        state = None
+    if isinstance(state, dict) and state.get("version") == CURSOR_VERSION and _is_id(state.get("after_id")):
+        return state
+    if isinstance(state, dict) and "version" not in state and _is_id(state.get("latest_id")):
+        after_id = state.get("latest_id")
+        since = "every rating (no retrain yet)" if after_id is None else f"ratings with arrival id > {after_id}"
+        log.info(f"retrain sensor: cursor of the created_at watermark upgraded; new ratings are {since}")
+        return {"version": CURSOR_VERSION, "after_id": after_id}
+    log.warning(f"retrain sensor: cursor {cursor[:200]!r} is not one this version reads; reset")
+    return {}
+
+
+def _is_id(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _observation(mark: dict) -> dg.AssetObservation:
@@ -86,10 +122,10 @@ def _observation(mark: dict) -> dg.AssetObservation:
     return dg.AssetObservation(asset_key=RATINGS_TABLE, metadata=metadata)
 
 
-def _age_seconds(created_at: str | None) -> float:
-    if created_at is None:
-        return 0.0
-    return (datetime.now(timezone.utc) - datetime.fromisoformat(created_at)).total_seconds()
+def _age_seconds(now: str, *since: str | None) -> float:
+    """Seconds from the earliest of ``since`` to ``now`` (0 for none)."""
+    stamps = [datetime.fromisoformat(stamp) for stamp in since if stamp]
+    return max(0.0, (datetime.fromisoformat(now) - min(stamps)).total_seconds()) if stamps else 0.0
 
 
 def retrain_sensor_from_env() -> dg.SensorDefinition:

@@ -86,3 +86,55 @@ def test_without_a_webhook_the_sensor_is_off_and_sends_nothing(failed_run) -> No
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     sensor(context)  # a no-op, not an error
     assert build_alert_sensor("http://x").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+@pytest.mark.timeout(60)  # before the deadline, delivery waited for as long as the server dripped
+def test_a_webhook_dripping_its_answer_is_given_up_at_the_deadline(failed_run) -> None:
+    """Headers, then a byte every 0.2 s for ever: each read succeeds, so only a deadline on the
+    whole delivery ends it (the issue's webhook held the tick for over 75 s)."""
+    context, run = failed_run
+    with WebhookServer(drip_seconds=0.2) as hook:
+        problem = deliver_alert(context, hook.url, UI, timeout_seconds=1)
+        skipped = build_alert_sensor(hook.url, UI, timeout_seconds=1)(context)
+    expected = f"alert for run {run.run_id} not delivered to 127.0.0.1: no complete answer within the 1 s deadline"
+    assert problem == expected
+    assert skipped.skip_message == expected  # said on the tick, not raised
+    assert len(hook.posts) == 2
+
+
+def failure_context(instance: dg.DagsterInstance, message: str) -> dg.RunFailureSensorContext:
+    """The alert context of a real run whose only step raised ``message``."""
+
+    @dg.asset
+    def leaky() -> None:
+        raise RuntimeError(message)
+
+    result = dg.materialize([leaky], instance=instance, raise_on_error=False)
+    [failure] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    return dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert",
+        dagster_event=failure.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+    ).for_run_failure()
+
+
+def test_the_alert_hides_the_s3_keys_endpoint_userinfo_and_a_key_pasted_with_its_newline(monkeypatch) -> None:
+    secrets = {
+        "CFREC_S3_ACCESS_KEY_ID": "AKIAALERTTEST00001",
+        "CFREC_S3_SECRET_ACCESS_KEY": "alertSecret/K7MDENG+bPxRfiCY",
+        "CFREC_S3_ENDPOINT_URL": "https://minio:endpoint-pw-77@s3.internal:9000",
+        "SUPABASE_KEY": KEY,
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value + "\n")  # as pasted from a file
+    message = (
+        "PUT https://minio:endpoint-pw-77@s3.internal:9000/cfrec/manifest.json refused for AKIAALERTTEST00001 "
+        "signed with alertSecret/K7MDENG+bPxRfiCY (alertSecret%2FK7MDENG%2BbPxRfiCY), apikey " + KEY
+    )
+    with dg.instance_for_test() as instance, WebhookServer() as hook:
+        assert deliver_alert(failure_context(instance, message), hook.url, UI) is None
+    [post] = hook.posts
+    for leak in ("AKIAALERTTEST00001", "alertSecret", "endpoint-pw-77", "minio:", KEY):
+        assert leak not in post["text"]
+    assert "PUT https://s3.internal:9000/cfrec/manifest.json refused for [redacted]" in post["text"]

@@ -1,6 +1,7 @@
 """Object-storage serving targets against a real S3-protocol server (moto, over HTTP)."""
 
 import json
+import logging
 import uuid
 from pathlib import Path
 
@@ -182,6 +183,19 @@ def test_wrong_credentials_give_a_clear_error_without_the_secret(server, url, tm
     unknown = open_target(url, **{**server.settings(), "access_key_id": "AKIAUNKNOWN000000000"})
     with pytest.raises(ArtifactVerificationError, match="InvalidAccessKeyId"):
         load_deployed(unknown, cache_dir=tmp_path / "cache")
+
+
+def test_a_debug_root_logger_never_sees_the_access_key_id(server, url, tmp_path, caplog):
+    """botocore's DEBUG lines quote each request's Authorization header. With the root logger at
+    DEBUG (a developer's basicConfig, or Dagster's python_log_level on the root), promoting and
+    loading log no key id; a boto logger set to DEBUG on purpose is the README's design limit."""
+    caplog.set_level(logging.DEBUG)
+    target = open_target(url, **server.settings())
+    tiny = promote_tiny(target, tmp_path / "models", 13)
+    assert load_deployed(target, cache_dir=tmp_path / "cache").version == tiny.version
+    assert server.access_key_id not in caplog.text
+    assert "Credential=" not in caplog.text
+    assert any(r.name.startswith("urllib3") and r.levelno == logging.DEBUG for r in caplog.records)  # DEBUG was on
 
 
 def test_nothing_deployed_in_the_bucket(server, url, tmp_path):

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
+from cfrec_assets.redact import redact_dsn_secrets
 from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseReadError, SupabaseResource
 from cfrec_assets.supabase_io.table import DROP_REASONS, catalog_ids_from_values, validate_ratings
 from cfrec_testkit.postgres import (
@@ -329,40 +330,53 @@ def test_malformed_url_is_reported_without_the_key():
 # --- watermark and catalog (both readers) ------------------------------------------
 
 
-def test_watermark_follows_inserts_and_both_readers_agree(postgrest, ratings_db):
+def test_watermark_follows_arrivals_and_both_readers_agree(postgrest, ratings_db):
     readers = [rest(postgrest), SupabasePostgresResource(db_url=ratings_db)]
-    empty = {"count": 0, "latest_created_at": None, "latest_id": None}
+    empty = {"count": 0, "latest_id": None, "latest_created_at": None}
     assert [r.ratings_watermark() for r in readers] == [empty, empty]
     insert_ratings(ratings_db, valid_rows(30))  # newest timestamp shared by ids 28-30
-    expected = {"count": 30, "latest_created_at": "2024-05-01T12:09:00+00:00", "latest_id": 30}
+    expected = {"count": 30, "latest_id": 30, "latest_created_at": "2024-05-01T12:09:00+00:00"}
     assert [r.ratings_watermark() for r in readers] == [expected, expected]
     insert_ratings(ratings_db, [("late", 7, 3.5, BASE + timedelta(hours=1, microseconds=250))])
     insert_ratings(ratings_db, [("backfill", 8, 3.5, BASE - timedelta(days=1))])
-    expected = {"count": 32, "latest_created_at": "2024-05-01T13:00:00.000250+00:00", "latest_id": 31}
+    # The last to arrive is the newest, whatever its client dated it.
+    expected = {"count": 32, "latest_id": 32, "latest_created_at": "2024-04-30T12:00:00+00:00"}
     assert [r.ratings_watermark() for r in readers] == [expected, expected]
+    now = datetime.now(timezone.utc)
+    insert_ratings(ratings_db, [("ahead", 9, 3.5, now + timedelta(days=365))])
+    for mark in (r.ratings_watermark() for r in readers):
+        assert mark["latest_id"] == 33
+        assert mark["latest_created_at"] < (now + timedelta(hours=1)).isoformat()  # clamped to the server's now
 
 
-def test_count_after_a_watermark_ignores_backfills_and_honours_ties(postgrest, ratings_db):
+def test_new_since_counts_what_arrived_after_a_watermark_whatever_its_dates(postgrest, ratings_db):
     readers = [rest(postgrest), SupabasePostgresResource(db_url=ratings_db)]
     insert_ratings(ratings_db, valid_rows(30))
-    assert [r.count_after(None, None) for r in readers] == [30, 30]
-    mark = readers[0].ratings_watermark()  # 12:09, id 30
-    assert [r.count_after(mark["latest_created_at"], mark["latest_id"]) for r in readers] == [0, 0]
+    assert [r.new_since(None)[:2] for r in readers] == [(30, BASE.isoformat())] * 2
+    mark = readers[0].ratings_watermark()
+    assert [r.new_since(mark["latest_id"]).count for r in readers] == [0, 0]
     latest = BASE + timedelta(minutes=9)
     insert_ratings(
         ratings_db,
         [
-            ("tie", 1, 3.0, latest),  # same instant, higher id: after the mark
+            ("tie", 1, 3.0, latest),
             ("later", 2, 3.0, latest + timedelta(microseconds=1)),
-            ("later", 3, 3.0, latest + timedelta(days=1)),
-            ("backfill", 4, 3.0, BASE - timedelta(days=1)),  # before the mark: not new
+            ("ahead", 3, 3.0, datetime.now(timezone.utc) + timedelta(days=365)),
+            ("backfill", 4, 3.0, BASE - timedelta(days=1)),  # dated before the mark: new all the same
         ],
     )
     with psycopg.connect(ratings_db) as conn:
         conn.execute("DELETE FROM ratings WHERE id <= 5")  # deletions do not hide new rows
-    assert [r.count_after(mark["latest_created_at"], mark["latest_id"]) for r in readers] == [3, 3]
-    # Without an id the whole instant counts as new.
-    assert [r.count_after(mark["latest_created_at"], None) for r in readers] == [6, 6]
+    news = [r.new_since(mark["latest_id"]) for r in readers]
+    assert [(n.count, n.oldest) for n in news] == [(4, (BASE - timedelta(days=1)).isoformat())] * 2
+    assert all(n.now > BASE.isoformat() for n in news)  # the server's clock
+
+
+def test_only_future_dated_new_rows_are_dated_now(postgrest, ratings_db):
+    insert_ratings(ratings_db, [("ahead", 3, 3.0, datetime.now(timezone.utc) + timedelta(days=365))])
+    for reader in (rest(postgrest), SupabasePostgresResource(db_url=ratings_db)):
+        new = reader.new_since(None)
+        assert new.count == 1 and new.oldest <= new.now
 
 
 def test_catalog_ids_are_read_completely_by_both_readers(postgrest, ratings_db):
@@ -415,6 +429,55 @@ def test_postgres_reader_errors_name_the_cause_not_the_password(pg_server: Postg
         SupabasePostgresResource(db_url=bad_url).read_ratings()
     assert_clean(caught.value, pg_server.password)
     assert pg_server.password not in caplog.text
+
+
+@pytest.fixture
+def at_sign_role(pg_server: PostgresServer, ratings_db):
+    """A role whose password holds raw '@' (as operators paste it), allowed to read ratings."""
+    password = "hunter@2tail-q9z"
+    with psycopg.connect(ratings_db, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE at_reader LOGIN PASSWORD '{password}'")
+        conn.execute("GRANT SELECT ON ratings TO at_reader")
+    try:
+        yield "at_reader", password, f"@{pg_server.host}:{pg_server.port}/{pg_server.dbname}"
+    finally:
+        with psycopg.connect(ratings_db, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY at_reader")
+            conn.execute("DROP ROLE at_reader")
+
+
+def test_a_password_with_a_raw_at_sign_logs_in(at_sign_role, ratings_db):
+    role, password, host = at_sign_role
+    insert_ratings(ratings_db, valid_rows(3))
+    # libpq alone splits at the first '@': "failed to resolve host '2tail-q9z@127.0.0.1'".
+    frame, stats = SupabasePostgresResource(db_url=f"postgresql://{role}:{password}{host}").read_ratings()
+    assert len(frame) == stats["server_count"] == 3
+    encoded = password.replace("@", "%40")  # the spelling libpq documents works the same
+    assert SupabasePostgresResource(db_url=f"postgresql://{role}:{encoded}{host}").ratings_watermark()["count"] == 3
+
+
+def test_a_wrong_password_with_a_raw_at_sign_shows_no_piece_of_it(at_sign_role, caplog):
+    caplog.set_level(logging.DEBUG)
+    role, _, host = at_sign_role
+    reader = SupabasePostgresResource(db_url=f"postgresql://{role}:wrong@tail-k3x{host}")  # (tracebacks quote the line)
+    with pytest.raises(SupabaseReadError, match="authentication failed") as caught:
+        reader.read_ratings()
+    assert_clean(caught.value, "tail-k3x", "wrong@")
+    assert "tail-k3x" not in caplog.text
+
+
+def test_what_the_driver_says_is_scrubbed_of_password_pieces_and_known_secrets(ratings_db, monkeypatch):
+    raw = "postgresql://postgres:hunter@2tail-q9z@127.0.0.1:5432/db"
+    with pytest.raises(psycopg.OperationalError) as caught:  # the driver given the URL unparsed
+        psycopg.connect(raw, connect_timeout=2)
+    assert "2tail-q9z@127.0.0.1" in str(caught.value)  # what libpq quotes back
+    assert "2tail-q9z" not in redact_dsn_secrets(str(caught.value), raw)
+
+    key_id = "AKIAPGDRIVERTEST01"  # a table name the server quotes back is as good as any text
+    monkeypatch.setenv("CFREC_S3_ACCESS_KEY_ID", key_id + "\n")
+    with pytest.raises(SupabaseReadError, match=r"unknown table: relation \"\[redacted\]\" does not exist") as caught:
+        SupabasePostgresResource(db_url=ratings_db, table=key_id).read_ratings()
+    assert_clean(caught.value, key_id)
 
 
 def test_postgres_reader_times_out_on_a_locked_table(ratings_db):

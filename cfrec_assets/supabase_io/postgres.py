@@ -19,9 +19,11 @@ import psycopg
 from psycopg import sql
 from pydantic import Field
 
-from cfrec_assets.redact import redact_dsn_secrets
+from cfrec_assets.redact import redact_dsn_secrets, split_credentials
+from cfrec_assets.settings import scrub
 from cfrec_assets.supabase_io.table import (
     RATINGS_COLUMNS,
+    NewRatings,
     RatingsReader,
     SupabaseReadError,
     catalog_ids_from_values,
@@ -70,39 +72,63 @@ class SupabasePostgresResource(RatingsReader):
         return frame, stats
 
     def ratings_watermark(self) -> dict[str, Any]:
-        """Row count and newest (created_at, id), as ``SupabaseResource`` reports them."""
-        table = _identifier(self.table)
-        created_at, row_id = sql.Identifier(self.created_at_column), sql.Identifier(self.id_column)
-        newest_query = sql.SQL("SELECT {}, {} FROM {} ORDER BY {} DESC NULLS LAST, {} DESC LIMIT 1").format(
-            created_at, row_id, table, created_at, row_id
+        """As :meth:`RatingsReader.ratings_watermark`; ids above what the column's sequence handed
+        out were written by a client and are left out (see :meth:`_arrival_bound`)."""
+        table, arrival = _identifier(self.table), sql.Identifier(self.arrival)
+        newest_query = sql.SQL(
+            "SELECT {arrival}, least({at}, now()) FROM {table} WHERE {arrival} <= coalesce(%(bound)s::bigint, {arrival})"
+            " ORDER BY {arrival} DESC LIMIT 1"
+        ).format(arrival=arrival, at=sql.Identifier(self.created_at_column), table=table)
+
+        def work(conn: psycopg.Connection) -> tuple[int, Any]:
+            bound = self._arrival_bound(conn)
+            return _count(conn, table), conn.execute(newest_query, {"bound": bound}).fetchone()
+
+        count, newest = self._run(work)
+        latest_id, latest_at = newest if newest else (None, None)
+        return {"count": count, "latest_id": latest_id, "latest_created_at": utc_isoformat(latest_at)}
+
+    def new_since(self, after_id: int | None) -> NewRatings:
+        """As :meth:`RatingsReader.new_since`, created_at clamped to the database's now()."""
+        query = sql.SQL(
+            "SELECT count(*), least(min({at}), now()), now() FROM {table}"
+            " WHERE {arrival} <= coalesce(%(bound)s::bigint, {arrival})"
+            " AND (%(after)s::bigint IS NULL OR {arrival} > %(after)s::bigint)"
+        ).format(
+            at=sql.Identifier(self.created_at_column),
+            table=_identifier(self.table),
+            arrival=sql.Identifier(self.arrival),
         )
-        count, newest = self._run(lambda conn: (_count(conn, table), conn.execute(newest_query).fetchone()))
-        latest_at, latest_id = newest if newest else (None, None)
-        return {
-            "count": count,
-            "latest_created_at": utc_isoformat(latest_at),
-            "latest_id": int(latest_id) if latest_id is not None else None,
-        }
 
-    def count_after(self, created_at: str | None, row_id: int | None) -> int:
-        """Rows after a watermark's (created_at, id) in read order; all rows for None."""
-        return self.new_since(created_at, row_id)[0]
+        def work(conn: psycopg.Connection) -> tuple[int, Any, Any]:
+            return conn.execute(query, {"bound": self._arrival_bound(conn), "after": after_id}).fetchone()
 
-    def new_since(self, created_at: str | None, row_id: int | None) -> tuple[int, str | None]:
-        """(count, earliest created_at) of the rows after a watermark's (created_at, id); of all
-        rows for None (as :meth:`SupabaseResource.new_since`)."""
-        table, at = _identifier(self.table), sql.Identifier(self.created_at_column)
-        params: dict[str, Any] | None = None
-        if created_at is None:
-            query = sql.SQL("SELECT count(*), min({at}) FROM {table}").format(table=table, at=at)
-        else:
-            params = {"at": created_at, "id": row_id}
-            query = sql.SQL(
-                "SELECT count(*), min({at}) FROM {table} WHERE {at} > %(at)s"
-                " OR ({at} = %(at)s AND (%(id)s::bigint IS NULL OR {id} > %(id)s))"
-            ).format(table=table, at=at, id=sql.Identifier(self.id_column))
-        count, first = self._run(lambda conn: conn.execute(query, params).fetchone())
-        return count, utc_isoformat(first)
+        count, oldest, now = self._run(work)
+        return NewRatings(count, utc_isoformat(oldest), utc_isoformat(now))
+
+    def _arrival_bound(self, conn: psycopg.Connection) -> int | None:
+        """The last value the arrival column's sequence handed out; None without a sequence (or
+        the privilege to see it). An identity BY DEFAULT or serial column also takes values a
+        client writes: one far ahead of the sequence would otherwise hide every later rating."""
+        relation = _identifier(self.table).as_string(conn)
+        column = conn.execute(
+            "SELECT format_type(atttypid, NULL), pg_get_serial_sequence(%(rel)s, %(col)s) FROM pg_attribute"
+            " WHERE attrelid = %(rel)s::regclass AND attname = %(col)s AND NOT attisdropped",
+            {"rel": relation, "col": self.arrival},
+        ).fetchone()
+        if column is None:
+            raise SupabaseReadError(f"unknown column: {self.table}.{self.arrival} does not exist")
+        kind, sequence = column
+        if kind not in ("smallint", "integer", "bigint"):
+            raise SupabaseReadError(self.not_an_integer(f"{kind} values"))
+        if sequence is None:
+            return None
+        bound = conn.execute(
+            "SELECT last_value FROM pg_sequences"
+            " WHERE format('%%I.%%I', schemaname, sequencename)::regclass = %s::regclass",
+            (sequence,),
+        ).fetchone()
+        return bound[0] if bound else None
 
     def read_catalog_ids(self, table: str, column: str = "tmdb_id") -> list[int]:
         """Sorted distinct ids in ``table.column`` (nulls skipped)."""
@@ -122,7 +148,7 @@ class SupabasePostgresResource(RatingsReader):
             raise SupabaseReadError("Supabase Postgres is not configured: set SUPABASE_DB_URL")
         failure = None
         try:
-            with psycopg.connect(
+            with connect(
                 self.db_url, prepare_threshold=None, connect_timeout=max(2, math.ceil(self.timeout_seconds))
             ) as conn:
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -139,7 +165,7 @@ class SupabasePostgresResource(RatingsReader):
             failure = self._describe(error)
         # Raised outside `except` so no database exception is chained to it.
         raise SupabaseReadError(
-            redact_dsn_secrets(f"Supabase Postgres read from '{self.table}' failed: {failure}", self.db_url)
+            scrub_driver_text(f"Supabase Postgres read from '{self.table}' failed: {failure}", self.db_url)
         )
 
     def _describe(self, error: psycopg.Error) -> str:
@@ -159,6 +185,27 @@ class SupabasePostgresResource(RatingsReader):
         if isinstance(error, psycopg.ProgrammingError) and error.sqlstate is None:
             return f"invalid SUPABASE_DB_URL: {error}"
         return f"{error.sqlstate or type(error).__name__}: {error}"
+
+
+def connect(db_url: str, **options: Any) -> psycopg.Connection:
+    """Connect with the URL's user and password handed to libpq as parameters of their own.
+
+    Operators paste passwords unencoded; libpq splits a URL's userinfo at its *first* ``@``, so
+    ``p@ss`` would log in as password ``p`` to host ``ss@host`` (and its error quotes that "host").
+    :func:`split_credentials` splits at the ``@`` before the host instead and percent-decodes, as
+    libpq would for a well-formed URL. A keyword DSN (``host=... password=...``) is passed as is.
+    """
+    conninfo, credentials = split_credentials(db_url)
+    if credentials is not None:
+        user, password = credentials
+        options = {**({"user": user} if user else {}), **({"password": password} if password else {}), **options}
+    return psycopg.connect(conninfo, **options)
+
+
+def scrub_driver_text(text: str, db_url: str | None) -> str:
+    """What the driver said, without ``db_url``'s password (or pieces of it) or any secret the
+    settings declare."""
+    return scrub(redact_dsn_secrets(text, db_url))
 
 
 def _identifier(name: str) -> sql.Identifier:

@@ -17,8 +17,8 @@ import psycopg
 from psycopg import sql
 from pydantic import Field, model_validator
 
-from cfrec_assets.redact import redact_dsn_secrets
 from cfrec_assets.schema import RECOMMENDATION_COLUMNS
+from cfrec_assets.supabase_io.postgres import connect, scrub_driver_text
 from cfrec_assets.supabase_io.table import check_identifier
 
 
@@ -54,7 +54,7 @@ class RecommendationsTable(dg.ConfigurableResource):
         columns = sql.SQL(", ").join(map(sql.Identifier, RECOMMENDATION_COLUMNS))
         failure = None
         try:
-            with psycopg.connect(self.db_url, prepare_threshold=None, connect_timeout=10) as conn:
+            with connect(self.db_url, prepare_threshold=None, connect_timeout=10) as conn:
                 with conn.transaction():
                     conn.execute(
                         "SELECT set_config('statement_timeout', %s, true)",
@@ -71,5 +71,5 @@ class RecommendationsTable(dg.ConfigurableResource):
         except psycopg.Error as error:
             failure = f"{error.sqlstate or type(error).__name__}: {str(error).strip().splitlines()[0]}"
         raise RecommendationsWriteError(
-            redact_dsn_secrets(f"writing {self.table} failed and was rolled back: {failure}", self.db_url)
+            scrub_driver_text(f"writing {self.table} failed and was rolled back: {failure}", self.db_url)
         )

@@ -21,6 +21,8 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,13 +31,17 @@ import pandas as pd
 from postgrest.exceptions import APIError
 from pydantic import Field
 
+from cfrec_assets.redact import redact_secret
+from cfrec_assets.settings import scrub
 from cfrec_assets.supabase_io.table import (
     RATINGS_COLUMNS,
+    NewRatings,
     RatingsReader,
     SupabaseReadError,
     catalog_ids_from_values,
     check_complete,
     check_identifier,
+    clamped,
     utc_isoformat,
     validate_ratings,
 )
@@ -85,58 +91,46 @@ class SupabaseResource(RatingsReader):
         return frame, stats
 
     def ratings_watermark(self) -> dict[str, Any]:
-        """Row count and newest (created_at, id): cheap change detection for a sensor."""
+        """As :meth:`RatingsReader.ratings_watermark`. Over REST the arrival column's sequence is out
+        of sight, so its values are trusted: make it GENERATED ALWAYS (README)."""
         with self._session() as session:
             # GET first: a failing HEAD has no body, so its error says less.
             newest = session.execute(
                 self.table,
                 lambda q: (
-                    q.select(self.created_at_column, self.id_column)
-                    .order(self.created_at_column, desc=True, nullsfirst=False)
-                    .order(self.id_column, desc=True)
+                    q.select(self.arrival, self.created_at_column)
+                    .order(self.arrival, desc=True, nullsfirst=False)
                     .limit(1)
                 ),
             )
             count = session.count(self.table)
+            now = session.server_now()
         row = newest[0] if newest else {}
-        latest_id = row.get(self.id_column)
         return {
             "count": count,
-            "latest_created_at": utc_isoformat(row.get(self.created_at_column)),
-            "latest_id": int(latest_id) if latest_id is not None else None,
+            "latest_id": self.arrival_id(row.get(self.arrival)),
+            "latest_created_at": clamped(row.get(self.created_at_column), now),
         }
 
-    def count_after(self, created_at: str | None, row_id: int | None) -> int:
-        """Rows after a watermark's (created_at, id) in read order; all rows for None."""
-        return self.new_since(created_at, row_id)[0]
+    def new_since(self, after_id: int | None) -> NewRatings:
+        """As :meth:`RatingsReader.new_since`, created_at clamped to the server's clock (its
+        responses' ``Date``). Counted, not inferred from totals: deletions make totals lie."""
 
-    def new_since(self, created_at: str | None, row_id: int | None) -> tuple[int, str | None]:
-        """(count, earliest created_at) of the rows after a watermark's (created_at, id) in read
-        order; of all rows for None. Counted, not inferred from totals: deletions make totals lie."""
-
-        def same_instant_later_id(q: Any) -> Any:
-            q = q.eq(self.created_at_column, created_at)
-            return q if row_id is None else q.gt(self.id_column, row_id)
-
-        def earliest(narrow: Callable[[Any], Any]) -> Callable[[Any], Any]:
-            return lambda q: narrow(q.select(self.created_at_column)).order(self.created_at_column).limit(1)
+        def after(q: Any) -> Any:
+            return q if after_id is None else q.gt(self.arrival, after_id)
 
         with self._session() as session:
-            if created_at is None:
-                count = session.count(self.table)
-                first = session.execute(self.table, earliest(lambda q: q)) if count else []
-            else:
-                later = session.count(self.table, lambda q: q.gt(self.created_at_column, created_at))
-                same = session.count(self.table, same_instant_later_id)
-                count = later + same
-                if same:  # a row at the watermark's own instant is the earliest new one
-                    return count, utc_isoformat(created_at)
-                first = (
-                    session.execute(self.table, earliest(lambda q: q.gt(self.created_at_column, created_at)))
-                    if later
-                    else []
+            count = session.count(self.table, after)
+            first = (
+                session.execute(
+                    self.table, lambda q: after(q.select(self.created_at_column)).order(self.created_at_column).limit(1)
                 )
-        return count, utc_isoformat(first[0].get(self.created_at_column)) if first else None
+                if count
+                else []
+            )
+            now = session.server_now()
+        oldest = clamped(first[0].get(self.created_at_column), now) if first else None
+        return NewRatings(count, oldest, utc_isoformat(now))
 
     def read_catalog_ids(self, table: str, column: str = "tmdb_id") -> list[int]:
         """Sorted distinct ids in ``table.column``, read completely (nulls skipped)."""
@@ -167,6 +161,7 @@ class _RestSession:
 
         self._settings = settings
         self._last_status: int | None = None
+        self._last_date: str | None = None
         self._http = httpx.Client(timeout=settings.timeout_seconds, event_hooks={"response": [self._remember_status]})
         failure = None
         try:
@@ -181,6 +176,18 @@ class _RestSession:
 
     def _remember_status(self, response: httpx.Response) -> None:
         self._last_status = response.status_code
+        self._last_date = response.headers.get("date")
+
+    def server_now(self) -> datetime:
+        """The server's clock from its latest response's ``Date`` (this machine's without one).
+
+        ``Date`` has whole seconds, so the second after it: a rating stored a moment ago is not
+        "in the future", and one dated ahead is still clamped to (within a second of) now.
+        """
+        try:
+            return parsedate_to_datetime(self._last_date).astimezone(timezone.utc) + timedelta(seconds=1)
+        except (TypeError, ValueError):
+            return datetime.now(timezone.utc)
 
     def close(self) -> None:
         self._http.close()
@@ -269,5 +276,4 @@ class _RestSession:
         return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
     def _scrub(self, text: str) -> str:
-        key = self._settings.key
-        return text.replace(key, "[redacted]") if key else text
+        return scrub(redact_secret(text, self._settings.key))

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
 import numpy as np
@@ -56,6 +57,13 @@ class RatingsTableSettings(dg.ConfigurableResource):
     rating_column: str = "rating"
     created_at_column: str = "created_at"
     id_column: str = Field(default="id", description="Primary key, the order tiebreak.")
+    arrival_column: str | None = Field(
+        default=None,
+        description=(
+            "A server-assigned integer that only grows (an identity or serial column): the retrain "
+            "sensor counts rows above the last retrain's value as new. Unset: id_column."
+        ),
+    )
     rating_min: float = Field(default=RATING_MIN, description="Lowest valid rating (inclusive).")
     rating_max: float = Field(default=RATING_MAX, description="Highest valid rating (inclusive).")
 
@@ -64,6 +72,8 @@ class RatingsTableSettings(dg.ConfigurableResource):
         check_identifier(self.table, "table", table=True)
         for field in ("user_column", "movie_column", "rating_column", "created_at_column", "id_column"):
             check_identifier(getattr(self, field), field)
+        if self.arrival_column is not None:
+            check_identifier(self.arrival_column, "arrival_column")
         return self
 
     @model_validator(mode="after")
@@ -76,6 +86,36 @@ class RatingsTableSettings(dg.ConfigurableResource):
     def source_columns(self) -> tuple[str, str, str, str]:
         """Table columns feeding user_id, tmdb_id, rating, created_at (in that order)."""
         return (self.user_column, self.movie_column, self.rating_column, self.created_at_column)
+
+    @property
+    def arrival(self) -> str:
+        """The column that orders arrivals (``arrival_column``, else ``id_column``)."""
+        return self.arrival_column or self.id_column
+
+    def arrival_id(self, value: Any) -> int | None:
+        """``value`` of the arrival column as an int; a clear error for a uuid (or any non-integer)
+        key, which cannot tell what arrived after what."""
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise SupabaseReadError(self.not_an_integer(f"values such as {str(value)[:40]!r}"))
+
+    def not_an_integer(self, found: str) -> str:
+        return (
+            f"{self.table}.{self.arrival} holds {found}, not a server-assigned integer: the retrain sensor "
+            f"needs one to tell which ratings are new (created_at is set by clients). Add one with "
+            f"ALTER TABLE {self.table} ADD COLUMN arrival_id bigint GENERATED ALWAYS AS IDENTITY; "
+            f"and set SUPABASE_RATINGS_ARRIVAL_COLUMN=arrival_id"
+        )
+
+
+class NewRatings(NamedTuple):
+    """Rows that arrived after a watermark, as the retrain sensor sees them."""
+
+    count: int
+    oldest: str | None
+    """Their earliest created_at, clamped to ``now``: a client's clock may run ahead."""
+    now: str
+    """The server's clock when they were counted."""
 
 
 class RatingsReader(RatingsTableSettings):
@@ -97,12 +137,12 @@ class RatingsReader(RatingsTableSettings):
         raise NotImplementedError
 
     def ratings_watermark(self) -> dict[str, Any]:
+        """``count`` (rows), ``latest_id`` (the highest arrival id) and ``latest_created_at`` (that
+        row's created_at, clamped to the server's clock)."""
         raise NotImplementedError
 
-    def count_after(self, created_at: str | None, row_id: int | None) -> int:
-        raise NotImplementedError
-
-    def new_since(self, created_at: str | None, row_id: int | None) -> tuple[int, str | None]:
+    def new_since(self, after_id: int | None) -> NewRatings:
+        """The rows whose arrival id is above ``after_id`` (every row for None)."""
         raise NotImplementedError
 
     def read_catalog_ids(self, table: str, column: str = "tmdb_id") -> list[int]:
@@ -218,6 +258,13 @@ def utc_isoformat(value: Any) -> str | None:
     stamp = pd.Timestamp(value)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.isoformat()
+
+
+def clamped(created_at: Any, now: datetime) -> str | None:
+    """``created_at`` (UTC ISO), or ``now`` when it lies in the future."""
+    if created_at is None:
+        return None
+    return utc_isoformat(min(pd.Timestamp(utc_isoformat(created_at)), pd.Timestamp(now)))
 
 
 def catalog_ids_from_values(values: Iterable[Any], table: str, column: str) -> list[int]:
