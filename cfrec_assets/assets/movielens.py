@@ -33,7 +33,7 @@ GROUP = "movielens"
 def _archive_metadata(archive: CachedArchive) -> dict:
     return {
         "sha256": archive.sha256,
-        "source_url": archive.source_url,  # already without credentials
+        "source_url": archive.source_url,  # redacted: no credentials, no query string
         "final_url": archive.final_url,
         "from_cache": archive.from_cache,
         "archive_bytes": archive.bytes,
