@@ -14,9 +14,11 @@ from cfrec_assets.assets.ratings import chosen_seeds
 from cfrec_assets.combine import catalog_coverage, ml_latest_seed, uncovered_films
 from cfrec_assets.memory import MemoryBudgetError, available_bytes, cross_validation_bytes, require_memory
 from cfrec_assets.movielens import (
+    _SURELY_VALID,
     ML100K_ARCHIVE,
     ML100K_MEMBERS,
     MovieLensFormatError,
+    _rating_line_problem,
     link_report,
     parse_links,
     parse_movies,
@@ -83,6 +85,30 @@ def test_ratings_byte_that_is_not_utf8_names_its_line_and_column(tmp_path):
     path.write_bytes(b"userId,movieId,rating,timestam\xe9\n1,10,4.0,100\n")
     with pytest.raises(MovieLensFormatError, match="^ratings.csv line 1: expected header"):
         parse_ratings_csv(path)
+
+
+def test_column_checks_line_rules_and_their_shortcut_agree(tmp_path):
+    """The reader + column checks (the fast path) accept exactly the lines the line-by-line rules
+    accept (they name the line once the file failed), and their shortcut only skips valid lines."""
+    ids = ["0", "1", "01", "999999999", "2147483647", "2147483648"]
+    stars = ["0", "0.5", ".5", "4.50", "5", "5.", "5.0", "5.5", "0.0", "1.25", "10", "4.5.5"]
+    stamps = ["0", "09", "8999999999", "9223372036", "9223372037"]
+    lines = [
+        f"{user},{movie},{star},{stamp}"
+        for user in ids
+        for movie in ("1", ids[-1])
+        for star in stars
+        for stamp in stamps
+    ]
+    for line in lines:
+        valid = _rating_line_problem(line) is None
+        assert valid or not _SURELY_VALID.fullmatch(line), line
+        try:
+            parse_ratings_csv(ratings_file(tmp_path, line + "\n"))
+        except MovieLensFormatError as refused:
+            assert not valid and str(refused).startswith("ratings.csv line 2: "), (line, refused)
+        else:
+            assert valid, line
 
 
 def test_largest_ids_and_timestamps_are_kept_exactly(tmp_path):
