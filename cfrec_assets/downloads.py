@@ -200,7 +200,7 @@ def _record_path(target: Path) -> Path:
 
 def _query_digest(url: str) -> str | None:
     """What tells apart two sources whose redacted URLs are the same (``...?[redacted]``): a salted,
-    deliberately slow digest of the query (~50 ms), so the record never holds a token, and a short
+    deliberately slow digest of the query (scrypt, tens of ms), so the record never holds a token, and a short
     one cannot be found from it by trying candidates quickly. None when the URL has no query."""
     query = urllib.parse.urlsplit(redact_url(url)).query
     if not query:
@@ -218,9 +218,9 @@ def _reuse(target: Path, url: str, required_members: tuple[str, ...]) -> CachedA
         record = json.loads(_record_path(target).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # no record (a cache older than records, or an interrupted write): refetch
-    source = _source_record(url)
     if not isinstance(record, dict) or not target.is_file():
         return None
+    source = _source_record(url)
     if any(record.get(key) != value for key, value in source.items()):
         return None
     try:
