@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
+import logging
 import multiprocessing
 import os
 import pickle
@@ -538,6 +540,85 @@ def botocore_debug_logs(tmp: Path) -> None:
     assert not leaked, f"{len(leaked)} log line(s) hold the access key id, e.g. {leaked[0][:120]}"
 
 
+# --- Issue 16: MovieLens parsers and download records ----------------------------------------
+
+LATEST_FILES = {  # a tiny release in the ml-latest format: films 1-3, film 3 without a tmdbId
+    "ratings.csv": b"userId,movieId,rating,timestamp\n1,1,4.0,1500000000\n1,2,3.5,1500000001\n2,1,5.0,1500000002\n",
+    "movies.csv": b"movieId,title,genres\n1,Alpha (1995),Drama\n2,Beta (1996),Comedy\n3,Gamma (1997),Drama\n",
+    "links.csv": b"movieId,imdbId,tmdbId\n1,114709,862\n2,113497,8844\n3,114711,\n",
+}
+HOSTILE_LATEST_LINES = {  # appended to one member; the refusal must name that file and line
+    "userId 2^31 (was wrapped negative)": ("ratings.csv", b"2147483648,1,4.0,1500000000"),
+    "movieId 2^32+1 (was film 1)": ("ratings.csv", b"1,4294967297,3.0,1500000000"),
+    "20-digit timestamp (was OverflowError, kept cached)": ("ratings.csv", b"1,1,4.0,99999999999999999999"),
+    "userId 2^63": ("ratings.csv", b"9223372036854775808,1,4.0,1500000000"),
+    "NaN rating": ("ratings.csv", b"1,3,NaN,1500000000"),
+    "byte 0xff": ("ratings.csv", b"1,3\xff,4.0,1500000000"),
+    "film listed twice in links.csv": ("links.csv", b"1,114709,9999"),
+    "negative tmdbId": ("links.csv", b"4,114712,-862"),
+}
+SIGNED = "X-Amz-Signature=5eCr3751gNaTuRe"
+
+
+def ml_latest_hostile_ids(tmp: Path) -> None:
+    """Each hostile line, fed to ml_latest_raw itself: refused naming file and line, archive evicted."""
+    import dagster as dg  # here, not at the top: the other cases' children need not import Dagster
+
+    from cfrec_assets.assets.movielens import MovieLensLatestConfig, ml_latest_raw
+    from cfrec_assets.movielens import MovieLensFormatError
+    from cfrec_assets.resources import DataStore, MovieLensSource
+
+    def run(name: str, files: dict[str, bytes]) -> Path:
+        mirror = tmp / "mirror" / name
+        mirror.mkdir(parents=True)
+        with zipfile.ZipFile(mirror / "ml-latest-small.zip", "w") as zf:
+            for member, data in files.items():
+                zf.writestr(f"ml-latest-small/{member}", data)
+        source, store = MovieLensSource(base_url=mirror.as_uri() + "/"), DataStore(data_dir=str(tmp / name))
+        ml_latest_raw(dg.build_asset_context(), config=MovieLensLatestConfig(), movielens=source, store=store)
+        return store.cache_dir / "ml-latest-small.zip"
+
+    logging.disable(logging.INFO)  # in this child only: the control run's INFO line is not a table row
+    assert run("control", LATEST_FILES).is_file(), "the control release was not cached"
+    failures = []
+    for index, (why, (member, line)) in enumerate(HOSTILE_LATEST_LINES.items()):
+        files = {**LATEST_FILES, member: LATEST_FILES[member] + line + b"\n"}
+        expected = f"{member} line {len(LATEST_FILES[member].splitlines()) + 1}:"
+        try:
+            run(f"case{index}", files)
+            failures.append(f"{why}: accepted")
+        except MovieLensFormatError as exc:
+            if expected not in str(exc):
+                failures.append(f"{why}: {expected!r} not named")
+        except Exception as exc:  # noqa: BLE001 (any other escape is a failed defence, counted)
+            failures.append(f"{why}: {type(exc).__name__}")
+        if (tmp / f"case{index}" / "cache" / "ml-latest-small.zip").exists():
+            failures.append(f"{why}: kept cached")
+    assert not failures, f"{len(failures)} failures: {'; '.join(failures)}"
+
+
+def signed_redirect(tmp: Path) -> None:
+    """A redirect to a signed URL: the signature is followed, never recorded, logged or reported."""
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.DEBUG)
+    redirects = {f"old/{ARCHIVE}": f"/{ARCHIVE}?{SIGNED}", "old/ml-latest-small.zip": f"/ml-latest-small.zip?{SIGNED}"}
+    with Mirror(tmp / "mirror", redirects=redirects) as server:
+        archive = fetch_archive(server.url + "old/", ARCHIVE, tmp / "cache", ML100K_MEMBERS, timeout_seconds=5)
+        try:
+            fetch_archive(server.url + "old/", "ml-latest-small.zip", tmp / "cache", ML100K_MEMBERS, timeout_seconds=5)
+        except DownloadError as exc:
+            error = "".join(traceback.format_exception(exc))
+        else:
+            raise AssertionError("a redirect to a 404 was accepted")
+    assert archive.final_url == f"{server.url}{ARCHIVE}?[redacted]", archive.final_url
+    assert "HTTP Request: GET" in captured.getvalue(), "httpx's request log was not captured"
+    record = (tmp / "cache" / f"{ARCHIVE}.source.json").read_text()
+    for where, text in (("record", record), ("log", captured.getvalue()), ("error", error), ("archive", repr(archive))):
+        assert "5eCr37" not in text, f"signature in the {where}"
+
+
 CASES: list[Case] = [
     Case("credentials: connection refused", credentials_refused),
     Case("credentials: HTTP 404", credentials_http_404, _prepare_release),
@@ -566,6 +647,10 @@ CASES: list[Case] = [
     Case("alert scrub: S3 key id, secret, endpoint userinfo, key + newline", alert_scrub_s3_and_newline_secrets),
     Case("SUPABASE_DB_URL password with a raw @", dsn_raw_at_in_password),
     Case("botocore at DEBUG: access key id in logs", botocore_debug_logs),
+    Case(
+        f"ml-latest: {len(HOSTILE_LATEST_LINES)} hostile ids/links lines, each named and evicted", ml_latest_hostile_ids
+    ),
+    Case("redirect: signed Location (record, log, error)", signed_redirect, _prepare_release),
 ]
 
 

@@ -136,7 +136,8 @@ def ml100k_film_ids(ml_ratings: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataF
 
 def _ml_latest_join(ratings: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
     linked = links.loc[links["tmdbId"].notna(), ["movieId", "tmdbId"]].rename(columns={"tmdbId": "tmdb_id"})
-    return ratings.merge(linked, left_on="movie_id", right_on="movieId", how="left")
+    # many_to_one: a film listed twice would have every rating of it counted twice (parse_links refuses it)
+    return ratings.merge(linked, left_on="movie_id", right_on="movieId", how="left", validate="many_to_one")
 
 
 def _ml100k_join(ml_ratings: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:

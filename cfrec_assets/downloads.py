@@ -18,27 +18,36 @@ of the bytes used. :func:`evict` drops an archive whose contents failed validati
 
 HTTP responses are read raw (``iter_raw``): the raw byte count is compared with
 ``Content-Length`` and a ``Content-Encoding: gzip`` body is decoded here, with a bounded output
-(:data:`MAX_ARCHIVE_BYTES`), instead of by httpx. Every URL in a message, log line or record
-goes through :func:`cfrec_assets.redact.redact_url`; credentials in the base URL are sent as
-an ``Authorization`` header, never as part of a URL that httpx would log.
+(:data:`MAX_ARCHIVE_BYTES`), instead of by httpx. Every URL in a message, log line, record or
+metadata value goes through :func:`cfrec_assets.redact.redact_url_and_query`: no userinfo, and
+no query string, which may carry a token or, after a redirect to a CDN, a signature (the record
+tells sources apart by a slow digest of their query instead, :func:`_query_digest`). Credentials
+in the base URL are sent as an ``Authorization`` header, never as part of a URL that httpx would
+log, and httpx's own log line of every request it sends shows the URL redacted too
+(:data:`_REQUEST_LOG`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import re
 import struct
+import threading
 import urllib.parse
 import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import httpx
 
-from cfrec_assets.redact import redact_dsn_secrets, redact_url, split_credentials
+from cfrec_assets.redact import REDACTED, redact_dsn_secrets, redact_url, redact_url_and_query, split_credentials
 from cfrec_assets.storage import sha256_file, write_atomic
 
 CHUNK = 1 << 20
@@ -82,9 +91,46 @@ class DownloadError(RuntimeError):
     """A download failed or produced an archive that cannot be trusted."""
 
 
+class _RedactedRequestLog(logging.Filter):
+    """httpx logs the URL of every request it sends at INFO, each redirect it follows included,
+    and httpcore the response headers at DEBUG, ``Location`` included, so a signed redirect would
+    show its signature. While :meth:`active` in a thread, that thread's records from them show
+    URLs without query strings or userinfo; other users of httpx are left alone."""
+
+    LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy", "httpcore.socks")
+    _QUERY_OR_USERINFO = re.compile(r"(\?)[^\s'\"]+|(://)[^\s'\"/@]*@")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        self._local.on = True
+        try:
+            yield
+        finally:
+            self._local.on = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(self._local, "on", False):
+            try:
+                text = record.getMessage()
+            except (TypeError, ValueError):  # a malformed record is logging's to report, never the download's
+                return True
+            record.msg = self._QUERY_OR_USERINFO.sub(lambda m: m.group(2) or m.group(1) + REDACTED, text)
+            record.args = ()
+        return True
+
+
+_REQUEST_LOG = _RedactedRequestLog()
+
+
 @dataclass(frozen=True)
 class CachedArchive:
-    """A verified archive in the cache. URLs are redacted (no ``user:password@``)."""
+    """A verified archive in the cache. URLs are redacted (no ``user:password@``, no query string)."""
 
     path: Path
     sha256: str
@@ -99,7 +145,7 @@ def archive_url(base_url: str, filename: str) -> str:
     scheme = urllib.parse.urlsplit(base_url).scheme
     if scheme not in ("http", "https", "file"):
         raise DownloadError(
-            f"unsupported download base URL scheme {scheme!r} in {redact_url(base_url)!r}: "
+            f"unsupported download base URL scheme {scheme!r} in {redact_url_and_query(base_url)!r}: "
             "use http://, https:// or file://"
         )
     return base_url.rstrip("/") + "/" + urllib.parse.quote(filename)
@@ -125,16 +171,14 @@ def fetch_archive(
     """Return the cached archive for this source, downloading and verifying it first if needed.
 
     The cache holds one ``filename`` per ``cache_dir``: it is reused only when its record names
-    the same (redacted) source URL and its bytes still hash to the recorded sha256; otherwise a
-    fresh copy replaces it once verified. A failed download leaves the cache as it was. The
-    returned URLs are redacted; ``final_url`` is the one that answered after redirects.
+    the same source URL and its bytes still hash to the recorded sha256; otherwise a fresh copy
+    replaces it once verified. A failed download leaves the cache as it was. The returned URLs
+    are redacted; ``final_url`` is the one that answered after redirects.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / filename
     url = archive_url(base_url, filename)
-    return _reuse(target, redact_url(url), required_members) or _download(
-        url, target, required_members, timeout_seconds
-    )
+    return _reuse(target, url, required_members) or _download(url, target, required_members, timeout_seconds)
 
 
 def evict(archive: CachedArchive) -> None:
@@ -154,13 +198,30 @@ def _record_path(target: Path) -> Path:
     return target.with_name(target.name + ".source.json")
 
 
-def _reuse(target: Path, source_url: str, required_members: tuple[str, ...]) -> CachedArchive | None:
-    """The cached archive if it came from ``source_url`` and still hashes to its record."""
+def _query_digest(url: str) -> str | None:
+    """What tells apart two sources whose redacted URLs are the same (``...?[redacted]``): a salted,
+    deliberately slow digest of the query (scrypt, tens of ms), so the record never holds a token, and a short
+    one cannot be found from it by trying candidates quickly. None when the URL has no query."""
+    query = urllib.parse.urlsplit(redact_url(url)).query
+    if not query:
+        return None
+    return hashlib.scrypt(query.encode(), salt=b"cfrec download source", n=2**14, r=8, p=1).hex()
+
+
+def _source_record(url: str) -> dict[str, str | None]:
+    return {"source_url": redact_url_and_query(url), "source_query_digest": _query_digest(url)}
+
+
+def _reuse(target: Path, url: str, required_members: tuple[str, ...]) -> CachedArchive | None:
+    """The cached archive if it came from ``url`` and still hashes to its record."""
     try:
         record = json.loads(_record_path(target).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # no record (a cache older than records, or an interrupted write): refetch
-    if not isinstance(record, dict) or record.get("source_url") != source_url or not target.is_file():
+    if not isinstance(record, dict) or not target.is_file():
+        return None
+    source = _source_record(url)
+    if any(record.get(key) != value for key, value in source.items()):
         return None
     try:
         verify_archive(target, required_members, name=target.name)
@@ -169,12 +230,19 @@ def _reuse(target: Path, source_url: str, required_members: tuple[str, ...]) -> 
     digest = sha256_file(target)
     if digest != record.get("sha256"):
         return None
-    final_url = str(record.get("final_url") or source_url)
-    return CachedArchive(target, digest, source_url, True, target.stat().st_size, final_url)
+    final_url = redact_url_and_query(str(record.get("final_url") or source["source_url"]))
+    if final_url != record.get("final_url"):  # written before query strings were redacted: rewrite it
+        _write_record(target, {**record, "final_url": final_url})
+    return CachedArchive(target, digest, source["source_url"], True, target.stat().st_size, final_url)
+
+
+def _write_record(target: Path, record: dict) -> None:
+    write_atomic(_record_path(target), lambda p: p.write_text(json.dumps(record, indent=1), encoding="utf-8"))
 
 
 def _download(url: str, target: Path, required_members: tuple[str, ...], timeout_seconds: float) -> CachedArchive:
-    source_url = redact_url(url)
+    source = _source_record(url)
+    source_url = source["source_url"]
     got: dict[str, str] = {}
 
     def fill(tmp: Path) -> None:  # a failure here leaves the cache as it was (storage.write_atomic)
@@ -185,16 +253,15 @@ def _download(url: str, target: Path, required_members: tuple[str, ...], timeout
         _record_path(target).unlink(missing_ok=True)  # no moment where a record names other bytes
 
     write_atomic(target, fill)
-    record = {"source_url": source_url, **got}
-    write_atomic(_record_path(target), lambda p: p.write_text(json.dumps(record, indent=1), encoding="utf-8"))
+    _write_record(target, {**source, **got})
     return CachedArchive(target, got["sha256"], source_url, False, target.stat().st_size, got["final_url"])
 
 
 def _stream(url: str, out: BinaryIO, timeout_seconds: float, max_bytes: int = MAX_ARCHIVE_BYTES) -> str:
     """Write the body at ``url`` to ``out``; return the redacted URL that answered."""
-    shown = redact_url(url)
+    shown = redact_url_and_query(url)
     if urllib.parse.urlsplit(url).scheme == "file":
-        path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(shown).path))
+        path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(redact_url(url)).path))
         try:
             with path.open("rb") as src:
                 sink = _BoundedSink(out, shown, None, max_bytes)
@@ -206,14 +273,17 @@ def _stream(url: str, out: BinaryIO, timeout_seconds: float, max_bytes: int = MA
     # Credentials go in an Authorization header: httpx logs the request URL at INFO level.
     bare_url, credentials = split_credentials(url)
     try:
-        with httpx.stream(
-            "GET",
-            bare_url,
-            auth=credentials,
-            timeout=timeout_seconds,
-            follow_redirects=True,
-            headers={"Accept-Encoding": "gzip"},
-        ) as resp:
+        with (
+            _REQUEST_LOG.active(),
+            httpx.stream(
+                "GET",
+                bare_url,
+                auth=credentials,
+                timeout=timeout_seconds,
+                follow_redirects=True,
+                headers={"Accept-Encoding": "gzip"},
+            ) as resp,
+        ):
             return _receive(resp, shown, out, max_bytes)
     except httpx.RemoteProtocolError as exc:
         raise DownloadError(f"GET {shown} was truncated: {redact_dsn_secrets(str(exc), url)}") from None
@@ -222,7 +292,7 @@ def _stream(url: str, out: BinaryIO, timeout_seconds: float, max_bytes: int = MA
 
 
 def _receive(resp: httpx.Response, shown: str, out: BinaryIO, max_bytes: int) -> str:
-    final_url = redact_url(str(resp.url))
+    final_url = redact_url_and_query(str(resp.url))
     where = shown if final_url == shown else f"{shown} (redirected to {final_url})"
     if resp.status_code != 200:
         raise DownloadError(f"GET {where} returned HTTP {resp.status_code}")
@@ -294,7 +364,7 @@ def verify_archive(
     """Raise DownloadError unless ``path`` is an intact zip holding ``required_members``,
     within the size limits of archive ``name`` (default: the file's name). Every member is
     inflated (and counted) to check its CRC."""
-    where = redact_url(source) if source else str(path)
+    where = redact_url_and_query(source) if source else str(path)
     try:
         with zipfile.ZipFile(path) as zf, path.open("rb") as fh:
             infos = zf.infolist()

@@ -23,6 +23,7 @@ REDACTED = "[redacted]"
 # host[:port] right after a userinfo '@': a reg-name/IPv4, or an IPv6 literal, maybe empty
 # (``file://user:pw@/path``, libpq's ``postgresql://user@/db?host=/socket``).
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Za-z:.%_-]*\]|[^\s/?#@\[\]:]*)(?::\d*)?(?=[/?#]|$)")
+_QUERY_OR_FRAGMENT = re.compile(r"[?#].*", re.DOTALL)
 _URL_PASSWORD_PARAM = re.compile(r"(?i)\b((?:ssl)?password=)([^&#]*)")
 # libpq keyword/value DSN: password=secret or password='it''s \' quoted'
 _KEYWORD_PASSWORD = re.compile(r"(?i)\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
@@ -61,6 +62,13 @@ def redact_url(url: str) -> str:
         return _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + REDACTED, url)
     prefix, _userinfo, rest = parts
     return prefix + _URL_PASSWORD_PARAM.sub(lambda m: m.group(1) + REDACTED, rest)
+
+
+def redact_url_and_query(url: str) -> str:
+    """:func:`redact_url`, with the query string and fragment also replaced by ``[redacted]``: for
+    a URL whose query may carry a signature or a token, such as the ``Location`` a download is
+    redirected to (``https://cdn/ml-32m.zip?X-Amz-Signature=...`` shows as ``https://cdn/ml-32m.zip?[redacted]``)."""
+    return _QUERY_OR_FRAGMENT.sub(lambda m: m.group()[0] + REDACTED, redact_url(url), count=1)
 
 
 def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:

@@ -35,7 +35,14 @@ from cfrec_assets.catalog import (
 )
 from cfrec_assets.downloads import MAX_ARCHIVE_BYTES, DownloadError, evict, fetch_archive, member_limit, safe_extract
 from cfrec_assets.movielens import ML100K_MEMBERS
-from cfrec_assets.redact import REDACTED, dsn_password, redact_dsn_secrets, redact_url, split_credentials
+from cfrec_assets.redact import (
+    REDACTED,
+    dsn_password,
+    redact_dsn_secrets,
+    redact_url,
+    redact_url_and_query,
+    split_credentials,
+)
 from cfrec_assets.storage import sha256_file
 from cfrec_testkit.http_server import FolderServer
 from cfrec_testkit.movielens_fixtures import write_zip
@@ -354,6 +361,80 @@ def test_redirected_download_records_the_url_that_answered(tmp_path: Path) -> No
     assert first.source_url == server.url + "old/ml-100k.zip"
     assert first.final_url == second.final_url == server.url + "ml-100k.zip"
     assert second.from_cache
+
+
+# --- Downloads: signed and tokened URLs (issue 16, cause 12) ------------------------------------
+
+SIGNATURE = "X-Amz-Signature=5eCr3751gNaTuRe"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://cdn.example/ml-32m.zip?X-Amz-Signature=abc&X-Amz-Credential=AK",
+            "https://cdn.example/ml-32m.zip?[redacted]",
+        ),
+        ("https://user:pw@cdn.example/get?token=abc#frag", "https://cdn.example/get?[redacted]"),
+        ("https://cdn.example/ml.zip#access_token=abc", "https://cdn.example/ml.zip#[redacted]"),
+        ("https://cdn.example/ml.zip", "https://cdn.example/ml.zip"),
+        ("https://user:p?ss@cdn.example/ml.zip", "https://cdn.example/ml.zip"),  # a '?' in the password is no query
+    ],
+)
+def test_redact_url_and_query_drops_query_fragment_and_userinfo(url: str, shown: str) -> None:
+    assert redact_url_and_query(url) == shown
+
+
+def test_signed_redirect_is_recorded_logged_and_reported_without_its_signature(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mirror = tmp_path / "mirror"
+    release_zip(mirror / "ml-100k.zip")
+    cache = tmp_path / "cache"
+    caplog.set_level(logging.DEBUG)
+    with FolderServer(mirror) as server:
+        server.state.redirects["old/ml-100k.zip"] = f"/ml-100k.zip?{SIGNATURE}"
+        server.state.redirects["old/ml-latest-small.zip"] = f"/ml-latest-small.zip?{SIGNATURE}"
+        first = fetch_archive(server.url + "old/", "ml-100k.zip", cache, ML100K_MEMBERS)
+        second = fetch_archive(server.url + "old/", "ml-100k.zip", cache, ML100K_MEMBERS)
+        with pytest.raises(DownloadError) as refused:
+            fetch_archive(server.url + "old/", "ml-latest-small.zip", cache, ML100K_MEMBERS)
+    assert server.state.requests[1] == f"/ml-100k.zip?{SIGNATURE}"  # the signed URL was followed
+    assert first.final_url == second.final_url == server.url + "ml-100k.zip?[redacted]" and second.from_cache
+    error = "".join(traceback.format_exception(refused.value))
+    assert "ml-latest-small.zip?[redacted]" in error and "HTTP 404" in error
+    assert "HTTP Request: GET" in caplog.text and "?[redacted]" in caplog.text  # httpx's own log line
+    record = (cache / "ml-100k.zip.source.json").read_text()
+    for text in (record, caplog.text, error, repr(first), repr(second)):
+        assert "5eCr37" not in text
+
+
+def test_source_query_is_never_recorded_but_still_tells_sources_apart(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    release_zip(mirror / "ml-100k.zip")
+    cache = tmp_path / "cache"
+    with FolderServer(mirror) as server:
+        for token in ("t0ken-one", "t0ken-two"):
+            server.state.redirects[f"get?token={token}&file=/ml-100k.zip"] = "/ml-100k.zip"
+        first = fetch_archive(server.url + "get?token=t0ken-one&file=", "ml-100k.zip", cache, ML100K_MEMBERS)
+        again = fetch_archive(server.url + "get?token=t0ken-one&file=", "ml-100k.zip", cache, ML100K_MEMBERS)
+        other = fetch_archive(server.url + "get?token=t0ken-two&file=", "ml-100k.zip", cache, ML100K_MEMBERS)
+    assert first.source_url == other.source_url == server.url + "get?[redacted]"
+    assert again.from_cache and not other.from_cache  # same shown URL, another query: another source
+    assert "t0ken" not in (cache / "ml-100k.zip.source.json").read_text()
+
+
+def test_a_record_written_with_a_signed_url_is_redacted_when_reused(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    release_zip(mirror / "ml-100k.zip")
+    cache = tmp_path / "cache"
+    fetch_archive(mirror.as_uri(), "ml-100k.zip", cache, ML100K_MEMBERS)
+    record_path = cache / "ml-100k.zip.source.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "final_url": f"https://cdn.example/ml-100k.zip?{SIGNATURE}"}))
+    reused = fetch_archive(mirror.as_uri(), "ml-100k.zip", cache, ML100K_MEMBERS)
+    assert reused.from_cache and reused.final_url == "https://cdn.example/ml-100k.zip?[redacted]"
+    assert "5eCr37" not in record_path.read_text()
 
 
 # --- Catalog pickles built from allowed types to exhaust the machine (case 4) --------------------

@@ -31,7 +31,12 @@ def test_u_data_parses_types_and_values(tmp_path: Path) -> None:
         ("1\t2\t3\t4\n1\t2\tthree\t4\n", "u.data line 2: non-integer field"),
         ("1\t2\t6\t4\n", "u.data line 1: rating 6 outside 1..5"),
         ("1\t2\t0\t4\n", "u.data line 1: rating 0 outside 1..5"),
-        ("0\t2\t3\t4\n", "u.data line 1: ids must be positive"),
+        ("0\t2\t3\t4\n", "u.data line 1: user id 0 outside 1..2147483647"),
+        # once a bare OverflowError (numpy's int32/int64), which did not evict the cached archive
+        ("1\t2\t3\t4\n2147483648\t2\t3\t4\n", "u.data line 2: user id 2147483648 outside 1..2147483647"),
+        ("1\t4294967297\t3\t4\n", "u.data line 1: item id 4294967297 outside"),
+        ("1\t2\t3\t99999999999999999999\n", "u.data line 1: timestamp 99999999999999999999 outside 0..9223372036"),
+        ("1\t2\t3\t-4\n", "u.data line 1: timestamp -4 outside"),
         ("", "u.data: no ratings"),
     ],
 )
@@ -53,6 +58,8 @@ def test_u_item_reads_latin1_titles(tmp_path: Path) -> None:
         (f"1|A (1995)|||url{GENRES}\n2|B (1995)|||url|0\n", r"u.item line 2: expected 24 '\|'-separated fields, got 6"),
         (f"x|A (1995)|||url{GENRES}\n", "u.item line 1: item id and genre flags must be integers"),
         (f"1|A (1995)|||url{GENRES}\n1|B (1995)|||url{GENRES}\n", "u.item line 2: duplicate item id 1"),
+        (f"2147483648|A (1995)|||url{GENRES}\n", "u.item line 1: item id 2147483648 outside 1..2147483647"),
+        (f"1|A (1995)|||url{GENRES[:-2]}|300\n", "u.item line 1: genre flag 300 outside 0..1"),  # was int8 44
     ],
 )
 def test_u_item_errors_name_file_and_line(tmp_path: Path, body: str, message: str) -> None:
@@ -77,3 +84,27 @@ def test_links_and_movies_errors(tmp_path: Path) -> None:
         write(tmp_path / "movies.csv", 'movieId,title,genres\n1,"Usual Suspects, The (1995)",Crime\n')
     )
     assert movies.loc[0, "title"] == "Usual Suspects, The (1995)"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [  # a film listed twice once had its ratings counted under both TMDB ids; 20 digits an OverflowError
+        ("1,114709,862\n2,113497,8844\n1,114709,9999\n", "links.csv line 4: movieId 1 is already listed on line 2"),
+        ("1,114709,-862\n", "links.csv line 2: tmdbId -862 outside 1..9223372036854775807"),
+        ("1,114709,0\n", "links.csv line 2: tmdbId 0 outside"),
+        ("1,0,862\n", "links.csv line 2: imdbId 0 outside"),
+        ("1,114709,99999999999999999999\n", "links.csv line 2: tmdbId 99999999999999999999 outside"),
+        ("4294967297,114709,862\n", "links.csv line 2: movieId 4294967297 outside 1..2147483647"),
+    ],
+)
+def test_links_refuse_a_film_listed_twice_and_ids_out_of_range(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(MovieLensFormatError, match=f"^{message}"):
+        parse_links(write(tmp_path / "links.csv", "movieId,imdbId,tmdbId\n" + body))
+
+
+def test_movies_refuse_a_film_listed_twice_and_name_a_byte_that_is_not_utf8(tmp_path: Path) -> None:
+    with pytest.raises(MovieLensFormatError, match="^movies.csv line 3: movieId 1 is already listed on line 2"):
+        parse_movies(write(tmp_path / "movies.csv", "movieId,title,genres\n1,A (1995),Drama\n1,B (1995),Drama\n"))
+    (tmp_path / "movies.csv").write_bytes(b"movieId,title,genres\n1,A (1995),Drama\n2,Caf\xe9 (1995),Drama\n")
+    with pytest.raises(MovieLensFormatError, match=r"^movies.csv line 3: not valid UTF-8 \(byte 0xe9 at column 6\)"):
+        parse_movies(tmp_path / "movies.csv")

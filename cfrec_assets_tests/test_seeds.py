@@ -1,5 +1,6 @@
 """Seed ratings from an ml-latest release beside ML-100K: parsing, links, seed choice, coverage, memory."""
 
+import re
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -8,10 +9,21 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from cfrec_assets.assets.movielens import _members
 from cfrec_assets.assets.ratings import chosen_seeds
 from cfrec_assets.combine import catalog_coverage, ml_latest_seed, uncovered_films
 from cfrec_assets.memory import MemoryBudgetError, available_bytes, cross_validation_bytes, require_memory
-from cfrec_assets.movielens import MovieLensFormatError, link_report, parse_links, parse_movies, parse_ratings_csv
+from cfrec_assets.movielens import (
+    _SURELY_VALID,
+    ML100K_ARCHIVE,
+    ML100K_MEMBERS,
+    MovieLensFormatError,
+    _rating_line_problem,
+    link_report,
+    parse_links,
+    parse_movies,
+    parse_ratings_csv,
+)
 from cfrec_assets.resources import CatalogSource
 from cfrec_assets.supabase_io import SupabasePostgresResource
 from cfrec_testkit.graph import UP_TO_COMBINED, failure_messages, make_graph_env, metadata
@@ -37,17 +49,72 @@ def test_ratings_csv_parses_half_stars(tmp_path):
 @pytest.mark.parametrize(
     ("body", "line", "why"),
     [
-        ("1,10,4.0,100\n1,x,4.0,101\n", 3, "invalid literal"),
+        ("1,10,4.0,100\n1,x,4.0,101\n", 3, "movieId 'x' is not a whole number"),
         ("1,10,4.0,100\n1,11,4.0\n", 3, "expected 4 fields, got 3"),
         ("1,10,4.0,100\n1,11,4.0,101,7\n", 3, "expected 4 fields, got 5"),
-        ("1,10,4.25,100\n", 2, "halves"),
-        ("1,10,5.5,100\n", 2, "halves"),
-        ("0,10,4.0,100\n", 2, "ids >= 1"),
+        ("1,10,4.25,100\n", 2, "rating 4.25 is not 0.5..5 in halves"),
+        ("1,10,5.5,100\n", 2, "rating 5.5 is not 0.5..5 in halves"),
+        ("0,10,4.0,100\n", 2, "userId 0 outside 1..2147483647"),
+        # ids beyond int32 were wrapped into other ids (2^32 + 1 became film 1), not refused
+        ("1,10,4.0,100\n2147483648,10,4.0,100\n", 3, "userId 2147483648 outside 1..2147483647"),
+        ("1,1,4.0,100\n1,4294967297,3.0,100\n", 3, "movieId 4294967297 outside 1..2147483647"),
+        # beyond int64 and beyond uint64: the reader's own error, without a line
+        ("1,10,4.0,100\n9223372036854775808,10,4.0,100\n", 3, "userId 9223372036854775808 outside"),
+        ("1,10,4.0,100\n99999999999999999999,10,4.0,100\n", 3, "userId 99999999999999999999 outside"),
+        ("1,10,4.0,100\n1,11,4.0,99999999999999999999\n", 3, "timestamp 99999999999999999999 outside 0..9223372036"),
+        ("1,10,4.0,100\n1,11,4.0,1000000000000\n", 3, "timestamp 1000000000000 outside"),  # year 33658
+        ("1,10,4.0,100\n" + "9" * 5000 + ",11,4.0,100\n", 3, "userId is 5,000 characters long"),
+        ("1,10,4.0,100\n1,11,NaN,100\n", 3, "rating 'NaN' is not a decimal number"),
+        ("1,10,4.0,100\n1,12,inf,100\n", 3, "rating inf is not 0.5..5"),  # parsed, then refused
+        ('1,10,4.0,100\n"1",11,4.0,100\n', 3, "userId '\"1\"' is not a whole number"),
+        # blank lines are skipped, but still counted: the line named is the file's
+        ("1,10,4.0,100\n\n\n1,10,9.0,100\n", 5, "rating 9.0 is not"),
+        ("1,10,4.0,100\n\n1,x,4.0,100\n", 4, "movieId 'x'"),
     ],
 )
 def test_malformed_ratings_row_names_its_line(tmp_path, body, line, why):
-    with pytest.raises(MovieLensFormatError, match=f"ratings.csv line {line}: .*{why}"):
+    with pytest.raises(MovieLensFormatError, match=f"^ratings.csv line {line}: {re.escape(why)}"):
         parse_ratings_csv(ratings_file(tmp_path, body))
+
+
+def test_ratings_byte_that_is_not_utf8_names_its_line_and_column(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(HEADER.encode() + b"1,10,4.0,100\n1,1\xff,4.0,100\n")
+    with pytest.raises(MovieLensFormatError, match=r"^ratings.csv line 3: not valid UTF-8 \(byte 0xff at column 4\)"):
+        parse_ratings_csv(path)
+    path.write_bytes(b"userId,movieId,rating,timestam\xe9\n1,10,4.0,100\n")
+    with pytest.raises(MovieLensFormatError, match="^ratings.csv line 1: expected header"):
+        parse_ratings_csv(path)
+
+
+def test_column_checks_line_rules_and_their_shortcut_agree(tmp_path):
+    """The reader + column checks (the fast path) accept exactly the lines the line-by-line rules
+    accept (they name the line once the file failed), and their shortcut only skips valid lines."""
+    ids = ["0", "1", "01", "999999999", "2147483647", "2147483648"]
+    stars = ["0", "0.5", ".5", "4.50", "5", "5.", "5.0", "5.5", "0.0", "1.25", "10", "4.5.5"]
+    stamps = ["0", "09", "8999999999", "9223372036", "9223372037"]
+    lines = [
+        f"{user},{movie},{star},{stamp}"
+        for user in ids
+        for movie in ("1", ids[-1])
+        for star in stars
+        for stamp in stamps
+    ]
+    for line in lines:
+        valid = _rating_line_problem(line) is None
+        assert valid or not _SURELY_VALID.fullmatch(line), line
+        try:
+            parse_ratings_csv(ratings_file(tmp_path, line + "\n"))
+        except MovieLensFormatError as refused:
+            assert not valid and str(refused).startswith("ratings.csv line 2: "), (line, refused)
+        else:
+            assert valid, line
+
+
+def test_largest_ids_and_timestamps_are_kept_exactly(tmp_path):
+    frame = parse_ratings_csv(ratings_file(tmp_path, "2147483647,2147483647,4.0,9223372036\n1,1,0.5,0\n"))
+    assert frame["user_id"].tolist() == frame["movie_id"].tolist() == [2147483647, 1]
+    assert frame["timestamp"].tolist() == [9223372036, 0]
 
 
 def test_wrong_header_and_empty_file_are_refused(tmp_path):
@@ -72,6 +139,13 @@ def test_missing_and_shared_tmdb_ids_are_counted_and_dropped():
     seed = ml_latest_seed(ratings, links, dropped)
     assert dropped["ml_latest_unlinked_film"] == 1
     assert seed["user_id"].tolist() == ["mll_7", "mll_7", "mll_8"] and seed["tmdb_id"].tolist() == [862, 500, 500]
+
+
+def test_seed_refuses_links_listing_a_film_twice():
+    links = pd.DataFrame({"movieId": [1, 1], "imdbId": [1, 1], "tmdbId": pd.array([862, 863], dtype="Int64")})
+    ratings = pd.DataFrame({"user_id": [7], "movie_id": [1], "rating": [4.0], "timestamp": [100]})
+    with pytest.raises(pd.errors.MergeError, match="not a many-to-one merge"):
+        ml_latest_seed(ratings, links, Counter())
 
 
 def test_seed_choice_parsing():
@@ -251,3 +325,55 @@ def test_release_rating_an_unknown_film_fails_and_is_not_cached(tmp_path):
         result = env.materialize(instance, selection=["ml_latest_raw"])
     assert "rates 1 movieId(s) missing from movies.csv, e.g. 987654" in failure_messages(result)["ml_latest_raw"]
     assert not (env.data_dir / "cache" / "ml-latest-small.zip").exists()  # evicted: a fixed mirror is fetched again
+
+
+def _release_with(env, **tails: str) -> None:
+    """Rewrite the mirror's ml-latest-small.zip with ``tails`` appended to its members (``ratings``,
+    ``movies``, ``links``)."""
+    folder = env.mirror.ml_latest_dir
+    members = {
+        f"ml-latest-small/{name}.csv": ((folder / f"{name}.csv").read_text() + tails.get(name, "")).encode()
+        for name in ("ratings", "movies", "links")
+    }
+    write_zip(env.mirror.root / "ml-latest-small.zip", members)
+
+
+@pytest.mark.parametrize(
+    ("tails", "message"),
+    [  # an OverflowError once, and the bad archive stayed cached
+        ({"ratings": "1,1,4.0,99999999999999999999\n"}, "timestamp 99999999999999999999 outside"),
+        # once wrapped to film 1 (which exists): accepted, a rating silently replaced
+        ({"ratings": "1,4294967297,3.0,1500000000\n"}, "movieId 4294967297 outside 1..2147483647"),
+        # once two tmdbIds for one film: its ratings doubled under another film
+        ({"links": "1,99,4242\n"}, "movieId 1 is already listed on line 2"),
+        ({"links": "987654,99,-862\n"}, "tmdbId -862 outside"),
+    ],
+)
+def test_hostile_release_fails_naming_file_and_line_and_is_not_cached(tmp_path, tails, message):
+    env = make_graph_env(tmp_path)
+    _release_with(env, **tails)
+    name = next(iter(tails))
+    lines = len((env.mirror.ml_latest_dir / f"{name}.csv").read_text().splitlines()) + 1
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance, selection=["ml_latest_raw"])
+    error = failure_messages(result)["ml_latest_raw"]
+    assert "MovieLensFormatError" in error and f"{name}.csv line {lines}: {message}" in error
+    assert not (env.data_dir / "cache" / "ml-latest-small.zip").exists()
+    assert not (env.data_dir / "cache" / "ml-latest-small.zip.source.json").exists()
+
+
+def test_any_failure_while_parsing_evicts_the_archive_but_a_memory_refusal_keeps_it(tmp_path):
+    env = make_graph_env(tmp_path)
+    cached = env.data_dir / "cache" / "ml-100k.zip"
+    movielens = env.resources()["movielens"]
+    with pytest.raises(KeyError, match="u.genre"):  # any exception, not only the parsers' own
+        with _members(movielens, env.store, ML100K_ARCHIVE, ML100K_MEMBERS) as (_, files):
+            assert cached.is_file()
+            files["ml-100k/u.genre"]
+    assert not cached.exists()
+    with dg.instance_for_test() as instance:
+        result = env.materialize(
+            instance, selection=["ml_latest_raw"], ops={"ml_latest_raw": {"config": {"memory_budget_bytes": 1000}}}
+        )
+    assert "MemoryBudgetError" in failure_messages(result)["ml_latest_raw"]
+    assert (env.data_dir / "cache" / "ml-latest-small.zip").is_file()  # the machine is small, not the archive bad

@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from cfrec_assets.downloads import CachedArchive, evict, fetch_archive, safe_extract
-from cfrec_assets.memory import require_memory
+from cfrec_assets.memory import MemoryBudgetError, require_memory
 from cfrec_assets.movielens import (
     ML100K_ARCHIVE,
     ML100K_MEMBERS,
@@ -33,7 +33,7 @@ GROUP = "movielens"
 def _archive_metadata(archive: CachedArchive) -> dict:
     return {
         "sha256": archive.sha256,
-        "source_url": archive.source_url,  # already without credentials
+        "source_url": archive.source_url,  # redacted: no credentials, no query string
         "final_url": archive.final_url,
         "from_cache": archive.from_cache,
         "archive_bytes": archive.bytes,
@@ -44,14 +44,18 @@ def _archive_metadata(archive: CachedArchive) -> dict:
 @contextmanager
 def _members(movielens: MovieLensSource, store: DataStore, filename: str, members: tuple[str, ...]):
     """The verified (cached) archive and its members extracted into a folder of this step's own,
-    removed afterwards. If parsing them fails, the cached archive is evicted, so a fixed mirror is
-    downloaded again instead of the bad archive being reused forever."""
+    removed afterwards. If extracting or parsing them fails in any way, the cached archive is
+    evicted, so a fixed mirror is downloaded again instead of the bad archive being reused forever.
+    Kept only when the memory pre-check refuses: that says the machine is too small, not the
+    archive bad, and the next attempt on a bigger machine should not download it again."""
     archive = fetch_archive(movielens.base_url, filename, store.cache_dir, members, movielens.timeout_seconds)
     store.cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=store.cache_dir) as folder:
         try:
             yield archive, safe_extract(archive.path, Path(folder), members)
-        except (MovieLensFormatError, ValueError):
+        except MemoryBudgetError:
+            raise
+        except Exception:  # not BaseException: an interrupted run says nothing about the archive
             evict(archive)
             raise
 
