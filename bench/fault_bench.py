@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import logging
 import multiprocessing
 import os
 import pickle
@@ -465,6 +466,7 @@ def serving_npz_is_fifo(tmp: Path) -> None:
 
 
 def watcher_after_a_fifo_version(tmp: Path) -> None:
+    logging.getLogger("cfrec_assets.watcher").setLevel(logging.ERROR)  # its refusal warning would split the table
     serving = tmp / "serving"
     promote_version(write_model_version(tmp / "models", version_name(1), seed=1), serving)
     watcher = DeployedModelWatcher(serving, interval=3600).start()

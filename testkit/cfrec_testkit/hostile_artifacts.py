@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import threading
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,3 +44,28 @@ def npz_with_member(
                 written.write(bytes(min(remaining, _CHUNK)))
                 remaining -= _CHUNK
     return target
+
+
+def call_unless_blocked_on(fifo: Path, call: Callable[[], Any], guard_seconds: float = 60.0) -> Any:
+    """``call()``'s result or exception; if it is still blocked after ``guard_seconds`` (a FIFO
+    opened without ``O_NONBLOCK`` waits for a writer forever), open ``fifo``'s write end so the
+    reader sees EOF and returns, then raise ``AssertionError``. The guard is never reached by a
+    loader that refuses FIFOs; it only turns the old hang into a failure."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(guard_seconds)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY))
+        worker.join()
+        raise AssertionError(f"blocked on the FIFO {fifo} for {guard_seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
