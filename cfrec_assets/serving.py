@@ -252,7 +252,9 @@ def load_deployed(
     except FileNotFoundError as error:
         raise NoDeployedModelError(str(error)) from None
     except CacheError as error:
-        raise ModelCacheError(f"cannot use the model cache: {error}") from None
+        raise ModelCacheError(
+            f"cannot use the model cache: {error} (CFREC_MODEL_CACHE_DIR or cache_dir choose another folder)"
+        ) from None
     except DeploymentError as error:
         raise ArtifactVerificationError(f"cannot fetch the deployed model: {error}") from None
     return load_version(folder, manifest["files"], manifest, allow_pickle=allow_pickle)
