@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import json
 import logging
 import multiprocessing
 import os
@@ -46,15 +47,21 @@ import pandas as pd
 
 from cfrec_assets.catalog import CatalogError, load_catalog_ids
 from cfrec_assets.checks import svd_artifacts_load_and_predict
+from cfrec_assets.deployment import DeploymentError, file_records, promote
 from cfrec_assets.downloads import MAX_ARCHIVE_BYTES, DownloadError, evict, fetch_archive, member_limit
 from cfrec_assets.movielens import ML100K_MEMBERS
 from cfrec_assets.records import ModelVersion
 from cfrec_assets.redact import redact_dsn_secrets, redact_url
-from cfrec_assets.schema import APP_RATING_COLUMNS, MODEL_FILE
+from cfrec_assets.schema import APP_RATING_COLUMNS, MANIFEST_FILE, MODEL_FILE, SERVING_FILE, VERSIONS_DIR
+from cfrec_assets.serving import ServingError, default_cache_dir, load_deployed, load_version
 from cfrec_assets.storage import sha256_file
 from cfrec_assets.supabase_io import SupabaseResource
 from cfrec_assets.supabase_io.table import validate_ratings
-from cfrec_testkit.models import write_model_version
+from cfrec_assets.targets import open_target
+from cfrec_assets.watcher import DeployedModelWatcher
+from cfrec_testkit.hostile_artifacts import npz_with_member
+from cfrec_testkit.models import promote_version, version_name, write_model_version
+from cfrec_testkit.s3_server import s3_server
 
 SECRET = "s3cr3tPW"
 ARCHIVE = "ml-100k.zip"
@@ -619,6 +626,187 @@ def signed_redirect(tmp: Path) -> None:
         assert "5eCr37" not in text, f"signature in the {where}"
 
 
+# --- Issue 16: serving artifacts (sizes and file types before reading, npz members, JSON depth, model cache)
+
+OTHER_UID = 4242  # "another local user": the bench runs as root, which may chown to any uid
+SPARSE_NPZ = 3 << 30
+S3_OVERSIZED = 512 << 20
+NESTED_JSON = b"[" * 100_000
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def expect_load_refusal(load: Callable[[], object], *fragments: str, error: type = ServingError) -> None:
+    """``load`` must raise ``error`` naming every fragment, and the child's peak RSS must grow by
+    less than 64 MB meanwhile (the hostile artifact was refused before it was read whole)."""
+    before = _peak_mb()
+    try:
+        load()
+    except error as exc:
+        text = str(exc)
+    else:
+        raise AssertionError("the hostile artifact was loaded")
+    grown = _peak_mb() - before
+    assert grown < 64, f"peak RSS grew {grown:.0f} MB before the refusal"
+    for fragment in fragments:
+        assert fragment in text, f"{fragment!r} not named in: {text[:300]}"
+
+
+def _served_npz(tmp: Path) -> Path:
+    version = json.loads((tmp / "serving" / MANIFEST_FILE).read_text())["version"]
+    return tmp / "serving" / VERSIONS_DIR / version / SERVING_FILE
+
+
+def _prepare_served(tmp: Path) -> None:
+    promote_version(write_model_version(tmp / "models"), tmp / "serving")
+
+
+def _prepare_sparse_npz(tmp: Path) -> None:
+    _prepare_served(tmp)
+    os.truncate(_served_npz(tmp), SPARSE_NPZ)  # a hole: no disk used, 3 GiB of zeros to read
+
+
+def _prepare_npz_to_dev_zero(tmp: Path) -> None:
+    _prepare_served(tmp)
+    _served_npz(tmp).unlink()
+    _served_npz(tmp).symlink_to("/dev/zero")
+
+
+def _prepare_npz_fifo(tmp: Path) -> None:
+    _prepare_served(tmp)
+    _served_npz(tmp).unlink()
+    os.mkfifo(_served_npz(tmp))
+
+
+def serving_sparse_npz(tmp: Path) -> None:
+    expect_load_refusal(lambda: load_deployed(tmp / "serving"), f"{SPARSE_NPZ:,} bytes")
+
+
+def serving_npz_is_dev_zero(tmp: Path) -> None:
+    expect_load_refusal(lambda: load_deployed(tmp / "serving"), "not a regular file")
+
+
+def serving_npz_is_fifo(tmp: Path) -> None:
+    expect_load_refusal(lambda: load_deployed(tmp / "serving"), "not a regular file")
+
+
+def watcher_after_a_fifo_version(tmp: Path) -> None:
+    logging.getLogger("cfrec_assets.watcher").setLevel(logging.ERROR)  # its refusal warning would split the table
+    serving = tmp / "serving"
+    promote_version(write_model_version(tmp / "models", version_name(1), seed=1), serving)
+    watcher = DeployedModelWatcher(serving, interval=3600).start()
+    fifo = write_model_version(tmp / "models", version_name(2), seed=2)
+    promote_version(fifo, serving)
+    _served_npz(tmp).unlink()
+    os.mkfifo(_served_npz(tmp))
+    assert watcher.check_now() is False and fifo.version in watcher.last_error, watcher.last_error
+    good = write_model_version(tmp / "models", version_name(3), seed=3)
+    promote_version(good, serving)
+    assert watcher.check_now() is True and watcher.version == good.version, watcher.last_error
+
+
+def _prepare_npz_member(tmp: Path, member: str, shape: tuple[int, ...], **options) -> None:
+    folder = write_model_version(tmp / "models").path
+    npz_with_member(folder / SERVING_FILE, tmp / SERVING_FILE, member, shape, **options)
+    os.replace(tmp / SERVING_FILE, folder / SERVING_FILE)
+
+
+def _load_model_folder(tmp: Path) -> object:
+    folder = next((tmp / "models").iterdir())
+    return load_version(folder, file_records(folder))  # the manifest vouches for the hostile bytes
+
+
+def npz_deflated_member(tmp: Path) -> None:
+    expect_load_refusal(lambda: _load_model_folder(tmp), "compressed")
+
+
+def npz_huge_declared_shape(tmp: Path) -> None:
+    expect_load_refusal(lambda: _load_model_folder(tmp), "(30, 100000000000)")
+
+
+def _prepare_nested_manifest(tmp: Path) -> None:
+    (tmp / "serving").mkdir()
+    (tmp / "serving" / MANIFEST_FILE).write_bytes(NESTED_JSON)
+    write_model_version(tmp / "models")
+
+
+def manifest_nested_load(tmp: Path) -> None:
+    expect_load_refusal(lambda: load_deployed(tmp / "serving"), "nested")
+
+
+def manifest_nested_promote(tmp: Path) -> None:
+    folder = next((tmp / "models").iterdir())
+    promotion = {"metrics": {}, "counts": {}, "trained_at": "2026-11-26T07:15:00+00:00"}
+    expect_load_refusal(
+        lambda: promote(folder, tmp / "serving", version=folder.name, **promotion), "nested", error=DeploymentError
+    )
+
+
+def _s3_target_with_a_version(tmp: Path, server) -> tuple[object, str]:
+    target = open_target(f"s3://{server.bucket}/serving", **server.settings())
+    tiny = write_model_version(tmp / "models")
+    promotion = {"metrics": {}, "counts": {}, "trained_at": "2026-11-26T07:15:00+00:00"}
+    target.promote(tiny.path, version=tiny.version, **promotion)
+    return target, tiny.version
+
+
+def s3_body_larger_than_recorded(tmp: Path) -> None:
+    with s3_server() as server:
+        target, version = _s3_target_with_a_version(tmp, server)
+        with open(tmp / "big", "wb") as big:
+            big.truncate(S3_OVERSIZED)
+        with open(tmp / "big", "rb") as body:  # streamed from disk: the upload does not raise the peak
+            server.client().put_object(
+                Bucket=server.bucket, Key=f"serving/versions/{version}/{SERVING_FILE}", Body=body
+            )
+        expect_load_refusal(lambda: load_deployed(target, cache_dir=tmp / "cache"), f"{S3_OVERSIZED:,}")
+
+
+def s3_manifest_nested(tmp: Path) -> None:
+    with s3_server() as server:
+        server.client().put_object(Bucket=server.bucket, Key=f"serving/{MANIFEST_FILE}", Body=NESTED_JSON)
+        target = open_target(f"s3://{server.bucket}/serving", **server.settings())
+        expect_load_refusal(lambda: load_deployed(target, cache_dir=tmp / "cache"), "nested")
+
+
+def _shared_cache_attack(tmp: Path, plant: Callable[[Path], None]) -> None:
+    """Another user planted ``<tmp>/cfrec-model-cache/<version>`` (the old shared default) before
+    the app's first load; the app loads with its default cache and must neither fail nor write there."""
+    os.environ.update(TMPDIR=str(tmp), XDG_CACHE_HOME=str(tmp / "app-home" / ".cache"))
+    tempfile.tempdir = None  # re-read TMPDIR
+    with s3_server() as server:
+        target, version = _s3_target_with_a_version(tmp, server)
+        shared = tmp / "cfrec-model-cache"
+        shared.mkdir(mode=0o777)
+        planted = shared / version
+        plant(planted)
+        os.lchown(shared, OTHER_UID, OTHER_UID)
+        os.lchown(planted, OTHER_UID, OTHER_UID)
+        before = sorted(str(p) for p in tmp.rglob("*") if "app-home" not in p.parts)
+        model = load_deployed(target)
+        after = sorted(str(p) for p in tmp.rglob("*") if "app-home" not in p.parts)
+        assert model.version == version
+        assert after == before, f"the app wrote into the other user's files: {sorted(set(after) - set(before))}"
+        private = default_cache_dir()
+        info = private.stat()
+        assert info.st_uid == os.geteuid() and info.st_mode & 0o077 == 0, oct(info.st_mode)
+
+
+def cache_planted_symlink(tmp: Path) -> None:
+    (tmp / "attacker").mkdir()
+    _shared_cache_attack(tmp, lambda planted: planted.symlink_to(tmp / "attacker"))
+
+
+def cache_planted_file(tmp: Path) -> None:
+    _shared_cache_attack(tmp, lambda planted: planted.write_bytes(b""))
+
+
+def cache_planted_folder(tmp: Path) -> None:
+    _shared_cache_attack(tmp, lambda planted: planted.mkdir(mode=0o755))
+
+
 CASES: list[Case] = [
     Case("credentials: connection refused", credentials_refused),
     Case("credentials: HTTP 404", credentials_http_404, _prepare_release),
@@ -651,6 +839,27 @@ CASES: list[Case] = [
         f"ml-latest: {len(HOSTILE_LATEST_LINES)} hostile ids/links lines, each named and evicted", ml_latest_hostile_ids
     ),
     Case("redirect: signed Location (record, log, error)", signed_redirect, _prepare_release),
+    Case(f"npz: {SPARSE_NPZ >> 30} GiB sparse cf_model.npz", serving_sparse_npz, _prepare_sparse_npz),
+    Case("npz: cf_model.npz -> /dev/zero", serving_npz_is_dev_zero, _prepare_npz_to_dev_zero),
+    Case("npz: cf_model.npz is a FIFO", serving_npz_is_fifo, _prepare_npz_fifo),
+    Case("watcher: FIFO version, then a good one", watcher_after_a_fifo_version),
+    Case(
+        "npz: member of 960 MB zeros, deflated",
+        npz_deflated_member,
+        partial(_prepare_npz_member, member="bu", shape=(120_000_000,), deflate=True),
+    ),
+    Case(
+        "npz: member declaring shape (30, 10^11)",
+        npz_huge_declared_shape,
+        partial(_prepare_npz_member, member="pu", shape=(30, 10**11), data_bytes=0),
+    ),
+    Case("manifest: 100,000 nested [ (load)", manifest_nested_load, _prepare_nested_manifest),
+    Case("manifest: 100,000 nested [ (promote)", manifest_nested_promote, _prepare_nested_manifest),
+    Case(f"S3: cf_model.npz body of {S3_OVERSIZED >> 20} MiB, manifest says less", s3_body_larger_than_recorded),
+    Case("S3: manifest of 100,000 nested [", s3_manifest_nested),
+    Case("cache: <shared>/<version> symlink of another user", cache_planted_symlink),
+    Case("cache: <shared>/<version> file of another user", cache_planted_file),
+    Case("cache: <shared>/<version> folder of another user", cache_planted_folder),
 ]
 
 

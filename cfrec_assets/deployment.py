@@ -27,13 +27,19 @@ from typing import Any
 
 from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.schema import ARTIFACT_FILES, MANIFEST_FILE, PICKLE_FILES, SERVING_FILE, VERSION_FILE, VERSIONS_DIR
-from cfrec_assets.storage import TEMP_PREFIX, sha256_file, write_dir_atomic, write_json
+from cfrec_assets.storage import TEMP_PREFIX, read_regular_file, sha256_file, write_dir_atomic, write_json
 
 LOCK_FILE = ".deploy.lock"
 PROMOTED_METRICS = ("rmse_mean", "rmse_std", "mae_mean", "precision_at_10_mean", "ndcg_at_10_mean")
 PROMOTED_COUNTS = ("ratings", "real_ratings", "users", "movies")
 # Version names become directory names: no separators, no leading dot (temp dirs use one).
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# A manifest is a few KiB, three levels deep; anything far beyond is refused before parsing
+# (json.loads recurses once per level: 100,000 nested "[" would be a RecursionError).
+MAX_JSON_BYTES = 256 << 10
+MAX_JSON_DEPTH = 32
+# One JSON token: a whole string (possessive: linear time), a bracket, or a run of anything else.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*+"|[\[\]{}]|[^"\[\]{}]++', re.DOTALL)
 
 
 class DeploymentError(RuntimeError):
@@ -52,6 +58,14 @@ def file_records(directory: Path) -> dict[str, dict[str, Any]]:
             raise DeploymentError(f"missing artifact {path}")
         records[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return records
+
+
+def recorded_size(record: Any, name: str) -> int:
+    """The ``bytes`` a file record promises (what a reader reads at most)."""
+    size = record.get("bytes") if isinstance(record, Mapping) else None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise DeploymentError(f"the record of {name} has no valid byte size ({size!r})")
+    return size
 
 
 def valid_file_list(files: Any) -> bool:
@@ -299,16 +313,45 @@ def _copy_version_atomically(source: Path, target: Path, record: Mapping[str, An
     write_dir_atomic(target, fill)  # the last step: nothing can fail after its rename
 
 
+def parse_json_object(payload: bytes, where: str) -> dict[str, Any]:
+    """A manifest-like JSON object, its size and nesting bounded before it is parsed."""
+    if len(payload) > MAX_JSON_BYTES:
+        raise DeploymentError(f"{where} is {len(payload):,} bytes, more than the {MAX_JSON_BYTES:,} allowed")
+    try:
+        text = payload.decode("utf-8")
+        if _nested_deeper_than(text, MAX_JSON_DEPTH):
+            raise DeploymentError(f"{where} is nested deeper than {MAX_JSON_DEPTH} levels: not a manifest")
+        value = json.loads(text)
+    except ValueError as error:
+        raise DeploymentError(f"{where} is not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise DeploymentError(f"{where} does not hold a JSON object")
+    return value
+
+
+def _nested_deeper_than(text: str, limit: int) -> bool:
+    """One linear scan over tokens (brackets inside strings do not count). It stops early at an
+    unterminated string, which ``json.loads`` refuses before any bracket after it."""
+    depth, position = 0, 0
+    while (token := _JSON_TOKEN.match(text, position)) is not None:
+        position = token.end()
+        if token[0] in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token[0] in ("]", "}"):
+            depth -= 1
+    return False
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        payload = read_regular_file(path, MAX_JSON_BYTES)
     except FileNotFoundError:
         raise DeploymentError(f"{path} is missing") from None
-    except (OSError, ValueError) as error:
+    except OSError as error:
         raise DeploymentError(f"{path} is unreadable: {error}") from None
-    if not isinstance(payload, dict):
-        raise DeploymentError(f"{path} does not hold a JSON object")
-    return payload
+    return parse_json_object(payload, str(path))
 
 
 def _remove_stray_temp_files(serving_dir: Path) -> None:

@@ -4,7 +4,9 @@ Why npz: NumPy reads it with ``allow_pickle=False``, which refuses object arrays
 can never run code (a joblib/pickle file is a program); it needs nothing beyond numpy, maps
 one-to-one onto the arrays ``serving`` computes with, and loads without rebuilding Surprise's
 dict-of-lists trainset. Stored uncompressed: the factors are floats that barely compress, and
-reading is then a copy, not an inflate.
+reading is then a copy, not an inflate. The reader relies on that: it parses the archive itself
+(not ``np.load``) and refuses a compressed member before inflating it, and a member whose header
+declares a shape its bytes do not hold before allocating the array.
 
 Layout (``FORMAT_VERSION`` 1), rows in Surprise's inner order::
 
@@ -18,6 +20,7 @@ Layout (``FORMAT_VERSION`` 1), rows in Surprise's inner order::
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -101,15 +104,65 @@ def write_model_arrays(arrays: ModelArrays, path: Path) -> None:
 
 
 def read_model_arrays(payload: bytes) -> ModelArrays:
-    """Parse and validate archive bytes; never unpickles (object arrays are refused)."""
+    """Parse and validate archive bytes; never unpickles (object arrays are refused), never
+    allocates more than the archive holds (each member's declared size is checked first)."""
     try:
-        with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
-            found = {name: archive[name] for name in archive.files}
-    except ValueError as error:  # numpy's "Object arrays cannot be loaded when allow_pickle=False"
-        raise ModelArraysError(f"not a plain-array model archive: {error}") from None
-    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            members = archive.infolist()
+            names = [info.filename for info in members]
+            unknown = sorted(set(names) - {f"{name}.npy" for name in _KINDS})
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if unknown or repeated:
+                raise ModelArraysError(f"unknown members {unknown}, repeated {repeated}: not a cfrec model archive")
+            found = {info.filename.removesuffix(".npy"): _read_member(archive, info, len(payload)) for info in members}
+    except ModelArraysError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise ModelArraysError(f"not a readable .npz archive: {error}") from None
     return validate(found)
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, archive_bytes: int) -> np.ndarray:
+    """One ``.npy`` member, its header checked against the bytes it holds before the array exists."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ModelArraysError(
+            f"member {info.filename} is compressed (zip method {info.compress_type}); cfrec stores members "
+            "uncompressed, so it is refused before inflating"
+        )
+    if info.file_size != info.compress_size or info.file_size > archive_bytes:
+        raise ModelArraysError(f"member {info.filename} claims {info.file_size:,} bytes: not in this archive")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise ModelArraysError(f"member {info.filename} is .npy format {version}, expected 1.0 or 2.0")
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = header(member)
+        if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or not dtype.itemsize:
+            raise ModelArraysError(
+                f"member {info.filename} holds {dtype} values: only plain numbers and strings are read "
+                "(object arrays would need unpickling, which allow_pickle=False refuses)"
+            )
+        count = math.prod(shape)
+        held = info.file_size - member.tell()
+        if count * dtype.itemsize != held:
+            raise ModelArraysError(
+                f"member {info.filename} declares {dtype} of shape {shape} ({count * dtype.itemsize:,} bytes) "
+                f"but holds {held:,} bytes"
+            )
+        array = np.empty(count, dtype)
+        _read_into(member, array.view(np.uint8), info.filename)
+    return array.reshape(shape, order="F" if fortran_order else "C")
+
+
+def _read_into(member: io.BufferedIOBase, target: np.ndarray, name: str) -> None:
+    """Fill ``target`` (bytes) from ``member`` in bounded chunks (the last read checks the CRC)."""
+    filled = 0
+    while filled < len(target):
+        chunk = member.read(min(len(target) - filled, 1 << 24))
+        if not chunk:
+            raise ModelArraysError(f"member {name} ends after {filled:,} of its {len(target):,} bytes")
+        target[filled : filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        filled += len(chunk)
 
 
 _KINDS = {  # name: (numpy kind, number of dimensions)

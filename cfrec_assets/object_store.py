@@ -30,6 +30,10 @@ class ObjectStoreError(RuntimeError):
     """An object-store request failed; the message is safe to log (no credentials)."""
 
 
+class ObjectTooLargeError(ObjectStoreError):
+    """An object is larger than the caller expects (the manifest's recorded size): not downloaded."""
+
+
 class PreconditionFailedError(ObjectStoreError):
     """A conditional write lost: the object changed (or appeared) since it was read."""
 
@@ -105,20 +109,39 @@ class S3Store:
             config=config,
         )
 
-    def get(self, *parts: str) -> bytes | None:
-        """The object's bytes, or None when it does not exist."""
-        return self.get_tagged(*parts)[0]
+    def get(self, *parts: str, max_bytes: int) -> bytes | None:
+        """The object's bytes, or None when it does not exist (see :meth:`get_tagged`)."""
+        return self.get_tagged(*parts, max_bytes=max_bytes)[0]
 
-    def get_tagged(self, *parts: str) -> tuple[bytes | None, str | None]:
-        """The object's bytes and ETag, or (None, None) when it does not exist."""
+    def get_tagged(self, *parts: str, max_bytes: int) -> tuple[bytes | None, str | None]:
+        """The object's bytes and ETag, or (None, None) when it does not exist.
+
+        An object larger than ``max_bytes`` is refused (``ObjectTooLargeError``) unread when its
+        ``Content-Length`` says so, else after reading one byte past ``max_bytes``."""
         key = self.location.key(*parts)
         try:
             reply = self._client.get_object(Bucket=self.location.bucket, Key=key)
-            return reply["Body"].read(), reply.get("ETag")
         except Exception as error:
             if _code(error) in ("NoSuchKey", "404"):
                 return None, None
             raise self._error("GET", key, error) from None
+        body, where = reply["Body"], f"GET s3://{self.location.bucket}/{key} at {self.endpoint}"
+        try:
+            length = reply.get("ContentLength")
+            if length is not None and length > max_bytes:
+                raise ObjectTooLargeError(
+                    f"{where}: the object is {length:,} bytes, more than the {max_bytes:,} expected"
+                )
+            payload = body.read(max_bytes + 1)
+        except ObjectStoreError:
+            raise
+        except Exception as error:
+            raise self._error("GET", key, error) from None
+        finally:
+            body.close()  # an unread rest is dropped with its connection, never downloaded
+        if len(payload) > max_bytes:
+            raise ObjectTooLargeError(f"{where}: the body runs past the {max_bytes:,} bytes expected")
+        return payload, reply.get("ETag")
 
     def put(
         self,

@@ -2,7 +2,10 @@
 
 This is what the app imports. It reads the pickle-free ``cf_model.npz`` (numpy arrays,
 ``allow_pickle=False``), after checking its sha256 against the manifest; the bytes that were
-hashed are the bytes that get parsed (no window to swap the file in between). The joblib
+hashed are the bytes that get parsed (no window to swap the file in between). Nothing is read
+before it is known to be a regular file of the size the manifest records (a FIFO, ``/dev/zero``
+or a 3 GiB file are refused unread), and the npz is parsed member by member, each declared
+shape checked against the bytes it holds before anything is allocated. The joblib
 pickles stay beside it for the app's older code; they are code, so they are only loaded on
 request (``allow_pickle=True``, for versions made before the npz) and only after the same check.
 """
@@ -20,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cfrec_assets.deployment import DeploymentError, read_manifest, version_dir
+from cfrec_assets.deployment import DeploymentError, read_manifest, recorded_size, version_dir
 from cfrec_assets.model_arrays import ModelArrays, ModelArraysError, read_model_arrays
 from cfrec_assets.object_store import is_object_store_url
 from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
-from cfrec_assets.targets import ServingTarget, open_target
+from cfrec_assets.storage import UnsafePathError, read_regular_file
+from cfrec_assets.targets import CacheError, ServingTarget, open_target
 
 if TYPE_CHECKING:  # Surprise, joblib and pandas load only on the pickle path: an app reading npz skips ~70 MB
     from surprise import SVD, Trainset
@@ -40,6 +44,11 @@ class NoDeployedModelError(ServingError):
 
 class ArtifactVerificationError(ServingError):
     """A manifest or artifact is missing, tampered with, or not the expected kind of model."""
+
+
+class ModelCacheError(ServingError):
+    """The local folder remote models are downloaded into is not safe to use (another user's,
+    a symlink, a file, writable by others) or cannot be written."""
 
 
 @dataclass(frozen=True)
@@ -230,8 +239,8 @@ def load_deployed(
     ``target`` is a serving folder, an ``s3://bucket/prefix`` URL (endpoint and keys from
     ``CFREC_S3_ENDPOINT_URL``, ``CFREC_S3_REGION``, ``CFREC_S3_ACCESS_KEY_ID``,
     ``CFREC_S3_SECRET_ACCESS_KEY``) or an opened target (``targets.open_target``). Remote files
-    are downloaded into ``cache_dir`` (default ``$CFREC_MODEL_CACHE_DIR``, else a folder in the
-    temp dir), verified, and reused while their sha256 still matches.
+    are downloaded into ``cache_dir`` (default: :func:`default_cache_dir`), verified, and reused while
+    their sha256 still matches; that folder must be this user's alone (``ModelCacheError`` if not).
     """
     if isinstance(target, (str, Path)) and not is_object_store_url(str(target)):
         manifest, folder = _current(target)  # the local folder: read in place, no copy
@@ -242,6 +251,10 @@ def load_deployed(
         folder, manifest = remote.fetch(Path(cache_dir or default_cache_dir()), names)
     except FileNotFoundError as error:
         raise NoDeployedModelError(str(error)) from None
+    except CacheError as error:
+        raise ModelCacheError(
+            f"cannot use the model cache: {error} (CFREC_MODEL_CACHE_DIR or cache_dir choose another folder)"
+        ) from None
     except DeploymentError as error:
         raise ArtifactVerificationError(f"cannot fetch the deployed model: {error}") from None
     return load_version(folder, manifest["files"], manifest, allow_pickle=allow_pickle)
@@ -270,7 +283,17 @@ def open_target_from_env(url: str | Path, environ: Mapping[str, str] = os.enviro
 
 
 def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    return Path(environ.get("CFREC_MODEL_CACHE_DIR") or Path(tempfile.gettempdir()) / "cfrec-model-cache")
+    """Where remote models are cached: ``$CFREC_MODEL_CACHE_DIR``, else this user's cache folder
+    (``$XDG_CACHE_HOME/cfrec/models``, ``~/.cache/cfrec/models``), else a per-user temp folder.
+    Never a path shared between users: another user could plant ``<cache>/<version>`` there."""
+    if environ.get("CFREC_MODEL_CACHE_DIR"):
+        return Path(environ["CFREC_MODEL_CACHE_DIR"])
+    xdg_cache, home = environ.get("XDG_CACHE_HOME", ""), environ.get("HOME", "")
+    if os.path.isabs(xdg_cache):  # the XDG spec ignores a relative value
+        return Path(xdg_cache) / "cfrec" / "models"
+    if os.path.isabs(home):
+        return Path(home) / ".cache" / "cfrec" / "models"
+    return Path(tempfile.gettempdir()) / f"cfrec-model-cache-{os.geteuid()}"
 
 
 def load_version(
@@ -316,11 +339,16 @@ def _current(serving_dir: Path | str) -> tuple[dict[str, Any], Path]:
 
 
 def _read_verified(path: Path, record: Any, version: str) -> bytes:
+    """The file's bytes, read only if it is a regular file of the recorded size, and hashed."""
     expected = record.get("sha256") if isinstance(record, Mapping) else None
     if not isinstance(expected, str):
         raise ArtifactVerificationError(f"manifest has no sha256 for {path.name}")
     try:
-        payload = path.read_bytes()
+        payload = read_regular_file(path, recorded_size(record, path.name), exact=True)
+    except DeploymentError as error:
+        raise ArtifactVerificationError(f"manifest: {error}") from None
+    except UnsafePathError as error:
+        raise ArtifactVerificationError(f"{path.name} of version {version} refused before reading: {error}") from None
     except OSError as error:
         raise ArtifactVerificationError(f"{path.name} of version {version} is unreadable: {error}") from None
     if hashlib.sha256(payload).hexdigest() != expected:

@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 from cfrec_assets import deployment
-from cfrec_assets.deployment import DeploymentError, valid_file_list, validate_version_name
+from cfrec_assets.deployment import (
+    MAX_JSON_BYTES,
+    DeploymentError,
+    parse_json_object,
+    recorded_size,
+    valid_file_list,
+    validate_version_name,
+)
 from cfrec_assets.object_store import (
     ObjectStoreError,
     PreconditionFailedError,
@@ -34,7 +43,11 @@ from cfrec_assets.object_store import (
     is_object_store_url,
 )
 from cfrec_assets.schema import MANIFEST_FILE, SERVING_FILE, VERSION_FILE, VERSIONS_DIR
-from cfrec_assets.storage import sha256_file, write_atomic
+from cfrec_assets.storage import private_dir, sha256_file, write_atomic
+
+
+class CacheError(DeploymentError):
+    """The local cache cannot be used safely: another user's folder, a symlink, not a folder, not writable."""
 
 
 class ServingTarget(Protocol):
@@ -110,10 +123,10 @@ class S3Target:
 
     def _manifest(self) -> tuple[dict[str, Any] | None, str | None]:
         """The manifest and its ETag (the condition the next manifest write is made on)."""
-        payload, etag = self._call(self.store.get_tagged, MANIFEST_FILE)
+        payload, etag = self._call(self.store.get_tagged, MANIFEST_FILE, max_bytes=MAX_JSON_BYTES)
         if payload is None:
             return None, None
-        manifest = _json(payload, f"{self.describe()}/{MANIFEST_FILE}")
+        manifest = parse_json_object(payload, f"{self.describe()}/{MANIFEST_FILE}")
         if not isinstance(manifest.get("version"), str) or not isinstance(manifest.get("files"), dict):
             raise DeploymentError(f"{self.describe()}/{MANIFEST_FILE} has no 'version'/'files': not a manifest")
         return manifest, etag
@@ -164,30 +177,36 @@ class S3Target:
 
     def fetch(self, cache_dir: Path, names: Iterable[str] = (SERVING_FILE,)) -> tuple[Path, dict[str, Any]]:
         """Download the current version's ``names`` into ``cache_dir/<version>/`` (verified files
-        already there are reused); return that folder and the manifest."""
+        already there are reused); return that folder and the manifest.
+
+        Both folders must be private (``storage.private_dir``: this user's, mode 0700, no symlink),
+        else ``CacheError``: another local user must not receive the files or plant their own."""
         manifest = self.read_manifest()
         if manifest is None:
             raise FileNotFoundError(f"no model is deployed in {self.describe()} (no manifest.json)")
         version = validate_version_name(manifest["version"])
-        folder = Path(cache_dir) / version
+        folder = _cache_folder(Path(cache_dir), version)
         for name in names:
             record = manifest["files"].get(name)
             if record is None:
                 continue  # the loader says what is missing
             local = folder / name
-            if local.is_file() and sha256_file(local) == record.get("sha256"):
+            if _cached(local, record):
                 continue
-            payload = self._get(VERSIONS_DIR, version, name)
-            _check(payload, record, f"{self.describe()}/{VERSIONS_DIR}/{version}/{name}")
-            folder.mkdir(parents=True, exist_ok=True)
-            write_atomic(local, lambda tmp, data=payload: tmp.write_bytes(data))
+            where = f"{self.describe()}/{VERSIONS_DIR}/{version}/{name}"
+            payload = self._get(VERSIONS_DIR, version, name, max_bytes=recorded_size(record, where))
+            _check(payload, record, where)
+            try:
+                write_atomic(local, lambda tmp, data=payload: tmp.write_bytes(data))
+            except OSError as error:
+                raise CacheError(f"cannot write {local}: {error}") from None
         return folder, manifest
 
     def _version_record(self, version: str) -> dict[str, Any] | None:
-        payload = self._get(VERSIONS_DIR, validate_version_name(version), VERSION_FILE)
+        payload = self._get(VERSIONS_DIR, validate_version_name(version), VERSION_FILE, max_bytes=MAX_JSON_BYTES)
         if payload is None:
             return None
-        record = _json(payload, f"{self.describe()}/{VERSIONS_DIR}/{version}/{VERSION_FILE}")
+        record = parse_json_object(payload, f"{self.describe()}/{VERSIONS_DIR}/{version}/{VERSION_FILE}")
         if record.get("version") != version or not valid_file_list(record.get("files")):
             raise DeploymentError(f"{VERSIONS_DIR}/{version}/{VERSION_FILE} in {self.describe()} is not this version's")
         return record
@@ -197,7 +216,7 @@ class S3Target:
         for name, record in files.items():
             where = f"{self.describe()}/{VERSIONS_DIR}/{version}/{name}"
             try:
-                _check(self._get(VERSIONS_DIR, version, name), record, where)
+                _check(self._get(VERSIONS_DIR, version, name, max_bytes=recorded_size(record, where)), record, where)
             except DeploymentError as error:
                 raise DeploymentError(f"{refusal}: {error}") from None
 
@@ -220,8 +239,8 @@ class S3Target:
             raise DeploymentError(str(error)) from None
         return manifest
 
-    def _get(self, *parts: str) -> bytes | None:
-        return self._call(self.store.get, *parts)
+    def _get(self, *parts: str, max_bytes: int) -> bytes | None:
+        return self._call(self.store.get, *parts, max_bytes=max_bytes)
 
     def _put(self, data: bytes, *parts: str, content_type: str = "application/octet-stream") -> None:
         self._call(self.store.put, data, *parts, content_type=content_type)
@@ -237,20 +256,30 @@ class S3Target:
 def _check(payload: bytes | None, record: Mapping[str, Any], where: str) -> None:
     if payload is None:
         raise DeploymentError(f"{where} is missing")
-    if "bytes" in record and len(payload) != record["bytes"]:
-        raise DeploymentError(f"{where} is {len(payload)} bytes, expected {record['bytes']}")
+    if len(payload) != record["bytes"]:
+        raise DeploymentError(f"{where} is {len(payload):,} bytes, expected {record['bytes']:,}")
     if hashlib.sha256(payload).hexdigest() != record.get("sha256"):
         raise DeploymentError(f"{where} does not match its recorded sha256 (tampered or partial)")
 
 
-def _json(payload: bytes, where: str) -> dict[str, Any]:
+def _cache_folder(cache_dir: Path, version: str) -> Path:
     try:
-        value = json.loads(payload)
-    except ValueError as error:
-        raise DeploymentError(f"{where} is not JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise DeploymentError(f"{where} does not hold a JSON object")
-    return value
+        return private_dir(private_dir(cache_dir) / version)
+    except OSError as error:
+        raise CacheError(str(error)) from None
+
+
+def _cached(local: Path, record: Mapping[str, Any]) -> bool:
+    """A regular file already holding exactly the recorded bytes (anything else is replaced)."""
+    try:
+        info = os.lstat(local)
+    except FileNotFoundError:
+        return False
+    return (
+        stat.S_ISREG(info.st_mode)
+        and info.st_size == record.get("bytes")
+        and sha256_file(local) == record.get("sha256")
+    )
 
 
 def _dump(value: Mapping[str, Any]) -> bytes:

@@ -260,7 +260,7 @@ def test_read_manifest_distinguishes_absent_from_corrupt(serving):
     assert list_versions(serving) == []
     serving.mkdir()
     (serving / "manifest.json").write_text('{"version": "x"')
-    with pytest.raises(DeploymentError, match="manifest.json is unreadable"):
+    with pytest.raises(DeploymentError, match="manifest.json is not JSON"):
         read_manifest(serving)
     (serving / "manifest.json").write_text('{"hello": 1}')
     with pytest.raises(DeploymentError, match="not a deployment manifest"):

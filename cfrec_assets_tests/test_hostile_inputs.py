@@ -1,7 +1,8 @@
 """Hostile inputs (issue 8): each is generated here, refused clearly, fast, leaking nothing.
 
 Secrets in URLs and DSNs, zip bombs and lying zip headers, a cache that outlives a fixed
-mirror, gzip-encoded and redirected downloads, and catalog pickles built to exhaust the CPU.
+mirror, gzip-encoded and redirected downloads, catalog pickles built to exhaust the CPU, and
+deployment JSON nested or sized to exhaust the parser (issue 16).
 Speed is measured in bench/fault_bench.py; here a generous timeout only turns "never finishes"
 (the behaviour before the fixes) into a failure.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import pickle
 import random
 import re
@@ -33,6 +35,14 @@ from cfrec_assets.catalog import (
     CatalogError,
     load_catalog_ids,
 )
+from cfrec_assets.deployment import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    DeploymentError,
+    list_versions,
+    parse_json_object,
+    promote,
+)
 from cfrec_assets.downloads import MAX_ARCHIVE_BYTES, DownloadError, evict, fetch_archive, member_limit, safe_extract
 from cfrec_assets.movielens import ML100K_MEMBERS
 from cfrec_assets.redact import (
@@ -44,7 +54,9 @@ from cfrec_assets.redact import (
     split_credentials,
 )
 from cfrec_assets.storage import sha256_file
+from cfrec_testkit.hostile_artifacts import call_unless_blocked_on
 from cfrec_testkit.http_server import FolderServer
+from cfrec_testkit.models import promote_version, write_model_version
 from cfrec_testkit.movielens_fixtures import write_zip
 
 SECRET = "s3cr3tPW"
@@ -547,3 +559,52 @@ def test_ordinary_catalog_of_10000_ids_still_loads(tmp_path: Path, suffix: str, 
     path = tmp_path / f"movie_ids{suffix}"
     write(path, ids)
     assert load_catalog_ids(path) == sorted(ids)
+
+
+# --- Deployment JSON (issue 16, cause 4): bounded before it is parsed ---------------------------
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"[" * 100_000, "nested deeper than 32 levels"),
+        (b'{"a": ' + nested(MAX_JSON_DEPTH) + b"}", "nested deeper than 32 levels"),
+        (b'{"a": "' + b"x" * MAX_JSON_BYTES + b'"}', f"more than the {MAX_JSON_BYTES:,} allowed"),
+        (b'"\\"' + b'\\"' * 100_000, "not JSON"),  # never closed: the scan stops, json.loads refuses
+        (b"\xff{}", "not JSON"),
+    ],
+    ids=["100k-open", "33-deep", "oversized", "unterminated-string", "not-utf8"],
+)
+def test_hostile_manifest_json_is_refused_with_the_deployment_error(payload: bytes, message: str) -> None:
+    with pytest.raises(DeploymentError, match=message):
+        parse_json_object(payload, "manifest.json")
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    text = json.dumps({"details": {"note": "[" * 1000 + "{" * 1000, "params": nested(MAX_JSON_DEPTH - 2).decode()}})
+    assert parse_json_object(text.encode(), "manifest.json")["details"]["note"].startswith("[[[")
+    inner = b'{"a": ' + nested(MAX_JSON_DEPTH - 1) + b"}"  # exactly the limit
+    assert parse_json_object(inner, "manifest.json")["a"]
+
+
+def test_promote_refuses_a_deeply_nested_manifest_and_changes_nothing(tmp_path: Path) -> None:
+    serving = tmp_path / "serving"
+    serving.mkdir()
+    (serving / "manifest.json").write_bytes(b"[" * 100_000)
+    tiny = write_model_version(tmp_path / "models")
+    with pytest.raises(DeploymentError, match="manifest.json is nested deeper than 32 levels"):
+        promote(tiny.path, serving, version=tiny.version, metrics={}, counts={}, trained_at="2026-11-26T07:15:00+00:00")
+    assert not (serving / "versions").exists()
+
+
+def test_a_version_json_that_is_a_fifo_is_listed_as_an_error(tmp_path: Path) -> None:
+    serving = promote_version(write_model_version(tmp_path / "models"), tmp_path / "serving")
+    (version,) = (serving / "versions").iterdir()
+    (version / "version.json").unlink()
+    os.mkfifo(version / "version.json")
+    listed = call_unless_blocked_on(version / "version.json", lambda: list_versions(serving))
+    assert "not a regular file (a FIFO)" in listed[0]["error"]

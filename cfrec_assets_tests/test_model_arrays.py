@@ -14,6 +14,7 @@ from cfrec_assets.deployment import promote
 from cfrec_assets.model_arrays import ModelArrays, ModelArraysError, read_model_arrays
 from cfrec_assets.serving import ArtifactVerificationError, load_deployed, load_version
 from cfrec_assets.training import SVDParams, fit_svd, save_artifacts
+from cfrec_testkit.hostile_artifacts import npz_with_member
 from cfrec_testkit.models import make_ratings_frame, train_tiny_svd
 from cfrec_testkit.shared_data import real_movielens_or_skip
 
@@ -83,7 +84,7 @@ def test_hostile_npz_with_a_matching_hash_is_still_refused(tmp_path, tiny_arrays
     payload = npz_bytes(**{**tiny_arrays.as_dict(), "bi": tiny_arrays.bi[:3]})
     (folder / "cf_model.npz").write_bytes(payload)
     files = {name: {"sha256": "0" * 64} for name in ("svd_model.pkl", "cf_trainset.pkl")}
-    files["cf_model.npz"] = {"sha256": hashlib.sha256(payload).hexdigest()}
+    files["cf_model.npz"] = {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
     with pytest.raises(ArtifactVerificationError, match="cf_model.npz of version v: shapes"):
         load_version(folder, files)
 
@@ -135,3 +136,61 @@ def test_version_files_include_the_npz(tmp_path):
     assert {"cf_model.npz", "svd_model.pkl", "cf_trainset.pkl"} <= set(files)
     arrays = read_model_arrays(Path(tmp_path / "v" / "cf_model.npz").read_bytes())
     assert arrays.n_users == trainset.n_users and arrays.n_items == trainset.n_items
+
+
+def stored_npz(tmp_path: Path, arrays: ModelArrays) -> Path:
+    path = tmp_path / "stored.npz"
+    path.write_bytes(npz_bytes(**arrays.as_dict()))
+    return path
+
+
+def test_compressed_members_are_refused_before_inflating(tmp_path, tiny_arrays):
+    # 8 MB of zeros deflate to ~8 KB: the reader must refuse the method, not inflate and then complain.
+    bomb = npz_with_member(stored_npz(tmp_path, tiny_arrays), tmp_path / "bomb.npz", "bu", (10**6,), deflate=True)
+    with pytest.raises(ModelArraysError, match="member bu.npy is compressed .* refused before inflating"):
+        read_model_arrays(bomb.read_bytes())
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **tiny_arrays.as_dict())  # a valid model, but not as cfrec writes it
+    with pytest.raises(ModelArraysError, match="is compressed"):
+        read_model_arrays(buffer.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("shape", "data_bytes", "message"),
+    [
+        ((30, 10**11), 0, "declares float64 of shape \\(30, 100000000000\\) \\(24,000,000,000,000 bytes\\)"),
+        ((1000,), 16, "shape \\(1000,\\) \\(8,000 bytes\\) but holds 16 bytes"),
+        ((2,), 800, "shape \\(2,\\) \\(16 bytes\\) but holds 800 bytes"),
+    ],
+)
+def test_declared_shapes_are_checked_against_the_member_size_before_allocating(
+    tmp_path, tiny_arrays, shape, data_bytes, message
+):
+    hostile = npz_with_member(stored_npz(tmp_path, tiny_arrays), tmp_path / "h.npz", "pu", shape, data_bytes=data_bytes)
+    with pytest.raises(ModelArraysError, match=message):
+        read_model_arrays(hostile.read_bytes())
+
+
+def npz_member(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_unknown_or_repeated_members_are_refused(tiny_arrays):
+    with pytest.raises(ModelArraysError, match="unknown members \\['extra.npy'\\], repeated \\[\\]"):
+        read_model_arrays(npz_bytes(**tiny_arrays.as_dict(), extra=np.zeros(3)))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, array in tiny_arrays.as_dict().items():
+            archive.writestr(f"{name}.npy", npz_member(array))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            archive.writestr("bu.npy", npz_member(tiny_arrays.bu))
+    with pytest.raises(ModelArraysError, match="unknown members \\[\\], repeated \\['bu.npy'\\]"):
+        read_model_arrays(buffer.getvalue())
+
+
+def test_fortran_ordered_and_big_endian_arrays_read_back_equal(tiny_arrays):
+    arrays = {**tiny_arrays.as_dict(), "pu": np.asfortranarray(tiny_arrays.pu), "bi": tiny_arrays.bi.astype(">f8")}
+    loaded = read_model_arrays(npz_bytes(**arrays))
+    assert np.array_equal(loaded.pu, tiny_arrays.pu) and np.array_equal(loaded.bi, tiny_arrays.bi)

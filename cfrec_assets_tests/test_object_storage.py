@@ -2,6 +2,8 @@
 
 import json
 import logging
+import os
+import stat
 import uuid
 from pathlib import Path
 
@@ -9,7 +11,13 @@ import dagster as dg
 import pytest
 
 from cfrec_assets.deployment import DeploymentError
-from cfrec_assets.serving import ArtifactVerificationError, NoDeployedModelError, current_version, load_deployed
+from cfrec_assets.serving import (
+    ArtifactVerificationError,
+    ModelCacheError,
+    NoDeployedModelError,
+    current_version,
+    load_deployed,
+)
 from cfrec_assets.targets import open_target
 from cfrec_testkit.graph import failure_messages, make_graph_env, metadata
 from cfrec_testkit.models import version_name, write_model_version
@@ -287,3 +295,97 @@ def test_missing_bucket_is_named(server, tmp_path):
     target = open_target("s3://no-such-bucket-here/serving", **server.settings())
     with pytest.raises(DeploymentError, match="bucket 'no-such-bucket-here' does not exist"):
         promote_tiny(target, tmp_path / "models", 20)
+
+
+def object_key(url: str, server, *parts: str) -> str:
+    return "/".join([url.removeprefix(f"s3://{server.bucket}/"), *parts])
+
+
+def test_object_larger_than_recorded_is_refused_by_its_content_length(server, url, tmp_path):
+    target = open_target(url, **server.settings())
+    tiny = promote_tiny(target, tmp_path / "models", 21)
+    recorded = target.read_manifest()["files"]["cf_model.npz"]["bytes"]
+    key = object_key(url, server, "versions", tiny.version, "cf_model.npz")
+    server.client().put_object(Bucket=server.bucket, Key=key, Body=bytes(8 << 20))
+    with pytest.raises(ArtifactVerificationError, match=f"is 8,388,608 bytes, more than the {recorded:,} expected"):
+        load_deployed(target, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / tiny.version / "cf_model.npz").exists()
+
+
+def test_body_without_a_length_is_read_only_one_byte_past_the_recorded_size(server, url, tmp_path):
+    tiny = promote_tiny(open_target(url, **server.settings()), tmp_path / "models", 22)
+    key = object_key(url, server, "versions", tiny.version, "cf_model.npz")
+    server.client().put_object(Bucket=server.bucket, Key=key, Body=bytes(8 << 20))
+    with FaultyProxy(server.endpoint_url) as proxy:
+        proxy.rules.chunked = r"/cf_model\.npz"  # no Content-Length to refuse it by
+        target = open_target(url, **server.settings(proxy.endpoint_url))
+        recorded = target.read_manifest()["files"]["cf_model.npz"]["bytes"]
+        with pytest.raises(ArtifactVerificationError, match=f"body runs past the {recorded:,} bytes expected"):
+            load_deployed(target, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"), [(b"[" * 100_000, "nested deeper than 32 levels"), (b" " * (300 << 10), "more than the")]
+)
+def test_hostile_manifest_objects_are_refused_before_parsing(server, url, tmp_path, body, message):
+    server.client().put_object(Bucket=server.bucket, Key=object_key(url, server, "manifest.json"), Body=body)
+    target = open_target(url, **server.settings())
+    with pytest.raises(ArtifactVerificationError, match=message):
+        load_deployed(target, cache_dir=tmp_path / "cache")
+    with pytest.raises(ArtifactVerificationError, match=message):
+        current_version(target)
+
+
+OTHER_UID = 4242  # tests run as root, which may hand files to any uid: "another local user"
+
+
+def plant(kind: str, cache: Path, version: str, attacker: Path) -> None:
+    """What another local user could leave in a shared cache before the app's first download."""
+    cache.mkdir()
+    planted = cache / version
+    if kind == "cache owned by another user":
+        os.chown(cache, OTHER_UID, OTHER_UID)
+    elif kind == "cache writable by others":
+        cache.chmod(0o777)
+    elif kind == "symlink":
+        planted.symlink_to(attacker)
+    elif kind == "file":
+        planted.write_bytes(b"")
+    else:  # a folder of another user
+        planted.mkdir()
+        os.chown(planted, OTHER_UID, OTHER_UID)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("cache owned by another user", f"cache belongs to uid {OTHER_UID}, not to this user"),
+        ("cache writable by others", "cache is writable by other users \\(mode 777\\)"),
+        ("symlink", "is a symlink, not a folder"),
+        ("file", "is a file, not a folder"),
+        ("folder of another user", f"belongs to uid {OTHER_UID}, not to this user"),
+    ],
+)
+def test_cache_planted_by_another_user_is_refused_and_never_written_through(server, url, tmp_path, kind, message):
+    target = open_target(url, **server.settings())
+    tiny = promote_tiny(target, tmp_path / "models", 23)
+    attacker = tmp_path / "attacker"
+    attacker.mkdir()
+    plant(kind, tmp_path / "cache", tiny.version, attacker)
+    with pytest.raises(ModelCacheError, match=message):
+        load_deployed(target, cache_dir=tmp_path / "cache")
+    assert list(attacker.iterdir()) == [] and not list((tmp_path / "cache").rglob("cf_model.npz"))
+
+
+def test_default_cache_is_created_private(server, url, tmp_path, monkeypatch):
+    tiny = promote_tiny(open_target(url, **server.settings()), tmp_path / "models", 24)
+    for name, value in server.env(url).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("CFREC_MODEL_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home" / ".cache"))
+    assert load_deployed(url).version == tiny.version
+    cache = tmp_path / "home" / ".cache" / "cfrec" / "models"
+    for folder in (cache, cache / tiny.version):
+        info = folder.lstat()
+        assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) == 0o700
+    assert (cache / tiny.version / "cf_model.npz").read_bytes() == (tiny.path / "cf_model.npz").read_bytes()

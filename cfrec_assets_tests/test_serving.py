@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -17,9 +18,12 @@ from cfrec_assets.serving import (
     ArtifactVerificationError,
     DeployedModel,
     NoDeployedModelError,
+    current_version,
+    default_cache_dir,
     load_deployed,
     top_n_indices,
 )
+from cfrec_testkit.hostile_artifacts import call_unless_blocked_on
 from cfrec_testkit.models import (
     TinyModelVersion,
     make_ratings_frame,
@@ -206,7 +210,7 @@ def test_swapped_pickle_is_refused_before_it_is_unpickled(tmp_path):
     serving = promote_version(write_model_version(tmp_path / "models", pickles_only=True), tmp_path / "serving")
     marker = tmp_path / "pickle-code-ran"
     joblib.dump(_SideEffectOnLoad(marker), served_file(serving, "svd_model.pkl"))
-    with pytest.raises(ArtifactVerificationError, match="refusing to load it"):
+    with pytest.raises(ArtifactVerificationError, match="svd_model.pkl .* bytes, expected"):  # refused by size
         load_deployed(serving, allow_pickle=True)
     assert not marker.exists()
 
@@ -235,7 +239,7 @@ def test_swapped_valid_model_of_another_run_is_refused(serving, tmp_path):
     other = write_model_version(tmp_path / "other", seed=7)
     for name in ("cf_model.npz", "svd_model.pkl", "cf_trainset.pkl"):
         served_file(serving, name).write_bytes((other.path / name).read_bytes())
-    with pytest.raises(ArtifactVerificationError, match="does not match the sha256"):
+    with pytest.raises(ArtifactVerificationError, match="does not match the sha256|bytes, expected"):
         load_deployed(serving)
 
 
@@ -298,3 +302,60 @@ def test_the_app_path_imports_neither_pandas_nor_surprise(serving, tiny):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_sparse_3_gib_artifact_is_refused_by_its_size_unread(serving):
+    os.truncate(served_file(serving, "cf_model.npz"), 3 << 30)  # a hole: no disk, 3 GiB of zeros to read
+    with pytest.raises(ArtifactVerificationError, match="refused before reading: .* is 3,221,225,472 bytes, expected"):
+        load_deployed(serving)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder"])
+def test_artifact_that_is_not_a_regular_file_is_refused_without_blocking(serving, kind):
+    npz = served_file(serving, "cf_model.npz")
+    npz.unlink()
+    if kind == "fifo":
+        os.mkfifo(npz)
+    elif kind == "dev-zero":
+        npz.symlink_to("/dev/zero")
+    else:
+        npz.mkdir()
+    with pytest.raises(ArtifactVerificationError, match="cf_model.npz of version .* is not a regular file"):
+        call_unless_blocked_on(npz, lambda: load_deployed(serving))
+
+
+def test_record_without_a_size_is_refused(serving):
+    manifest_path = serving / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["files"]["cf_model.npz"]["bytes"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactVerificationError, match="cf_model.npz has no valid byte size"):
+        load_deployed(serving)
+
+
+def test_manifest_that_is_a_fifo_or_oversized_is_refused(serving):
+    manifest_path = serving / "manifest.json"
+    manifest_path.unlink()
+    os.mkfifo(manifest_path)
+    with pytest.raises(ArtifactVerificationError, match="manifest.json is not a regular file \\(a FIFO\\)"):
+        call_unless_blocked_on(manifest_path, lambda: load_deployed(serving))
+    manifest_path.unlink()
+    with open(manifest_path, "wb") as sparse:
+        sparse.truncate(64 << 20)
+    with pytest.raises(ArtifactVerificationError, match="is 67,108,864 bytes, more than the 262,144 allowed"):
+        current_version(serving)
+
+
+def test_deeply_nested_manifest_is_refused_before_parsing(serving):
+    (serving / "manifest.json").write_bytes(b"[" * 100_000)
+    with pytest.raises(ArtifactVerificationError, match="nested deeper than 32 levels"):
+        load_deployed(serving)
+
+
+def test_default_cache_is_per_user_never_a_shared_temp_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    uid = os.geteuid()
+    assert default_cache_dir({"CFREC_MODEL_CACHE_DIR": "/srv/cache", "HOME": "/home/a"}) == Path("/srv/cache")
+    assert default_cache_dir({"XDG_CACHE_HOME": "/x/cache", "HOME": "/home/a"}) == Path("/x/cache/cfrec/models")
+    assert default_cache_dir({"XDG_CACHE_HOME": "relative", "HOME": "/home/a"}) == Path("/home/a/.cache/cfrec/models")
+    assert default_cache_dir({}) == tmp_path / f"cfrec-model-cache-{uid}"

@@ -1,6 +1,7 @@
 """Hot reload: the watcher follows the manifest, swaps whole models, refuses a bad version."""
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 from cfrec_assets.serving import NoDeployedModelError
 from cfrec_assets.watcher import DeployedModelWatcher
+from cfrec_testkit.hostile_artifacts import call_unless_blocked_on
 from cfrec_testkit.models import promote_version, version_name, write_model_version
 
 
@@ -56,7 +58,7 @@ def test_bad_new_version_is_refused_and_the_old_one_keeps_serving(tmp_path):
     artifact.write_bytes(artifact.read_bytes()[:-10])  # truncated after promotion
     assert watcher.check_now() is False
     assert watcher.version == good.version
-    assert bad.version in watcher.last_error and "sha256" in watcher.last_error
+    assert bad.version in watcher.last_error and "bytes, expected" in watcher.last_error
     assert watcher.check_now() is False and len(loads) == 2  # the refused version is not retried...
     fixed = promote_new(serving, tmp_path / "models", 3)
     assert watcher.check_now() is True and watcher.version == fixed.version  # ...the next one loads
@@ -105,3 +107,19 @@ def test_background_thread_follows_promotions_while_readers_run(tmp_path):
     assert not errors
     assert versions[-1].version in seen
     assert json.loads((serving / "manifest.json").read_text())["version"] == versions[-1].version
+
+
+def test_a_fifo_version_is_refused_and_a_later_good_version_still_loads(tmp_path):
+    """A FIFO in place of cf_model.npz used to block the load forever with the watcher's lock held."""
+    serving = tmp_path / "serving"
+    good = promote_new(serving, tmp_path / "models", 1)
+    watcher = DeployedModelWatcher(serving, interval=3600).start()
+    bad = promote_new(serving, tmp_path / "models", 2)
+    fifo = serving / "versions" / bad.version / "cf_model.npz"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    assert call_unless_blocked_on(fifo, watcher.check_now) is False
+    assert watcher.version == good.version
+    assert bad.version in watcher.last_error and "not a regular file (a FIFO)" in watcher.last_error
+    fixed = promote_new(serving, tmp_path / "models", 3)
+    assert watcher.check_now() is True and watcher.version == fixed.version and watcher.last_error is None

@@ -134,6 +134,9 @@ class FaultRules:
     """Once a request whose path matches this pattern was forwarded, the "server" is down: every
     later request has its connection closed without an answer (the store's state stays readable)."""
     down: bool = False
+    chunked: str | None = None
+    """Answers to requests whose path matches this pattern are sent chunked, without a
+    Content-Length (a body of unknown size: the client can only stop reading)."""
 
 
 class FaultyProxy:
@@ -173,6 +176,14 @@ class FaultyProxy:
                 for name, value in reply.headers.items():
                     if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
                         self.send_header(name, value)
+                if rules.chunked and re.search(rules.chunked, self.path) and self.command == "GET":
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for start in range(0, len(reply.content), 1 << 16):
+                        piece = reply.content[start : start + (1 << 16)]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
                 self.send_header("Content-Length", str(len(reply.content)))
                 self.end_headers()
                 if self.command != "HEAD":
