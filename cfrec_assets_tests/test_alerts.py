@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -86,3 +87,28 @@ def test_without_a_webhook_the_sensor_is_off_and_sends_nothing(failed_run) -> No
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     sensor(context)  # a no-op, not an error
     assert build_alert_sensor("http://x").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def run_failure_context(instance: dg.DagsterInstance, run_id: str) -> dg.RunFailureSensorContext:
+    [failure] = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    return dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert",
+        dagster_event=failure.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id),
+    ).for_run_failure()
+
+
+def test_a_failed_blocking_check_alerts_with_its_own_verdict(tmp_path: Path) -> None:
+    """The webhook text names the check and says why it failed, not just "1 blocking asset check failed"."""
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance, ops={"cv_metrics_cv_rmse_under_ceiling": {"config": {"rmse_ceiling": 0.01}}})
+        assert not result.success
+        with WebhookServer() as hook:
+            build_alert_sensor(hook.url, UI)(run_failure_context(instance, result.run_id))
+    [post] = hook.posts
+    text = post["text"]
+    assert "step `cv_metrics_cv_rmse_under_ceiling`" in text
+    assert re.search(r"cv_metrics:cv_rmse_under_ceiling failed: RMSE \d\.\d{4} > ceiling 0\.01", text), text
+    assert text.endswith(f"{UI}/runs/{result.run_id}")

@@ -128,12 +128,17 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
-def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    """Check name -> its evaluation in the run (passed, severity, description, metadata)."""
     return {
-        e.event_specific_data.asset_check_key.name: e.event_specific_data.passed
+        e.event_specific_data.asset_check_key.name: e.event_specific_data
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {name: evaluation.passed for name, evaluation in check_evaluations(result).items()}
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
