@@ -60,9 +60,19 @@ def test_whole_graph_materializes_with_metadata(tmp_path: Path) -> None:
     model = metadata(result, "svd_model")
     seed = {"n_factors": 100, "n_epochs": 20, "lr_all": 0.005, "reg_all": 0.02, "random_state": 42, "init_std_dev": 0.1}
     assert model["params"] == seed and model["params_source"] == "seed"  # no study yet: tuned falls back
+    # Each sha256 once (no JSON copy beside the flat keys).
+    shas = [value for key, value in model.items() if key.endswith("_sha256")]
+    assert len(shas) == 4 and all(" ".join(map(str, model.values())).count(sha) == 1 for sha in shas)
     cv = metadata(result, "cv_metrics")
-    assert cv["version"] == model["version"] and 0 < cv["rmse_mean"] < 2
-    assert {f"fold_{i}_rmse" for i in (1, 2, 3)} <= cv.keys() and 0 <= cv["ndcg_at_10_mean"] <= 1
+    assert cv["version"] == model["version"] and 0 < cv["rmse_mean"] < 2 and 0 <= cv["ndcg_at_10_mean"] <= 1
+    # Headline metrics first; the per-fold values in one table, not one plotted entry each.
+    assert list(cv)[:5] == ["rmse_mean", "rmse_std", "mae_mean", "precision_at_10_mean", "ndcg_at_10_mean"]
+    assert not [key for key in cv if key.startswith("fold_")]
+    assert len([value for value in cv.values() if isinstance(value, (int, float))]) <= 8
+    rows = [line.split("|")[1:-1] for line in cv["folds"].splitlines()]
+    assert [cell.strip() for cell in rows[0]][:3] == ["fold", "rmse", "mae"]
+    assert [row[0].strip() for row in rows[2:]] == ["1", "2", "3", "mean", "std"]
+    assert float(rows[5][1]) == round(cv["rmse_mean"], 4)
 
     # The pickles the app loads, and the deployment it reads
     version_dir = Path(model["model_path"])

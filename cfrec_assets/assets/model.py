@@ -13,7 +13,7 @@ from cfrec_assets.memory import cross_validation_bytes, fit_bytes, require_memor
 from cfrec_assets.preview import recommendations_table
 from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.resources import DataStore
-from cfrec_assets.schema import SEED_SVD_PARAMS, SOURCE_APP, TRAINING_POOL, TRAINING_RATINGS_FILE
+from cfrec_assets.schema import ARTIFACT_FILES, SEED_SVD_PARAMS, SOURCE_APP, TRAINING_POOL, TRAINING_RATINGS_FILE
 from cfrec_assets.serving import load_version
 from cfrec_assets.training import (
     SVDParams,
@@ -128,11 +128,9 @@ def svd_model(
             "global_mean": round(float(trainset.global_mean), 4),
             "params": dg.MetadataValue.json(record.params),
             "params_source": f"svd_tuning {tuning_version}" if tuning_version else "seed",
-            "files": dg.MetadataValue.json(files),
             **{f"{name.split('.')[0]}_sha256": f["sha256"] for name, f in files.items()},
-            **{f"{name.split('.')[0]}_bytes": f["bytes"] for name, f in files.items()},
+            "artifact_bytes": sum(files[name]["bytes"] for name in ARTIFACT_FILES if name in files),
             "sanity_prediction": dg.MetadataValue.json(sanity),
-            "sanity_estimate": sanity["estimate"],
         },
     )
 
@@ -156,7 +154,8 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
     """K-fold RMSE, MAE, precision@k and NDCG@k of the ``svd_model`` version this run trained.
 
     Uses that version's exact training table and hyper-parameters, so the metrics describe
-    the model that would be deployed. Numeric metadata: Dagster plots their history.
+    the model that would be deployed. The headline metrics come first (Dagster plots their
+    history); the per-fold values are one table (``folds``).
     """
     workers = min(config.n_folds, os.cpu_count() or 1) if config.n_jobs == -1 else max(1, config.n_jobs)
     require_memory(
@@ -170,7 +169,6 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
     params = SVDParams(**svd_model.params)
     folds = cross_validate_svd(ratings, params, config.n_folds, config.n_jobs, config.seed, config.k)
     summary = {name: round(value, 5) for name, value in summarize_folds(folds).items()}
-    per_fold = {f"fold_{i}_{name}": round(value, 5) for i, fold in enumerate(folds, 1) for name, value in fold.items()}
     context.log.info(f"version {svd_model.version}: RMSE {summary['rmse_mean']:.4f} ± {summary['rmse_std']:.4f}")
     challenger = load_version(Path(svd_model.path), svd_model.files, {"version": svd_model.version})
     metrics = ModelMetrics(
@@ -181,15 +179,25 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
         real_ratings=svd_model.counts["real_ratings"],
         folds=folds,
     )
+    headline = ["rmse_mean", "rmse_std", "mae_mean", f"precision_at_{config.k}_mean", f"ndcg_at_{config.k}_mean"]
     return dg.Output(
         metrics,
         metadata={
+            **{name: summary[name] for name in headline},  # first in the UI, and plotted across runs
             "version": svd_model.version,
-            "n_folds": config.n_folds,
             "ratings": len(ratings),
             "real_ratings": metrics.real_ratings,
-            **summary,
-            **per_fold,
+            "folds": dg.MetadataValue.md(folds_table(folds, summary)),
             "recommendations_preview": dg.MetadataValue.md(recommendations_table(challenger)),
         },
     )
+
+
+def folds_table(folds: list[dict[str, float]], summary: dict[str, float]) -> str:
+    """One Markdown row per fold, then the mean and std rows."""
+    names = list(folds[0])
+    rows = [(str(i), fold) for i, fold in enumerate(folds, 1)]
+    rows += [(stat, {n: summary[f"{n}_{stat}"] for n in names}) for stat in ("mean", "std")]
+    lines = ["| fold | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(f"{values[n]:.4f}" for n in names) + " |" for label, values in rows]
+    return "\n".join(lines)
