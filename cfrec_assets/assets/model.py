@@ -4,7 +4,7 @@ import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import dagster as dg
 import pandas as pd
@@ -23,7 +23,7 @@ from cfrec_assets.training import (
     save_artifacts,
     summarize_folds,
 )
-from cfrec_assets.tuning import TuningResult, params_for_training
+from cfrec_assets.tuning import load_result, params_for_training
 
 GROUP = "model"
 
@@ -31,7 +31,8 @@ GROUP = "model"
 class SVDConfig(dg.Config):
     """Which hyper-parameters train the model.
 
-    ``params: tuned`` (the default) takes the latest ``svd_tuning`` result's best params, or the
+    ``params: tuned`` (the default) takes the best params of the latest ``svd_tuning`` study on
+    this data folder (``<data_dir>/tuning/latest_result.json``), or the
     seed params with a log line when no study ran or none beat them: a team that ran a study gets
     its gain on the next retrain, and the champion/challenger check still decides whether the
     tuned model ships. ``params: seed`` uses the fields below (the seed script's settings,
@@ -62,14 +63,15 @@ def model_version(run_id: str, now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{run_id[:8]}"
 
 
-@dg.asset(group_name=GROUP, kinds={"surprise"}, pool=TRAINING_POOL)
+# svd_tuning is a dependency, not an input: its result is read from the data folder
+# (``tuning.load_result``), so any instance training on that folder uses the same params.
+@dg.asset(group_name=GROUP, kinds={"surprise"}, pool=TRAINING_POOL, deps=["svd_tuning"])
 def svd_model(
     context: dg.AssetExecutionContext,
     config: SVDConfig,
     store: DataStore,
     combined_ratings: pd.DataFrame,
     movie_titles: pd.DataFrame,
-    svd_tuning: Optional[TuningResult],  # None until a study has run  # noqa: UP045 (Dagster reads it)
 ) -> dg.Output[ModelVersion]:
     """Surprise SVD fitted on every combined rating, saved as a new version folder.
 
@@ -87,11 +89,16 @@ def svd_model(
         config.memory_budget_bytes,
     )
     configured = SVDParams(**config.model_dump(exclude={"params", "memory_budget_bytes"}))
+    study = load_result(store.tuning_dir) if config.params == "tuned" else None
     # params_for_training logs its choice; its fallback means "the configured seed fields".
-    tuned = params_for_training(svd_tuning, "tuned", context.log) if config.params == "tuned" else SVDParams()
-    use_tuned = svd_tuning is not None and tuned != SVDParams()
+    tuned = params_for_training(study, "tuned", context.log) if config.params == "tuned" else SVDParams()
+    use_tuned = study is not None and tuned != SVDParams()
     params = tuned if use_tuned else configured
-    tuning_version = svd_tuning.version if use_tuned else None
+    tuning_version = study.version if use_tuned else None
+    context.log.info(
+        f"fitting SVD ({params.n_factors} factors x {params.n_epochs} epochs, "
+        f"{'svd_tuning ' + tuning_version if tuning_version else 'seed'} params) on {len(ratings):,} ratings"
+    )
     algo, trainset, fit_seconds = fit_svd(ratings, params)
     sanity = sanity_prediction(algo, trainset)
     trained_at = datetime.now(timezone.utc)
@@ -167,7 +174,18 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
     )
     ratings = pd.read_parquet(Path(svd_model.path) / TRAINING_RATINGS_FILE)
     params = SVDParams(**svd_model.params)
-    folds = cross_validate_svd(ratings, params, config.n_folds, config.n_jobs, config.seed, config.k)
+    context.log.info(
+        f"cross-validating version {svd_model.version}: {config.n_folds} folds of {len(ratings):,} ratings, "
+        f"{workers} at a time"
+    )
+
+    def progress(fold: int, metrics: dict[str, float]) -> None:
+        context.log.info(
+            f"fold {fold}/{config.n_folds}: RMSE {metrics['rmse']:.4f}, MAE {metrics['mae']:.4f} "
+            f"(fit {metrics['fit_seconds']:.1f} s)"
+        )
+
+    folds = cross_validate_svd(ratings, params, config.n_folds, config.n_jobs, config.seed, config.k, on_fold=progress)
     summary = {name: round(value, 5) for name, value in summarize_folds(folds).items()}
     context.log.info(f"version {svd_model.version}: RMSE {summary['rmse_mean']:.4f} ± {summary['rmse_std']:.4f}")
     challenger = load_version(Path(svd_model.path), svd_model.files, {"version": svd_model.version})

@@ -12,6 +12,7 @@ import dagster as dg
 from cfrec_assets.assets import ALL_ASSETS
 from cfrec_assets.checks import ALL_CHECKS
 from cfrec_assets.io_manager import LocalIOManager
+from cfrec_assets.jobs import tune_svd
 from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, build_resources
 from cfrec_assets.supabase_io import RatingsReader, SupabaseResource
 from cfrec_testkit.movielens_fixtures import MovieLensFixture, write_movielens_fixture
@@ -83,6 +84,13 @@ class GraphEnv:
             resources={**self.resources(), **(resources or {})},
             run_config={"ops": ops},
             raise_on_error=raise_on_error,
+        )
+
+    def tune(self, instance: dg.DagsterInstance, config: dict | None = None) -> dg.ExecuteInProcessResult:
+        """Run the ``tune_svd`` job (the study reports ``svd_tuning``) on the latest ``combined_ratings``."""
+        definitions = dg.Definitions(assets=ALL_ASSETS, jobs=[tune_svd], resources=self.resources())
+        return definitions.resolve_job_def("tune_svd").execute_in_process(
+            run_config={"ops": {"svd_tuning": {"config": config or {}}}}, instance=instance, raise_on_error=False
         )
 
 
