@@ -6,14 +6,15 @@
 # Dev and production never share an instance, nor (unless you say so) data:
 #   make materialize / dev / lint   instance DEV_HOME (SQLite),   data CFREC_DATA_DIR (default data/)
 #   make serve                      instance PROD_HOME (PostgreSQL), data PROD_DATA (default data/prod/;
-#                                   PROD_DATA=$PWD/data makes it train on, and deploy to, dev's data)
-# A DAGSTER_HOME in the environment is ignored here: each target sets the one it owns.
+#                                   `make serve PROD_DATA=$PWD/data` trains on, and deploys to, dev's data)
+# A DAGSTER_HOME in the environment is ignored here: each target sets the one it owns. The folders
+# (and VENV) change only on the command line, never through a like-named environment variable.
 PYTHON ?= python3
-VENV ?= .venv
+VENV := .venv
 PY := $(VENV)/bin/python
-DEV_HOME ?= $(CURDIR)/.dagster_home
-PROD_HOME ?= $(CURDIR)/.dagster_prod
-PROD_DATA ?= $(CURDIR)/data/prod
+DEV_HOME := $(CURDIR)/.dagster_home
+PROD_HOME := $(CURDIR)/.dagster_prod
+PROD_DATA := $(CURDIR)/data/prod
 # dg compares the active virtualenv with the project's; the Makefile runs .venv's tools directly.
 export VIRTUAL_ENV := $(abspath $(VENV))
 
