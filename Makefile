@@ -2,14 +2,23 @@
 #   make materialize   # build .venv, then materialise the whole asset graph (dg launch)
 #   make test          # build .venv, install PostgreSQL/Chromium if missing, run pytest
 # Production: make serve (deploy/serve.sh: daemon + webserver on deploy/dagster.yaml, DAGSTER_PG_URL).
+#
+# Dev and production never share an instance, nor (unless you say so) data:
+#   make materialize / dev / lint   instance DEV_HOME (SQLite),   data CFREC_DATA_DIR (default data/)
+#   make serve                      instance PROD_HOME (PostgreSQL), data PROD_DATA (default data/prod/;
+#                                   `make serve PROD_DATA=$PWD/data` trains on, and deploys to, dev's data)
+# A DAGSTER_HOME in the environment is ignored here: each target sets the one it owns. The folders
+# (and VENV) change only on the command line, never through a like-named environment variable.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+DEV_HOME := $(CURDIR)/.dagster_home
+PROD_HOME := $(CURDIR)/.dagster_prod
+PROD_DATA := $(CURDIR)/data/prod
 # dg compares the active virtualenv with the project's; the Makefile runs .venv's tools directly.
-export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: venv materialize dev serve lint test bench clean
+.PHONY: venv dev-instance materialize dev serve lint test bench clean
 
 $(VENV)/.installed: pyproject.toml testkit/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,20 +28,29 @@ $(VENV)/.installed: pyproject.toml testkit/pyproject.toml
 
 venv: $(VENV)/.installed
 
-$(DAGSTER_HOME)/dagster.yaml:  # the local instance (SQLite); production uses deploy/dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\n' > $@
+materialize dev lint bench: export DAGSTER_HOME := $(DEV_HOME)
+serve: export DAGSTER_HOME := $(PROD_HOME)
+serve: export CFREC_DATA_DIR := $(PROD_DATA)
+serve: export CFREC_VENV := $(abspath $(VENV))
 
-materialize: venv $(DAGSTER_HOME)/dagster.yaml
+# The local instance (SQLite). An older `make serve` linked deploy/dagster.yaml here, which made
+# `make dev` need (and write to) the production database: that link is replaced.
+dev-instance:
+	@mkdir -p $(DEV_HOME)
+	@if [ "$$(readlink -f $(DEV_HOME)/dagster.yaml)" = "$$(readlink -f deploy/dagster.yaml)" ]; then \
+		rm $(DEV_HOME)/dagster.yaml; echo "$(DEV_HOME)/dagster.yaml pointed at the production instance: replaced"; fi
+	@[ -e $(DEV_HOME)/dagster.yaml ] || printf 'telemetry:\n  enabled: false\n' > $(DEV_HOME)/dagster.yaml
+
+materialize: venv dev-instance
 	$(VENV)/bin/dg launch --job train_and_deploy
 
-dev: venv $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dg dev
+dev: venv dev-instance
+	$(VENV)/bin/dg dev -h "$${CFREC_HOST:-127.0.0.1}" -p "$${CFREC_PORT:-3000}"
 
 serve: venv
 	deploy/serve.sh
 
-lint: venv $(DAGSTER_HOME)/dagster.yaml
+lint: venv dev-instance
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports

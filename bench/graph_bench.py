@@ -182,9 +182,7 @@ def baseline(data_dir: str, base_url: str) -> tuple[dict[str, float], pd.DataFra
     )
     model = lap(
         "svd_model",
-        svd_model(
-            context(), config=SVDConfig(), store=store, combined_ratings=combined, movie_titles=titles, svd_tuning=None
-        ),
+        svd_model(context(), config=SVDConfig(), store=store, combined_ratings=combined, movie_titles=titles),
     )
     metrics = lap("cv_metrics", cv_metrics(context(), config=CVConfig(), svd_model=model))
     resources["serving"].open(store.serving_dir).promote(Path(model.path), **promotion_of(model, metrics))

@@ -1,11 +1,14 @@
 """Tell someone when a run fails: a short message to a Slack-compatible webhook.
 
 ``CFREC_ALERT_WEBHOOK_URL`` switches it on (the sensor runs from load when it is set). The
-message holds the run id, the failed step, the error's first line and a link to the run in the
-UI (``CFREC_UI_URL``); every secret the settings declare (``settings.scrub``) is removed from it
-first. A webhook that is down, or answers too slowly, is reported on the tick, never retried in a
-loop: the whole delivery has one deadline, since httpx's timeouts apply to each read and a server
-dripping a byte at a time would otherwise hold the sensor's tick for as long as it likes.
+message holds the run id, the failed step, why it failed (for a blocking check, the check's own
+verdict; else the error's first line) and a link to the run in the UI (``CFREC_UI_URL``); every
+secret the settings declare (``settings.scrub``) is removed from it first. A webhook that is
+down, or answers too slowly, is reported on the tick, never retried in a loop: the whole delivery
+has one deadline, since httpx's timeouts apply to each read and a server dripping a byte at a
+time would otherwise hold the sensor's tick for as long as it likes. Only failed runs alert: a
+challenger that loses to the champion ends a successful run (``deployed_model`` keeps the
+champion), and WARN-severity checks do not fail runs.
 """
 
 import logging
@@ -42,13 +45,35 @@ def failure_message(context: dg.RunFailureSensorContext, ui_url: str) -> str:
         while error is not None and error.cause is not None:  # Dagster's wrapper -> the error raised
             error = error.cause
         where = f"step `{step.step_key}`"
-        headline = error.message.strip().splitlines()[0] if error and error.message.strip() else "no error message"
+        # A blocking check's error says only "1 blocking asset check failed…": its verdict says why.
+        verdicts = _failed_check_verdicts(context.instance, run.run_id, step.step_key)
+        if verdicts:
+            headline = "; ".join(verdicts)
+        elif error and error.message.strip():
+            headline = error.message.strip().splitlines()[0]
+        else:
+            headline = "no error message"
     else:
         where = "the run itself"
         headline = (context.failure_event.message or "no error message").strip().splitlines()[0]
     link = f"{ui_url.rstrip('/')}/runs/{run.run_id}"
     text = f"cfrec run {run.run_id[:8]} ({run.job_name}) failed in {where}: {headline[:HEADLINE_CHARS]}\n{link}"
     return scrub(text)
+
+
+def _failed_check_verdicts(instance: dg.DagsterInstance, run_id: str, step_key: str | None) -> list[str]:
+    """``asset:check failed: <description>`` for each ERROR-severity check that failed in ``step_key``."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    verdicts = []
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        evaluation = event.event_specific_data
+        if event.step_key != step_key or evaluation.passed or evaluation.severity == dg.AssetCheckSeverity.WARN:
+            continue
+        key = evaluation.asset_check_key
+        description = " ".join((evaluation.description or "no verdict recorded").split())
+        verdicts.append(f"{key.asset_key.to_user_string()}:{key.name} failed: {description}")
+    return verdicts
 
 
 def deliver_alert(

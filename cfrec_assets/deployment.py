@@ -32,6 +32,10 @@ from cfrec_assets.storage import TEMP_PREFIX, read_regular_file, sha256_file, wr
 LOCK_FILE = ".deploy.lock"
 PROMOTED_METRICS = ("rmse_mean", "rmse_std", "mae_mean", "precision_at_10_mean", "ndcg_at_10_mean")
 PROMOTED_COUNTS = ("ratings", "real_ratings", "users", "movies")
+KEPT_CHAMPION = "kept_champion"
+"""Manifest key: the challengers that lost to the current version, newest first (a promotion or
+rollback starts a new manifest, hence a new list)."""
+KEPT_ENTRIES = 20
 # Version names become directory names: no separators, no leading dot (temp dirs use one).
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # A manifest is a few KiB, three levels deep; anything far beyond is refused before parsing
@@ -254,6 +258,29 @@ def rollback(serving_dir: Path | str, version: str) -> dict[str, Any]:
         if problems:
             raise DeploymentError(f"refusing to roll back to {version!r}: " + "; ".join(problems))
         return _point_manifest(serving_dir, record, read_manifest(serving_dir))
+
+
+def record_kept_champion(serving_dir: Path | str, champion: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Add ``entry`` (a challenger that lost) to the manifest's ``kept_champion`` list while
+    ``champion`` is still the served version; return the manifest. Version and files are untouched."""
+    serving_dir = Path(serving_dir)
+    with deploy_lock(serving_dir):
+        manifest = with_kept_entry(read_manifest(serving_dir), champion, entry)
+        write_json(manifest, serving_dir / MANIFEST_FILE)
+        return manifest
+
+
+def with_kept_entry(current: Mapping[str, Any] | None, champion: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """``current`` with ``entry`` first in its ``kept_champion`` list (the newest ``KEPT_ENTRIES``)."""
+    if current is None or current["version"] != champion:
+        served = current["version"] if current else "nothing"
+        raise DeploymentError(
+            f"the challenger was compared with {champion}, but the target now serves {served}: run again "
+            "to compare it with what is served"
+        )
+    earlier = current.get(KEPT_CHAMPION)
+    earlier = [e for e in earlier if isinstance(e, dict)] if isinstance(earlier, list) else []
+    return {**current, KEPT_CHAMPION: [_json_safe(dict(entry), "entry"), *earlier][:KEPT_ENTRIES]}
 
 
 def _point_manifest(serving_dir: Path, record: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:

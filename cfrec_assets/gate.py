@@ -77,6 +77,14 @@ def gate_problems(
     return problems
 
 
+def newest_evaluation(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey, run_id: str
+) -> dg.AssetCheckEvaluation | None:
+    """``key``'s newest verdict on the materialization of run ``run_id``; None while none is reported."""
+    record = _newest_record_for(instance, key, run_id)
+    return None if record is None or record.status.value == PLANNED else record.evaluation
+
+
 def _newest_record_for(instance: dg.DagsterInstance, key: dg.AssetCheckKey, run_id: str):
     """The newest execution of ``key`` that targeted the materialization of run ``run_id``."""
     history = instance.event_log_storage.get_asset_check_execution_history(key, limit=HISTORY_LIMIT)

@@ -105,17 +105,21 @@ class LocalIOManager(dg.ConfigurableIOManager):
         run_id = context.upstream_output.run_id
         if context.instance.has_run(run_id):
             return self.path_for(asset_key, run_id, kind)
-        # Not in this run: the value its latest materialization recorded.
-        event = context.instance.get_latest_materialization_event(asset_key)
-        name = asset_key.to_user_string()
-        if event is None or event.asset_materialization is None:
-            raise UpstreamNotMaterializedError(f"{name} has never been materialized: materialize it first")
-        recorded = event.asset_materialization.metadata.get("path")
-        if recorded is None:
-            raise UpstreamNotMaterializedError(
-                f"the latest materialization of {name} recorded no path: materialize it again"
-            )
-        path = Path(str(recorded.value))
-        if not path.exists():
-            raise UpstreamNotMaterializedError(f"{name}'s latest value {path} is gone: materialize {name} again")
-        return path
+        return latest_value_path(context.instance, asset_key)  # not in this run
+
+
+def latest_value_path(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> Path:
+    """Where the latest materialization of ``asset_key`` stored its value (metadata ``path``)."""
+    event = instance.get_latest_materialization_event(asset_key)
+    name = asset_key.to_user_string()
+    if event is None or event.asset_materialization is None:
+        raise UpstreamNotMaterializedError(f"{name} has never been materialized: materialize it first")
+    recorded = event.asset_materialization.metadata.get("path")
+    if recorded is None:
+        raise UpstreamNotMaterializedError(
+            f"the latest materialization of {name} recorded no path: materialize it again"
+        )
+    path = Path(str(recorded.value))
+    if not path.exists():
+        raise UpstreamNotMaterializedError(f"{name}'s latest value {path} is gone: materialize {name} again")
+    return path

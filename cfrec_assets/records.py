@@ -80,7 +80,7 @@ class Deployment:
 
     version: str
     action: str
-    """``promote`` or ``rollback``."""
+    """``promote``, ``keep`` (the challenger lost: the champion stays) or ``rollback``."""
     target: str
     """The serving target, without credentials."""
     previous_version: str | None

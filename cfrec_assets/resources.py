@@ -65,6 +65,11 @@ class DataStore(dg.ConfigurableResource):
         return self.root / "models"
 
     @property
+    def tuning_dir(self) -> Path:
+        """The Optuna studies and the latest study's result, which ``svd_model`` trains with."""
+        return self.root / "tuning"
+
+    @property
     def serving_dir(self) -> Path:
         return serving_dir(self.data_dir, self.serving_dir_path)
 

@@ -56,6 +56,7 @@ class ServingTarget(Protocol):
     def list_versions(self) -> list[dict[str, Any]]: ...
     def promote(self, source_dir: Path, **promotion: Any) -> dict[str, Any]: ...
     def rollback(self, version: str) -> dict[str, Any]: ...
+    def record_kept_champion(self, champion: str, entry: Mapping[str, Any]) -> dict[str, Any]: ...
     def fetch(self, cache_dir: Path, names: Iterable[str] = (SERVING_FILE,)) -> tuple[Path, dict[str, Any]]: ...
 
 
@@ -100,6 +101,9 @@ class LocalTarget:
 
     def rollback(self, version: str) -> dict[str, Any]:
         return deployment.rollback(self.folder, version)
+
+    def record_kept_champion(self, champion: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+        return deployment.record_kept_champion(self.folder, champion, entry)
 
     def fetch(self, cache_dir: Path | None = None, names: Iterable[str] = ()) -> tuple[Path, dict[str, Any]]:
         """The current version's folder (already local) and manifest."""
@@ -174,6 +178,20 @@ class S3Target:
             raise DeploymentError(f"cannot roll back to {version!r}: not deployed to {self.describe()} (kept: {kept})")
         self._verify(version, record["files"], refusal=f"refusing to roll back to {version!r}")
         return self._point_manifest(record, *self._manifest())
+
+    def record_kept_champion(self, champion: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """The manifest rewritten with ``entry`` in its ``kept_champion`` list, on its ETag."""
+        current, etag = self._manifest()
+        manifest = deployment.with_kept_entry(current, champion, entry)
+        try:
+            self.store.put(_dump(manifest), MANIFEST_FILE, content_type="application/json", expect=etag)
+        except PreconditionFailedError:
+            raise DeploymentError(
+                f"the manifest in {self.describe()} changed while the challenger was being recorded: run again"
+            ) from None
+        except ObjectStoreError as error:
+            raise DeploymentError(str(error)) from None
+        return manifest
 
     def fetch(self, cache_dir: Path, names: Iterable[str] = (SERVING_FILE,)) -> tuple[Path, dict[str, Any]]:
         """Download the current version's ``names`` into ``cache_dir/<version>/`` (verified files

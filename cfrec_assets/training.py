@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,13 +128,20 @@ def cross_validate_svd(
     seed: int = 42,
     k: int = 10,
     relevance_threshold: float = 4.0,
+    on_fold: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Per-fold RMSE, MAE, precision@k and NDCG@k on shuffled K-fold splits."""
+    """Per-fold RMSE, MAE, precision@k and NDCG@k on shuffled K-fold splits; ``on_fold(i, metrics)``
+    is called as each fold's result arrives (in fold order), e.g. to log progress."""
     if n_folds < 2:
         raise ValueError(f"n_folds must be at least 2, got {n_folds}")
     folds = KFold(n_splits=n_folds, random_state=seed, shuffle=True).split(to_dataset(ratings))
     jobs = (delayed(_evaluate_fold)(params, train, test, k, relevance_threshold) for train, test in folds)
-    return Parallel(n_jobs=n_jobs)(jobs)
+    results = []
+    for index, metrics in enumerate(Parallel(n_jobs=n_jobs, return_as="generator")(jobs), 1):
+        results.append(metrics)
+        if on_fold is not None:
+            on_fold(index, metrics)
+    return results
 
 
 def summarize_folds(folds: list[dict[str, float]]) -> dict[str, float]:

@@ -38,9 +38,12 @@ from surprise import accuracy
 from surprise.model_selection import KFold
 
 from cfrec_assets.ranking import ranking_metrics
+from cfrec_assets.storage import read_json, write_json
 from cfrec_assets.training import SVDParams, fit_svd, to_dataset
 
 RESULT_VERSION_FORMAT = "%Y%m%dT%H%M%SZ"
+RESULT_FILE = "latest_result.json"
+"""Beside the study journals: the latest study's result, which ``svd_model`` reads (``load_result``)."""
 SEED_CV_ATTR = "seed_cv_rmse"
 DATA_ATTR = "tuning_data_fingerprint"
 
@@ -204,8 +207,10 @@ def run_trials(
     trials: int,
     timeout_seconds: float | None = None,
     prune: bool = True,
+    on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
 ) -> None:
-    """Add up to ``trials`` trials (fewer if the timeout passes first).
+    """Add up to ``trials`` trials (fewer if the timeout passes first); ``on_trial`` is called
+    with each one once it is told (completed or pruned), e.g. to log progress.
 
     With folds in this process, trials and their folds run one after another. With a
     :class:`FoldPool`, trials are asked in batches of one per worker and their (trial, fold) fits
@@ -213,13 +218,14 @@ def run_trials(
     deterministic whatever order the fits finish in.
     """
     if isinstance(folds, FoldPool):
-        _run_batches(study, folds, bounds, seed, trials, timeout_seconds, prune)
+        _run_batches(study, folds, bounds, seed, trials, timeout_seconds, prune, on_trial)
         return
 
     def objective(trial: optuna.Trial) -> float:
         return cv_rmse(folds, replace(bounds.suggest(trial), random_state=seed), 1, trial if prune else None)
 
-    study.optimize(objective, n_trials=trials, timeout=timeout_seconds, gc_after_trial=False)
+    callbacks = [lambda _, trial: on_trial(trial)] if on_trial else None
+    study.optimize(objective, n_trials=trials, timeout=timeout_seconds, gc_after_trial=False, callbacks=callbacks)
 
 
 _WORKER_FOLDS: list[tuple[Any, list]] = []  # set in each FoldPool worker process
@@ -280,7 +286,7 @@ def pool_cv_rmse(pool: FoldPool, params: SVDParams) -> float:
 
 def _run_batches(
     study: optuna.Study, pool: FoldPool, bounds: TuningBounds, seed: int, trials: int, timeout: float | None,
-    prune: bool,
+    prune: bool, on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
 ) -> None:  # fmt: skip
     started, done = time.perf_counter(), 0
     while done < trials and (timeout is None or time.perf_counter() - started < timeout):
@@ -293,9 +299,11 @@ def _run_batches(
             raise
         for trial, value in zip(batch, values):  # told in ask order: the study's history does not depend on timing
             if value is None:
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                told = study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             else:
-                study.tell(trial, value)
+                told = study.tell(trial, value)
+            if on_trial is not None:
+                on_trial(told)
         done += len(batch)
 
 
@@ -374,6 +382,11 @@ def tune(
         )
     study.set_user_attr(DATA_ATTR, fingerprint)
     n_jobs = max(1, min(n_jobs, os.cpu_count() or 1))  # one fit per core: more would only oversubscribe
+    say = log.info if log is not None else (lambda msg: None)
+    say(
+        f"study {study_name}: {trials} trial(s) of {n_folds}-fold CV on {len(tuning_part):,} ratings "
+        f"({len(heldout):,} held out), {n_jobs} worker(s); {before} trial(s) already in the study"
+    )
     with ExitStack() as stack:
         if n_jobs > 1:
             folds: list[tuple[Any, list]] | FoldPool = FoldPool(tuning_part, n_folds, seed, n_jobs)
@@ -384,9 +397,12 @@ def tune(
         seed_key = f"{SEED_CV_ATTR}_{n_folds}_{seed}_{holdout_fraction}_{fingerprint}"
         seed_rmse = study.user_attrs.get(seed_key)
         if seed_rmse is None:
+            say(f"scoring the seed params on the same {n_folds} folds")
             seed_rmse = pool_cv_rmse(folds, seed_params) if isinstance(folds, FoldPool) else cv_rmse(folds, seed_params)
             study.set_user_attr(seed_key, seed_rmse)
-        run_trials(study, folds, bounds, seed, trials, timeout_seconds, prune)
+        say(f"seed params: CV RMSE {seed_rmse:.4f}")
+        progress = _trial_progress(study, trials, n_folds, say)
+        run_trials(study, folds, bounds, seed, trials, timeout_seconds, prune, on_trial=progress)
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
@@ -394,6 +410,7 @@ def tune(
     best_params = params_of(best.params, bounds, seed) if best else None
     best_rmse = float(best.value) if best else None
     improved = best_rmse is not None and best_rmse <= seed_rmse - margin
+    say(f"held-out comparison: fitting the seed{' and best' if best_params else ''} params on the tuning part")
     heldout_cmp = {"seed": evaluate_on_heldout(tuning_part, heldout, seed_params, k)}
     if best_params is not None:
         heldout_cmp["tuned"] = evaluate_on_heldout(tuning_part, heldout, best_params, k)
@@ -428,6 +445,33 @@ def tune(
     )
 
 
+def _trial_progress(
+    study: optuna.Study, trials: int, n_folds: int, say: Callable[[str], Any]
+) -> Callable[[optuna.trial.FrozenTrial], None]:
+    """One log line per finished trial: ``trial 7/100 (#57): CV RMSE 0.9123; best 0.9050 (#41)``."""
+    done = 0
+    best: list[optuna.trial.FrozenTrial] = []
+
+    def report(trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal done
+        done += 1
+        if trial.state == optuna.trial.TrialState.COMPLETE and (not best or trial.value < best[0].value):
+            best[:] = [trial]
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            steps = trial.intermediate_values
+            outcome = f"pruned after {len(steps)}/{n_folds} folds"
+            if steps:
+                outcome += f" (running RMSE {steps[max(steps)]:.4f})"
+        elif trial.state == optuna.trial.TrialState.COMPLETE:
+            outcome = f"CV RMSE {trial.value:.4f}"
+        else:
+            outcome = trial.state.name.lower()
+        so_far = f"; best this run {best[0].value:.4f} (#{best[0].number})" if best else ""
+        say(f"trial {done}/{trials} (#{trial.number}): {outcome}{so_far}")
+
+    return report
+
+
 def _importances(study: optuna.Study) -> dict[str, float] | None:
     """PED-ANOVA importances: milliseconds for tens of trials, deterministic, and no scikit-learn (fANOVA needs it)."""
     try:
@@ -436,6 +480,29 @@ def _importances(study: optuna.Study) -> dict[str, float] | None:
     except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. too few trials, or all with the same value
         return None
     return {name: round(float(v), 4) for name, v in scores.items() if math.isfinite(v)}
+
+
+def save_result(result: TuningResult, folder: Path) -> Path:
+    """Write ``result`` as ``<folder>/latest_result.json`` (atomically): the params the next
+    retrain on this data folder trains with, whichever Dagster instance runs it."""
+    return write_json(asdict(result), Path(folder) / RESULT_FILE)
+
+
+def load_result(folder: Path) -> TuningResult | None:
+    """The latest study's result in ``folder``; None when no study has run there."""
+    path = Path(folder) / RESULT_FILE
+    try:
+        payload = read_json(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is unreadable ({error}): run the tune_svd job again, or delete it") from None
+    try:
+        result = TuningResult(**payload)
+        SVDParams(**result.best_params)  # the params a retrain would build
+    except TypeError as error:
+        raise ValueError(f"{path} is not a tuning result ({error}): run the tune_svd job again, or delete it") from None
+    return result
 
 
 def params_for_training(result: TuningResult | None, mode: Literal["seed", "tuned"], log: Log) -> SVDParams:

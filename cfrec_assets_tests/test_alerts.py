@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -102,6 +103,31 @@ def test_a_webhook_dripping_its_answer_is_given_up_at_the_deadline(failed_run) -
     assert len(hook.posts) == 2
 
 
+def run_failure_context(instance: dg.DagsterInstance, run_id: str) -> dg.RunFailureSensorContext:
+    [failure] = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    return dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert",
+        dagster_event=failure.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id),
+    ).for_run_failure()
+
+
+def test_a_failed_blocking_check_alerts_with_its_own_verdict(tmp_path: Path) -> None:
+    """The webhook text names the check and says why it failed, not just "1 blocking asset check failed"."""
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance, ops={"cv_metrics_cv_rmse_under_ceiling": {"config": {"rmse_ceiling": 0.01}}})
+        assert not result.success
+        with WebhookServer() as hook:
+            build_alert_sensor(hook.url, UI)(run_failure_context(instance, result.run_id))
+    [post] = hook.posts
+    text = post["text"]
+    assert "step `cv_metrics_cv_rmse_under_ceiling`" in text
+    assert re.search(r"cv_metrics:cv_rmse_under_ceiling failed: RMSE \d\.\d{4} > ceiling 0\.01", text), text
+    assert text.endswith(f"{UI}/runs/{result.run_id}")
+
+
 def failure_context(instance: dg.DagsterInstance, message: str) -> dg.RunFailureSensorContext:
     """The alert context of a real run whose only step raised ``message``."""
 
@@ -110,13 +136,7 @@ def failure_context(instance: dg.DagsterInstance, message: str) -> dg.RunFailure
         raise RuntimeError(message)
 
     result = dg.materialize([leaky], instance=instance, raise_on_error=False)
-    [failure] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-    return dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alert",
-        dagster_event=failure.dagster_event,
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(result.run_id),
-    ).for_run_failure()
+    return run_failure_context(instance, result.run_id)
 
 
 def test_the_alert_hides_the_s3_keys_endpoint_userinfo_and_a_key_pasted_with_its_newline(monkeypatch) -> None:

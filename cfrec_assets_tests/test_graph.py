@@ -60,9 +60,19 @@ def test_whole_graph_materializes_with_metadata(tmp_path: Path) -> None:
     model = metadata(result, "svd_model")
     seed = {"n_factors": 100, "n_epochs": 20, "lr_all": 0.005, "reg_all": 0.02, "random_state": 42, "init_std_dev": 0.1}
     assert model["params"] == seed and model["params_source"] == "seed"  # no study yet: tuned falls back
+    # Each sha256 once (no JSON copy beside the flat keys).
+    shas = [value for key, value in model.items() if key.endswith("_sha256")]
+    assert len(shas) == 4 and all(" ".join(map(str, model.values())).count(sha) == 1 for sha in shas)
     cv = metadata(result, "cv_metrics")
-    assert cv["version"] == model["version"] and 0 < cv["rmse_mean"] < 2
-    assert {f"fold_{i}_rmse" for i in (1, 2, 3)} <= cv.keys() and 0 <= cv["ndcg_at_10_mean"] <= 1
+    assert cv["version"] == model["version"] and 0 < cv["rmse_mean"] < 2 and 0 <= cv["ndcg_at_10_mean"] <= 1
+    # Headline metrics first; the per-fold values in one table, not one plotted entry each.
+    assert list(cv)[:5] == ["rmse_mean", "rmse_std", "mae_mean", "precision_at_10_mean", "ndcg_at_10_mean"]
+    assert not [key for key in cv if key.startswith("fold_")]
+    assert len([value for value in cv.values() if isinstance(value, (int, float))]) <= 8
+    rows = [line.split("|")[1:-1] for line in cv["folds"].splitlines()]
+    assert [cell.strip() for cell in rows[0]][:3] == ["fold", "rmse", "mae"]
+    assert [row[0].strip() for row in rows[2:]] == ["1", "2", "3", "mean", "std"]
+    assert float(rows[5][1]) == round(cv["rmse_mean"], 4)
 
     # The pickles the app loads, and the deployment it reads
     version_dir = Path(model["model_path"])
@@ -180,10 +190,10 @@ def test_source_url_metadata_drops_credentials() -> None:
 
 def test_a_study_feeds_the_next_retrain_and_the_manifest_names_it(tmp_path: Path) -> None:
     env = make_graph_env(tmp_path)
-    study = {"svd_tuning": {"config": {"trials": 6, "folds": 3, "n_jobs": 1, "timeout_seconds": 120}}}
+    study = {"trials": 6, "folds": 3, "n_jobs": 1, "timeout_seconds": 120}
     with dg.instance_for_test() as instance:
         assert env.materialize(instance).success  # a seed-params champion
-        tuned = env.materialize(instance, selection=["svd_tuning"], ops=study)
+        tuned = env.tune(instance, study)
         assert tuned.success
         result = metadata(tuned, "svd_tuning")
         retrain = env.materialize(instance, selection=["svd_model", "cv_metrics", "deployed_model"])
@@ -208,3 +218,59 @@ def test_an_upstream_value_deleted_by_hand_fails_clearly_and_is_rebuilt(tmp_path
         message = failure_messages(alone)["svd_model"]
         assert "combined_ratings's latest value" in message and "is gone: materialize combined_ratings again" in message
         assert env.materialize(instance, selection=["combined_ratings", "svd_model"]).success
+
+
+LEARNING_STUDY = {
+    "trials": 4, "folds": 3, "n_jobs": 1, "timeout_seconds": 120,
+    "bounds": {"n_factors": {"low": 2, "high": 4}, "n_epochs": {"low": 40, "high": 100}},
+}  # fmt: skip
+"""Few factors trained long: beats the seed params on the fixture's low-rank ratings."""
+
+
+def test_tuned_params_travel_with_the_data_folder_to_a_fresh_instance(tmp_path: Path) -> None:
+    """A second instance (production) on the same data folder trains with the study's params, so it
+    reproduces the tuned champion instead of losing to it with the seed params."""
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as dev:
+        assert env.materialize(dev).success
+        study = metadata(env.tune(dev, LEARNING_STUDY), "svd_tuning")
+        assert study["improved"] is True
+        tuned = env.materialize(dev)
+        assert metadata(tuned, "deployed_model")["action"] == "promote"
+    champion = read_manifest(env.serving_dir)
+    assert champion["tuning_version"] == study["version"]
+    with dg.instance_for_test() as fresh:  # no svd_tuning in this instance's history
+        retrain = env.materialize(fresh)
+    assert retrain.success
+    model = metadata(retrain, "svd_model")
+    assert model["params_source"] == f"svd_tuning {study['version']}" and model["params"] == champion["params"]
+    assert metadata(retrain, "deployed_model")["action"] == "promote"
+
+
+def test_a_damaged_study_result_fails_the_retrain_by_name_and_saves_nothing(tmp_path: Path) -> None:
+    env = make_graph_env(tmp_path)
+    result_file = env.data_dir / "tuning" / "latest_result.json"
+    result_file.parent.mkdir(parents=True)
+    result_file.write_text('{"version": "20260101T000000Z-svd-3", "best_params": {"n_factors": "many"}')
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance)
+    assert not result.success
+    assert f"{result_file} is unreadable" in failure_messages(result)["svd_model"]
+    assert not (env.data_dir / "models").exists() and not env.serving_dir.exists()
+
+
+def step_messages(instance: dg.DagsterInstance, run_id: str, step: str) -> list[str]:
+    return [e.user_message for e in instance.all_logs(run_id) if e.step_key == step and e.dagster_event is None]
+
+
+def test_training_and_tuning_say_what_they_are_doing_in_the_run_log(tmp_path: Path) -> None:
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        trained = env.materialize(instance)
+        tuned = env.tune(instance, {**LEARNING_STUDY, "n_jobs": 2})
+        fit = step_messages(instance, trained.run_id, "svd_model")
+        folds = step_messages(instance, trained.run_id, "cv_metrics")
+        trials = step_messages(instance, tuned.run_id, "svd_tuning")
+    assert any(m.startswith("fitting SVD (100 factors x 20 epochs, seed params) on ") for m in fit), fit
+    assert [m.split(":")[0] for m in folds if m.startswith("fold ")] == ["fold 1/3", "fold 2/3", "fold 3/3"]
+    assert [m.split(" (")[0] for m in trials if m.startswith("trial ")] == [f"trial {i}/4" for i in range(1, 5)]

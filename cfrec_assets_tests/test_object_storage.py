@@ -389,3 +389,42 @@ def test_default_cache_is_created_private(server, url, tmp_path, monkeypatch):
         info = folder.lstat()
         assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) == 0o700
     assert (cache / tiny.version / "cf_model.npz").read_bytes() == (tiny.path / "cf_model.npz").read_bytes()
+
+
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_a_kept_champion_is_recorded_in_the_manifest_only_while_it_is_served(server, url, tmp_path, where):
+    target = open_target(url if where == "bucket" else tmp_path / "serving", **server.settings())
+    first, second = (promote_tiny(target, tmp_path / "models", n) for n in (21, 22))
+    entries = [{"challenger": f"lost-{n}", "decision": f"kept champion {second.version}: #{n}"} for n in range(22)]
+    for entry in entries:
+        target.record_kept_champion(second.version, entry)
+    manifest = target.read_manifest()
+    assert manifest["version"] == second.version and manifest["previous_version"] == first.version
+    assert manifest["kept_champion"] == entries[::-1][:20]  # newest first, bounded
+    assert load_deployed(target, cache_dir=tmp_path / "cache").version == second.version
+
+    # Compared with a version that is no longer served: refused, the manifest untouched.
+    with pytest.raises(DeploymentError, match=f"compared with {first.version}, but the target now serves"):
+        target.record_kept_champion(first.version, {"challenger": "late"})
+    assert target.read_manifest() == manifest
+    # A new champion starts a new list.
+    target.rollback(first.version)
+    assert "kept_champion" not in target.read_manifest()
+
+
+def test_a_kept_champion_note_racing_a_deployer_is_refused_not_written_over_it(server, url, tmp_path):
+    champion = promote_tiny(open_target(url, **server.settings()), tmp_path / "models", 23)
+    slow = open_target(url, **server.settings())
+    real_put = slow.store.put
+    raced = {}
+
+    def put_after_a_rival(data, *parts, **kwargs):
+        if parts[-1] == "manifest.json" and not raced:  # a promotion lands between read and write
+            raced["rival"] = promote_tiny(open_target(url, **server.settings()), tmp_path / "rival", 24)
+        return real_put(data, *parts, **kwargs)
+
+    slow.store.put = put_after_a_rival
+    with pytest.raises(DeploymentError, match="changed while the challenger was being recorded"):
+        slow.record_kept_champion(champion.version, {"challenger": "lost"})
+    manifest = open_target(url, **server.settings()).read_manifest()
+    assert manifest["version"] == raced["rival"].version and "kept_champion" not in manifest

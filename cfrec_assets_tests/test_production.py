@@ -23,6 +23,7 @@ from cfrec_assets.serving import load_deployed
 from cfrec_testkit.dagster_dev import DagsterDev, production_server, wait_for_code_locations
 from cfrec_testkit.graph import make_graph_env
 from cfrec_testkit.postgres import PostgresServer, scratch_database
+from cfrec_testkit.webhook import WebhookServer
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -36,15 +37,40 @@ mutation Launch($params: ExecutionParams!) {
   }
 }
 """
+SENSOR_TICKS = """
+query Ticks($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status ticks(limit: 1) { status } } }
+  }
+}
+"""
+UI = "http://dagster.internal:3000"
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 @pytest.fixture
 def prod(tmp_path: Path, pg_server: PostgresServer, monkeypatch) -> Iterator[tuple[DagsterDev, dg.DagsterInstance]]:
+    yield from _production(tmp_path, pg_server, monkeypatch)
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookServer]:
+    with WebhookServer() as hook:
+        yield hook
+
+
+@pytest.fixture
+def prod_alerting(tmp_path: Path, pg_server: PostgresServer, monkeypatch, webhook: WebhookServer):
+    """The production server with run_failure_alert posting to ``webhook``."""
+    yield from _production(tmp_path, pg_server, monkeypatch, CFREC_ALERT_WEBHOOK_URL=webhook.url, CFREC_UI_URL=UI)
+
+
+def _production(tmp_path: Path, pg_server: PostgresServer, monkeypatch, **settings: str):
     env = make_graph_env(tmp_path)
     with scratch_database(pg_server) as database:
         monkeypatch.setenv("DAGSTER_PG_URL", database.conninfo)  # the test reads the same instance
-        server_env = {"CFREC_MOVIELENS_BASE_URL": env.mirror.root.as_uri() + "/"}
+        server_env = {"CFREC_MOVIELENS_BASE_URL": env.mirror.root.as_uri() + "/", **settings}
         with production_server(tmp_path / "prod", database.conninfo, env=server_env) as dev:
             [location] = wait_for_code_locations(dev)
             dev.location, dev.env, dev.database = location, env, database
@@ -159,3 +185,50 @@ def test_a_killed_run_worker_is_detected_and_the_run_retried(prod) -> None:
     for entry in list_versions(serving):
         assert not verification_problems(version_dir(serving, entry["version"]), entry["files"])
     assert load_deployed(serving).version == manifest["version"]
+
+
+def materialization_metadata(instance: dg.DagsterInstance, run_id: str, asset: str) -> dict:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    [event] = [r.event_log_entry for r in records if r.event_log_entry.dagster_event.asset_key == dg.AssetKey(asset)]
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_a_losing_challenger_succeeds_quietly_and_a_failed_ceiling_alerts_with_its_verdict(
+    prod_alerting, webhook: WebhookServer
+) -> None:
+    """The alert sensor on the real daemon: a retrain whose challenger loses ends SUCCESS with the
+    champion kept and posts nothing; a run whose ceiling check fails posts one message saying why."""
+    dev, instance = prod_alerting
+    selector = {"repositoryLocationName": dev.location, "repositoryName": "__repository__"}
+    deadline = time.monotonic() + 300
+    while True:  # a run status sensor only sees runs that end after its first tick
+        sensor = dev.graphql(SENSOR_TICKS, {"selector": {**selector, "sensorName": "run_failure_alert"}})
+        if sensor["sensorOrError"]["sensorState"]["ticks"]:
+            break
+        assert time.monotonic() < deadline, f"run_failure_alert never ticked: {sensor}"
+        time.sleep(1)
+
+    # A champion trained with a higher rate (CV RMSE ~0.82 here), then the seed settings (~1.04).
+    better = launch(dev, svd_model={"config": {"params": "seed", "lr_all": 0.1}})
+    assert wait_finished(instance, [better])[better].dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    champion = read_manifest(dev.data_dir / "serving")
+    losing = launch(dev)
+    assert wait_finished(instance, [losing])[losing].dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    kept = materialization_metadata(instance, losing, "deployed_model")
+    assert (kept["action"], kept["version"]) == ("keep", champion["version"])
+    assert kept["decision"].startswith(f"kept champion {champion['version']}: challenger RMSE ")
+    manifest = read_manifest(dev.data_dir / "serving")
+    assert manifest["version"] == champion["version"] and manifest["kept_champion"][0]["run_id"] == losing
+
+    failing = launch(dev, cv_metrics_cv_rmse_under_ceiling={"config": {"rmse_ceiling": 0.01}})
+    assert wait_finished(instance, [failing])[failing].dagster_run.status == dg.DagsterRunStatus.FAILURE
+    deadline = time.monotonic() + 300
+    while not webhook.posts:
+        assert time.monotonic() < deadline, "no alert for the failed run"
+        time.sleep(1)
+    # The sensor reads run events in order: having posted the failure, it is past the losing run.
+    [post] = webhook.posts
+    assert failing[:8] in post["text"] and losing[:8] not in post["text"]
+    assert "cv_metrics:cv_rmse_under_ceiling failed: RMSE " in post["text"] and "> ceiling 0.01" in post["text"]
+    assert post["text"].endswith(f"{UI}/runs/{failing}")
+    assert read_manifest(dev.data_dir / "serving")["version"] == champion["version"]

@@ -11,7 +11,15 @@ import pytest
 from cfrec_assets.deployment import read_manifest
 from cfrec_assets.resources import CatalogSource
 from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseResource
-from cfrec_testkit.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest
+from cfrec_testkit.graph import (
+    check_evaluations,
+    check_results,
+    failure_messages,
+    make_graph_env,
+    materialized,
+    metadata,
+    tree_digest,
+)
 from cfrec_testkit.postgres import create_catalog_table, insert_ratings
 from cfrec_testkit.postgrest import TEST_API_KEY
 
@@ -103,6 +111,11 @@ def test_fallback_is_opt_in_warns_and_cannot_ship_a_model_that_forgot_app_users(
     verdicts = check_results(result)
     assert verdicts["supabase_ratings_were_read"] is False  # WARN: does not block by itself
     assert verdicts["challenger_no_worse_than_champion"] is False
+    # Not a lost comparison to keep quiet about: app data went missing, so the run fails (and alerts).
+    assert not result.success
+    champion_check = check_evaluations(result)["challenger_no_worse_than_champion"]
+    assert champion_check.severity == dg.AssetCheckSeverity.ERROR
+    assert "fewer than the champion's" in champion_check.description
     assert "svd_model" in materialized(result) and "deployed_model" not in materialized(result)
     assert tree_digest(env.serving_dir) == before
     assert read_manifest(env.serving_dir)["version"] == metadata(champion, "deployed_model")["version"]

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from cfrec_assets import tuning
-from cfrec_assets.assets.tuning import BoundsConfig, FloatRange, IntRange, TuningConfig, svd_tuning
+from cfrec_assets.assets.tuning import BoundsConfig, FloatRange, IntRange, TuningConfig, run_study
+from cfrec_assets.definitions import defs
 from cfrec_assets.resources import DataStore
 from cfrec_assets.training import SVDParams, fit_svd
 from cfrec_assets.tuning import (
@@ -23,6 +24,7 @@ from cfrec_assets.tuning import (
     evaluate_on_heldout,
     holdout_split,
     journal_storage,
+    load_result,
     params_for_training,
     tune,
 )
@@ -193,38 +195,73 @@ def test_heldout_metrics_match_an_independent_computation(ratings):
     assert 0 < metrics["precision_at_10"] <= 1 and 0 < metrics["ndcg_at_10"] <= 1
 
 
-def test_asset_runs_the_study_under_the_data_dir_and_reports_metadata(ratings, tmp_path):
+def test_the_study_runs_under_the_data_dir_saves_its_result_and_reports_metadata(ratings, tmp_path):
     config = TuningConfig(
         trials=6, folds=3, n_jobs=1, study_name="asset",
         bounds=BoundsConfig(n_factors=IntRange(low=2, high=8), n_epochs=IntRange(low=5, high=15),
                             init_std_dev=FloatRange(low=0.05, high=0.1)),
     )  # fmt: skip
-    with dg.build_asset_context(resources={"store": DataStore(data_dir=str(tmp_path))}) as context:
-        output = svd_tuning(context, config=config, combined_ratings=ratings)
-    result = output.value
+    folder = DataStore(data_dir=str(tmp_path)).tuning_dir
+    result, meta = run_study(config, ratings, folder, logging.getLogger("cfrec.test_tuning"))
     assert isinstance(result, TuningResult) and result.trials_total == 6
     assert (tmp_path / "tuning" / "asset.journal").is_file()
     assert result.bounds["init_std_dev"] == [0.05, 0.1]
-    meta = output.metadata
+    # The result travels with the data folder: what svd_model reads back, whatever instance runs it.
+    assert load_result(folder) == result and meta["path"].value == str(folder / "latest_result.json")
     for key in (
         "version", "best_params", "best_cv_rmse", "seed_cv_rmse", "improved", "heldout", "top_trials", "trials_run",
         "trials_pruned", "wall_seconds", "importances", "heldout_rmse_seed", "heldout_rmse_tuned",
         "heldout_ndcg_at_10_tuned", "heldout_precision_at_10_seed",
     ):  # fmt: skip
         assert key in meta, key
-    assert meta["best_cv_rmse"].value == pytest.approx(result.best_cv_rmse, abs=1e-5)
+    assert meta["best_cv_rmse"] == pytest.approx(result.best_cv_rmse, abs=1e-5)
     assert meta["best_params"].data == result.best_params
     table = meta["heldout"].md_str
     assert "| seed |" in table and "| tuned |" in table and "precision_at_10" in table
     assert meta["top_trials"].md_str.count("\n") == 1 + len(result.top_trials)
-    assert svd_tuning.group_names_by_key[dg.AssetKey("svd_tuning")] == "tuning"
 
 
-def test_asset_config_rejects_inverted_bounds(ratings, tmp_path):
+def test_the_study_is_an_asset_materialize_all_leaves_out_and_its_own_job_reports():
+    repo = defs.get_repository_def()
+    node = repo.asset_graph.get(dg.AssetKey("svd_tuning"))
+    assert node.group_name == "tuning" and not node.is_executable  # "Materialize all" skips it
+    assert dg.AssetKey("svd_tuning") in repo.asset_graph.get(dg.AssetKey("svd_model")).parent_keys
+    assert [node.name for node in repo.get_job("tune_svd").graph.nodes] == ["svd_tuning"]
+    assert dg.AssetKey("svd_tuning") not in repo.get_job("train_and_deploy").asset_layer.selected_asset_keys
+
+
+def test_a_saved_result_that_is_unreadable_or_foreign_is_refused_by_name(ratings, tmp_path):
+    assert load_result(tmp_path) is None  # no study yet: tuned training falls back to the seed params
+    path = tmp_path / "latest_result.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=rf"{path} is unreadable .*run the tune_svd job again, or delete it"):
+        load_result(tmp_path)
+    path.write_text(json.dumps({"version": "x", "best_params": {}}))
+    with pytest.raises(ValueError, match=rf"{path} is not a tuning result"):
+        load_result(tmp_path)
+    result = tune(ratings, tmp_path, "saved", trials=1, bounds=SMALL, n_jobs=1, importances=False)
+    path.write_text(json.dumps({**asdict(result), "best_params": {"n_factors": 4, "learning_rate": 9}}))
+    with pytest.raises(ValueError, match="not a tuning result"):
+        load_result(tmp_path)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_each_trial_logs_a_progress_line(ratings, tmp_path, caplog, n_jobs):
+    log = logging.getLogger("cfrec.test_tuning")
+    wide = TuningBounds(n_factors=(2, 8), n_epochs=(1, 15), lr_bias=(1e-4, 0.02), lr_factor=(1e-4, 0.03))
+    with caplog.at_level(logging.INFO, logger=log.name):
+        result = tune(ratings, tmp_path, "log", trials=8, n_folds=3, bounds=wide, n_jobs=n_jobs, log=log)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trial ")]
+    assert [line.split(" (")[0] for line in lines] == [f"trial {i}/8" for i in range(1, 9)]
+    assert sum("pruned after" in line for line in lines) == result.trials_pruned
+    assert f"best this run {result.best_cv_rmse:.4f}" in lines[-1]
+    assert "seed params: CV RMSE" in caplog.text and "held-out comparison" in caplog.text
+
+
+def test_config_rejects_inverted_bounds(ratings, tmp_path):
     config = TuningConfig(trials=1, n_jobs=1, bounds=BoundsConfig(n_epochs=IntRange(low=20, high=10)))
-    store = DataStore(data_dir=str(tmp_path))
-    with dg.build_asset_context(resources={"store": store}) as context, pytest.raises(ValueError, match="n_epochs"):
-        svd_tuning(context, config=config, combined_ratings=ratings)
+    with pytest.raises(ValueError, match="n_epochs"):
+        run_study(config, ratings, tmp_path / "tuning", logging.getLogger("cfrec.test_tuning"))
     assert not (tmp_path / "tuning").exists()
 
 

@@ -1,14 +1,16 @@
-"""The deployment asset: promotes a checked model version to the serving directory, or rolls back."""
+"""The deployment asset: promotes a checked model version to the serving directory, keeps the
+champion when the challenger lost, or rolls back."""
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from cfrec_assets.checks import GATE_CHECKS
+from cfrec_assets.checks import GATE_CHECKS, challenger_no_worse_than_champion
 from cfrec_assets.deployment import promotion_of
-from cfrec_assets.gate import gate_problems, materialization_runs
+from cfrec_assets.gate import gate_problems, materialization_runs, newest_evaluation
 from cfrec_assets.preview import recommendations_table
 from cfrec_assets.records import Deployment, ModelMetrics, ModelVersion
 from cfrec_assets.resources import DataStore, ServingTargetResource
@@ -17,9 +19,11 @@ from cfrec_assets.serving import load_deployed
 GROUP = "deployment"
 # Stale when the served model is older than this. With the retrain sensor's one-day maximum
 # age, a model older than two days means retrains failed, or the app received no rating at all
-# for two days; either is worth a look (README "Say when it is stale or broken").
+# for two days; either is worth a look (README "Say when it is stale or broken"). A kept
+# champion is a materialization too: the retrain ran and judged the served model still the best.
 FRESHNESS_HOURS = float(os.environ.get("CFREC_FRESHNESS_HOURS", "48"))
 MODEL_KEY, METRICS_KEY = dg.AssetKey("svd_model"), dg.AssetKey("cv_metrics")
+[CHALLENGER_CHECK] = challenger_no_worse_than_champion.check_keys
 
 
 class DeployConfig(dg.Config):
@@ -47,6 +51,15 @@ def check_gate(instance: dg.DagsterInstance, model: ModelVersion, metrics: Model
         raise GateClosedError("refusing to promote: " + "; ".join(problems))
 
 
+def lost_to_champion(instance: dg.DagsterInstance, metrics: ModelMetrics) -> dict[str, Any] | None:
+    """The champion check's metadata when the challenger lost on RMSE (a WARN verdict: the gate
+    let the run go on), else None. Read for the very ``cv_metrics`` materialization being shipped."""
+    evaluation = newest_evaluation(instance, CHALLENGER_CHECK, metrics.run_id)
+    if evaluation is None or evaluation.passed:
+        return None
+    return {name: value.value for name, value in evaluation.metadata.items()}
+
+
 @dg.asset(
     group_name=GROUP,
     kinds={"python"},
@@ -62,7 +75,9 @@ def deployed_model(
     svd_model: ModelVersion,
     cv_metrics: ModelMetrics,
 ) -> dg.Output[Deployment]:
-    """The model version the app serves: promoted atomically once every blocking check passed.
+    """The model version the app serves: promoted atomically once every blocking check passed,
+    or the champion kept when the challenger's RMSE lost to it (metadata ``decision``; the
+    manifest's ``kept_champion`` list records it too).
 
     Puts the version's files under ``<target>/versions/<version>/`` and then replaces
     ``manifest.json``: in a local folder by temp file + ``os.replace``, in an object store by
@@ -70,6 +85,7 @@ def deployed_model(
     kept for rollback.
     """
     target = serving.open(store.serving_dir)
+    extra: dict[str, Any] = {}
     if config.rollback_to is not None:
         if not config.rollback_to.strip():
             raise ValueError(
@@ -79,8 +95,26 @@ def deployed_model(
         action = "rollback"
     else:
         check_gate(context.instance, svd_model, cv_metrics)
-        manifest = target.promote(Path(svd_model.path), **promotion_of(svd_model, cv_metrics))
-        action = "promote"
+        lost = lost_to_champion(context.instance, cv_metrics)
+        if lost is None:
+            manifest = target.promote(Path(svd_model.path), **promotion_of(svd_model, cv_metrics))
+            action = "promote"
+        else:
+            decision = (
+                f"kept champion {lost['champion_version']}: challenger RMSE {lost['challenger_rmse']:.4f} "
+                f"vs {lost['champion_rmse']:.4f} + {lost['champion_tolerance']}"
+            )
+            entry = {
+                "challenger": svd_model.version,
+                "challenger_rmse": lost["challenger_rmse"],
+                "decision": decision,
+                "run_id": context.run.run_id,
+                "decided_at": datetime.now(timezone.utc).isoformat(),
+            }
+            manifest = target.record_kept_champion(lost["champion_version"], entry)
+            action = "keep"
+            extra = {"decision": decision, "challenger_version": svd_model.version}
+            context.log.info(decision)
     context.log.info(f"{action}: serving version {manifest['version']} (previous: {manifest.get('previous_version')})")
     # Loaded back from the target as the app loads it, to show what it serves. The manifest has
     # already moved, so a failure here is reported, not raised: the deployment did happen.
@@ -100,6 +134,7 @@ def deployed_model(
         deployment,
         metadata={
             "action": action,
+            **extra,
             "version": manifest["version"],
             "previous_version": manifest.get("previous_version") or "",
             "serving_target": target.describe(),

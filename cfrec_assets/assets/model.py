@@ -4,7 +4,7 @@ import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import dagster as dg
 import pandas as pd
@@ -13,7 +13,7 @@ from cfrec_assets.memory import cross_validation_bytes, fit_bytes, require_memor
 from cfrec_assets.preview import recommendations_table
 from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.resources import DataStore
-from cfrec_assets.schema import SEED_SVD_PARAMS, SOURCE_APP, TRAINING_POOL, TRAINING_RATINGS_FILE
+from cfrec_assets.schema import ARTIFACT_FILES, SEED_SVD_PARAMS, SOURCE_APP, TRAINING_POOL, TRAINING_RATINGS_FILE
 from cfrec_assets.serving import load_version
 from cfrec_assets.training import (
     SVDParams,
@@ -23,7 +23,7 @@ from cfrec_assets.training import (
     save_artifacts,
     summarize_folds,
 )
-from cfrec_assets.tuning import TuningResult, params_for_training
+from cfrec_assets.tuning import load_result, params_for_training
 
 GROUP = "model"
 
@@ -31,7 +31,8 @@ GROUP = "model"
 class SVDConfig(dg.Config):
     """Which hyper-parameters train the model.
 
-    ``params: tuned`` (the default) takes the latest ``svd_tuning`` result's best params, or the
+    ``params: tuned`` (the default) takes the best params of the latest ``svd_tuning`` study on
+    this data folder (``<data_dir>/tuning/latest_result.json``), or the
     seed params with a log line when no study ran or none beat them: a team that ran a study gets
     its gain on the next retrain, and the champion/challenger check still decides whether the
     tuned model ships. ``params: seed`` uses the fields below (the seed script's settings,
@@ -62,14 +63,15 @@ def model_version(run_id: str, now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{run_id[:8]}"
 
 
-@dg.asset(group_name=GROUP, kinds={"surprise"}, pool=TRAINING_POOL)
+# svd_tuning is a dependency, not an input: its result is read from the data folder
+# (``tuning.load_result``), so any instance training on that folder uses the same params.
+@dg.asset(group_name=GROUP, kinds={"surprise"}, pool=TRAINING_POOL, deps=["svd_tuning"])
 def svd_model(
     context: dg.AssetExecutionContext,
     config: SVDConfig,
     store: DataStore,
     combined_ratings: pd.DataFrame,
     movie_titles: pd.DataFrame,
-    svd_tuning: Optional[TuningResult],  # None until a study has run  # noqa: UP045 (Dagster reads it)
 ) -> dg.Output[ModelVersion]:
     """Surprise SVD fitted on every combined rating, saved as a new version folder.
 
@@ -87,11 +89,16 @@ def svd_model(
         config.memory_budget_bytes,
     )
     configured = SVDParams(**config.model_dump(exclude={"params", "memory_budget_bytes"}))
+    study = load_result(store.tuning_dir) if config.params == "tuned" else None
     # params_for_training logs its choice; its fallback means "the configured seed fields".
-    tuned = params_for_training(svd_tuning, "tuned", context.log) if config.params == "tuned" else SVDParams()
-    use_tuned = svd_tuning is not None and tuned != SVDParams()
+    tuned = params_for_training(study, "tuned", context.log) if config.params == "tuned" else SVDParams()
+    use_tuned = study is not None and tuned != SVDParams()
     params = tuned if use_tuned else configured
-    tuning_version = svd_tuning.version if use_tuned else None
+    tuning_version = study.version if use_tuned else None
+    context.log.info(
+        f"fitting SVD ({params.n_factors} factors x {params.n_epochs} epochs, "
+        f"{'svd_tuning ' + tuning_version if tuning_version else 'seed'} params) on {len(ratings):,} ratings"
+    )
     algo, trainset, fit_seconds = fit_svd(ratings, params)
     sanity = sanity_prediction(algo, trainset)
     trained_at = datetime.now(timezone.utc)
@@ -128,11 +135,9 @@ def svd_model(
             "global_mean": round(float(trainset.global_mean), 4),
             "params": dg.MetadataValue.json(record.params),
             "params_source": f"svd_tuning {tuning_version}" if tuning_version else "seed",
-            "files": dg.MetadataValue.json(files),
             **{f"{name.split('.')[0]}_sha256": f["sha256"] for name, f in files.items()},
-            **{f"{name.split('.')[0]}_bytes": f["bytes"] for name, f in files.items()},
+            "artifact_bytes": sum(files[name]["bytes"] for name in ARTIFACT_FILES if name in files),
             "sanity_prediction": dg.MetadataValue.json(sanity),
-            "sanity_estimate": sanity["estimate"],
         },
     )
 
@@ -156,7 +161,8 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
     """K-fold RMSE, MAE, precision@k and NDCG@k of the ``svd_model`` version this run trained.
 
     Uses that version's exact training table and hyper-parameters, so the metrics describe
-    the model that would be deployed. Numeric metadata: Dagster plots their history.
+    the model that would be deployed. The headline metrics come first (Dagster plots their
+    history); the per-fold values are one table (``folds``).
     """
     workers = min(config.n_folds, os.cpu_count() or 1) if config.n_jobs == -1 else max(1, config.n_jobs)
     require_memory(
@@ -168,9 +174,19 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
     )
     ratings = pd.read_parquet(Path(svd_model.path) / TRAINING_RATINGS_FILE)
     params = SVDParams(**svd_model.params)
-    folds = cross_validate_svd(ratings, params, config.n_folds, config.n_jobs, config.seed, config.k)
+    context.log.info(
+        f"cross-validating version {svd_model.version}: {config.n_folds} folds of {len(ratings):,} ratings, "
+        f"{workers} at a time"
+    )
+
+    def progress(fold: int, metrics: dict[str, float]) -> None:
+        context.log.info(
+            f"fold {fold}/{config.n_folds}: RMSE {metrics['rmse']:.4f}, MAE {metrics['mae']:.4f} "
+            f"(fit {metrics['fit_seconds']:.1f} s)"
+        )
+
+    folds = cross_validate_svd(ratings, params, config.n_folds, config.n_jobs, config.seed, config.k, on_fold=progress)
     summary = {name: round(value, 5) for name, value in summarize_folds(folds).items()}
-    per_fold = {f"fold_{i}_{name}": round(value, 5) for i, fold in enumerate(folds, 1) for name, value in fold.items()}
     context.log.info(f"version {svd_model.version}: RMSE {summary['rmse_mean']:.4f} ± {summary['rmse_std']:.4f}")
     challenger = load_version(Path(svd_model.path), svd_model.files, {"version": svd_model.version})
     metrics = ModelMetrics(
@@ -181,15 +197,25 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
         real_ratings=svd_model.counts["real_ratings"],
         folds=folds,
     )
+    headline = ["rmse_mean", "rmse_std", "mae_mean", f"precision_at_{config.k}_mean", f"ndcg_at_{config.k}_mean"]
     return dg.Output(
         metrics,
         metadata={
+            **{name: summary[name] for name in headline},  # first in the UI, and plotted across runs
             "version": svd_model.version,
-            "n_folds": config.n_folds,
             "ratings": len(ratings),
             "real_ratings": metrics.real_ratings,
-            **summary,
-            **per_fold,
+            "folds": dg.MetadataValue.md(folds_table(folds, summary)),
             "recommendations_preview": dg.MetadataValue.md(recommendations_table(challenger)),
         },
     )
+
+
+def folds_table(folds: list[dict[str, float]], summary: dict[str, float]) -> str:
+    """One Markdown row per fold, then the mean and std rows."""
+    names = list(folds[0])
+    rows = [(str(i), fold) for i, fold in enumerate(folds, 1)]
+    rows += [(stat, {n: summary[f"{n}_{stat}"] for n in names}) for stat in ("mean", "std")]
+    lines = ["| fold | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(f"{values[n]:.4f}" for n in names) + " |" for label, values in rows]
+    return "\n".join(lines)

@@ -1,4 +1,10 @@
-"""svd_tuning: an Optuna study of the SVD hyper-parameters, off the default retrain path."""
+"""svd_tuning: an Optuna study of the SVD hyper-parameters, off the default retrain path.
+
+The study takes minutes, so it is not an asset "Materialize all" could start: ``svd_tuning`` is a
+non-executable asset (its lineage and history show in the UI) whose materializations the op of
+the ``tune_svd`` job reports. The result is written to ``<data_dir>/tuning/latest_result.json``,
+which ``svd_model`` reads: tuned params travel with the data folder, not with one instance's history.
+"""
 
 # No ``from __future__ import annotations``: Dagster reads the config and input annotations at
 # decoration time and cannot resolve them from strings.
@@ -12,9 +18,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from cfrec_assets.io_manager import latest_value_path
 from cfrec_assets.resources import DataStore
 from cfrec_assets.schema import TRAINING_POOL
-from cfrec_assets.tuning import TuningBounds, TuningResult, tune
+from cfrec_assets.tuning import Log, TuningBounds, TuningResult, save_result, tune
 
 GROUP = "tuning"
 _DEFAULT = TuningBounds()
@@ -67,19 +74,36 @@ class TuningConfig(dg.Config):
     bounds: BoundsConfig = BoundsConfig()
 
 
-@dg.asset(group_name=GROUP, kinds={"optuna", "surprise"}, pool=TRAINING_POOL)
-def svd_tuning(
-    context: dg.AssetExecutionContext, config: TuningConfig, combined_ratings: pd.DataFrame, store: DataStore
-) -> dg.Output[TuningResult]:
+svd_tuning = dg.AssetSpec(
+    "svd_tuning",
+    group_name=GROUP,
+    kinds={"optuna", "surprise"},
+    deps=["combined_ratings"],
+    description="The latest Optuna study of the SVD hyper-parameters (``<data_dir>/tuning/latest_result.json``). "
+    "Run it with the `tune_svd` job (Jobs → tune_svd → Launchpad) or the `weekly_tuning` schedule: it takes "
+    'minutes, so "Materialize all" leaves it out. The next retrain\'s `svd_model` trains with its params.',
+)
+
+
+@dg.op(name="svd_tuning", pool=TRAINING_POOL)
+def svd_tuning_study(context: dg.OpExecutionContext, config: TuningConfig, store: DataStore) -> None:
     """Seeded TPE search of the SVD hyper-parameters on K-fold RMSE, compared with the seed params on a held-out split.
 
-    The study is stored in ``<data_dir>/tuning/<study_name>.journal``; ``resume`` adds trials to it.
-    With the defaults on the mapped ML-100K: ~95 s on 2 cores, CV RMSE 0.9375 -> 0.9027
-    (bench/tuning_bench.py). Returns a :class:`TuningResult`, stored as JSON by the IO manager.
+    Reads the latest ``combined_ratings``, logs a line per trial, writes the result beside the
+    study and reports it as a materialization of ``svd_tuning``. With the defaults on the mapped
+    ML-100K: ~95 s on 2 cores, CV RMSE 0.9375 -> 0.9027 (bench/tuning_bench.py).
     """
-    folder = Path(store.root) / "tuning"
+    source = latest_value_path(context.instance, dg.AssetKey("combined_ratings"))
+    result, metadata = run_study(config, pd.read_parquet(source), store.tuning_dir, context.log)
+    metadata["combined_ratings"] = dg.MetadataValue.path(str(source))
+    context.log_event(dg.AssetMaterialization(asset_key=svd_tuning.key, metadata=metadata))
+
+
+def run_study(config: TuningConfig, ratings: pd.DataFrame, folder: Path, log: Log) -> tuple[TuningResult, dict]:
+    """Run (or resume) the configured study on ``ratings`` under ``folder`` and save its result
+    there; return the result and its metadata. The study is ``<folder>/<study_name>.journal``."""
     result = tune(
-        combined_ratings,
+        ratings,
         folder,
         config.study_name,
         trials=config.trials,
@@ -92,9 +116,10 @@ def svd_tuning(
         n_jobs=config.n_jobs,
         prune=config.prune,
         margin=config.margin,
-        log=context.log,
+        log=log,
     )
-    return dg.Output(result, metadata=tuning_metadata(result, folder))
+    path = save_result(result, folder)
+    return result, {"path": dg.MetadataValue.path(str(path)), **tuning_metadata(result, folder)}
 
 
 def tuning_metadata(result: TuningResult, folder: Path) -> dict[str, Any]:

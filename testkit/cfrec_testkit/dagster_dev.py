@@ -1,4 +1,5 @@
-"""Run the real ``dg dev`` or the production server (webserver + daemon + code servers) for a test, and clean it up.
+"""Run the real ``dg dev`` or the production server (webserver + daemon + code servers) for a test, and clean it up,
+started directly or through the Makefile (``make dev`` / ``make serve``).
 
 Each runs in its own session, hence its own process group, so everything it starts
 (webserver, daemon, code server, run workers) can be signalled at once and checked for
@@ -25,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Inherited settings that would point the code location at someone's real data or database.
-_SCRUBBED_PREFIXES = ("CFREC_", "SUPABASE_", "DAGSTER_")
+# Inherited settings that would point the code location at someone's real data or database (or
+# hand a nested make the outer one's jobserver and flags).
+_SCRUBBED_PREFIXES = ("CFREC_", "SUPABASE_", "DAGSTER_", "MAKE", "MFLAGS")
 _INSTANCE_YAML = "telemetry:\n  enabled: false\n"
 # dagster maps SIGTERM to whatever SIGINT does, and a shell starts background jobs with
 # SIGINT ignored: reset both before exec'ing dagster so it shuts down on SIGTERM.
@@ -196,6 +198,43 @@ def production_server(
 
 
 @contextmanager
+def make_server(
+    tmp_dir: Path,
+    target: str,
+    make_variables: Mapping[str, str],
+    env: Mapping[str, str] | None = None,
+    startup_timeout: float = 180.0,
+    shutdown_timeout: float = 60.0,
+) -> Iterator[DagsterDev]:
+    """``make dev`` or ``make serve`` as a newcomer runs them, from the repository root, with this
+    interpreter's virtualenv (``VENV``, never rebuilt) and the Makefile's folders moved by
+    ``make_variables`` (DEV_HOME, PROD_HOME, PROD_DATA): the server's ``dagster_home`` and
+    ``data_dir`` are the ones the Makefile chose. ``env`` is the caller's shell environment on top
+    of the scrubbed one (e.g. a DAGSTER_HOME or CFREC_DATA_DIR exported for dev work)."""
+    venv = Path(sys.executable).parent.parent
+    homes = {"dev": ("DEV_HOME", None), "serve": ("PROD_HOME", "PROD_DATA")}
+    home_variable, data_variable = homes[target]
+    dagster_home = Path(make_variables[home_variable])
+    data_dir = Path(make_variables[data_variable] if data_variable else (env or {})["CFREC_DATA_DIR"])
+    assignments = [f"{name}={value}" for name, value in {"VENV": str(venv), **make_variables}.items()]
+
+    def command(port: int) -> list[str]:
+        return ["make", "--no-print-directory", "-o", f"{venv}/.installed", target, *assignments]
+
+    with _serving(
+        tmp_dir,
+        command,
+        env,
+        startup_timeout,
+        shutdown_timeout,
+        port_variable="CFREC_PORT",
+        dagster_home=dagster_home,
+        data_dir=data_dir,
+    ) as dev:
+        yield dev
+
+
+@contextmanager
 def _serving(
     tmp_dir: Path,
     command: Callable[[int], list[str]],
@@ -203,14 +242,23 @@ def _serving(
     startup_timeout: float,
     shutdown_timeout: float,
     port_variable: str | None = None,
+    dagster_home: Path | None = None,
+    data_dir: Path | None = None,
 ) -> Iterator[DagsterDev]:
-    dagster_home = tmp_dir / "dagster_home"
-    data_dir = tmp_dir / "data"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Start ``command(port)``; by default with ``DAGSTER_HOME`` and ``CFREC_DATA_DIR`` in ``tmp_dir``
+    (folders the command decides for itself, as ``make`` does, are passed in instead)."""
+    chosen = dagster_home is not None
+    dagster_home = dagster_home or tmp_dir / "dagster_home"
+    data_dir = data_dir or tmp_dir / "data"
+    if not chosen:
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
     port = free_loopback_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
-    child_env.update(DAGSTER_HOME=str(dagster_home), CFREC_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    child_env["PYTHONUNBUFFERED"] = "1"
+    if not chosen:
+        child_env.update(DAGSTER_HOME=str(dagster_home), CFREC_DATA_DIR=str(data_dir))
     if port_variable:
         child_env[port_variable] = str(port)
     child_env.update(env or {})

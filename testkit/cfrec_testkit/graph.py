@@ -12,6 +12,7 @@ import dagster as dg
 from cfrec_assets.assets import ALL_ASSETS
 from cfrec_assets.checks import ALL_CHECKS
 from cfrec_assets.io_manager import LocalIOManager
+from cfrec_assets.jobs import tune_svd
 from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, build_resources
 from cfrec_assets.supabase_io import RatingsReader, SupabaseResource
 from cfrec_testkit.movielens_fixtures import MovieLensFixture, write_movielens_fixture
@@ -85,6 +86,13 @@ class GraphEnv:
             raise_on_error=raise_on_error,
         )
 
+    def tune(self, instance: dg.DagsterInstance, config: dict | None = None) -> dg.ExecuteInProcessResult:
+        """Run the ``tune_svd`` job (the study reports ``svd_tuning``) on the latest ``combined_ratings``."""
+        definitions = dg.Definitions(assets=ALL_ASSETS, jobs=[tune_svd], resources=self.resources())
+        return definitions.resolve_job_def("tune_svd").execute_in_process(
+            run_config={"ops": {"svd_tuning": {"config": config or {}}}}, instance=instance, raise_on_error=False
+        )
+
 
 WITHOUT_TUNING = dg.AssetSelection.all() - dg.AssetSelection.groups("tuning")
 UP_TO_COMBINED = [
@@ -128,12 +136,17 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
-def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    """Check name -> its evaluation in the run (passed, severity, description, metadata)."""
     return {
-        e.event_specific_data.asset_check_key.name: e.event_specific_data.passed
+        e.event_specific_data.asset_check_key.name: e.event_specific_data
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {name: evaluation.passed for name, evaluation in check_evaluations(result).items()}
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
