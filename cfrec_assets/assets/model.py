@@ -23,7 +23,7 @@ from cfrec_assets.training import (
     save_artifacts,
     summarize_folds,
 )
-from cfrec_assets.tuning import TuningResult, params_for_training
+from cfrec_assets.tuning import TuningResult, tuned_params
 
 GROUP = "model"
 
@@ -87,11 +87,16 @@ def svd_model(
         config.memory_budget_bytes,
     )
     configured = SVDParams(**config.model_dump(exclude={"params", "memory_budget_bytes"}))
-    # params_for_training logs its choice; its fallback means "the configured seed fields".
-    tuned = params_for_training(svd_tuning, "tuned", context.log) if config.params == "tuned" else SVDParams()
-    use_tuned = svd_tuning is not None and tuned != SVDParams()
-    params = tuned if use_tuned else configured
-    tuning_version = svd_tuning.version if use_tuned else None
+    if config.params == "tuned":
+        tuned, why = tuned_params(svd_tuning)
+        if tuned is None:
+            context.log.warning(f"params mode 'tuned' but {why}: training with the seed params")
+        else:
+            context.log.info(f"training with the tuned params of {why}")
+    else:
+        tuned, why = None, "params: seed in svd_model's config"
+    params = tuned or configured
+    tuning_version = svd_tuning.version if tuned and svd_tuning else None
     algo, trainset, fit_seconds = fit_svd(ratings, params)
     sanity = sanity_prediction(algo, trainset)
     trained_at = datetime.now(timezone.utc)
@@ -128,6 +133,7 @@ def svd_model(
             "global_mean": round(float(trainset.global_mean), 4),
             "params": dg.MetadataValue.json(record.params),
             "params_source": f"svd_tuning {tuning_version}" if tuning_version else "seed",
+            "params_reason": why,
             "files": dg.MetadataValue.json(files),
             **{f"{name.split('.')[0]}_sha256": f["sha256"] for name, f in files.items()},
             **{f"{name.split('.')[0]}_bytes": f["bytes"] for name, f in files.items()},
