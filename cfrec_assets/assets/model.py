@@ -79,13 +79,6 @@ def svd_model(
     value handed on is a small record (version, path, params, counts, sha256s).
     """
     ratings = combined_ratings
-    require_memory(
-        fit_bytes(len(ratings)),
-        f"fitting SVD on {len(ratings):,} ratings",
-        "cap the seed ratings (combined_ratings max_seed_ratings), choose fewer seeds (CFREC_SEEDS, "
-        "CFREC_ML_LATEST_RELEASE=ml-latest-small) or use a bigger machine",
-        config.memory_budget_bytes,
-    )
     configured = SVDParams(**config.model_dump(exclude={"params", "memory_budget_bytes"}))
     if config.params == "tuned":
         tuned, why = tuned_params(svd_tuning)
@@ -97,6 +90,15 @@ def svd_model(
         tuned, why = None, "params: seed in svd_model's config"
     params = tuned or configured
     tuning_version = svd_tuning.version if tuned and svd_tuning else None
+    users, movies = int(ratings["user_id"].nunique()), int(ratings["tmdb_id"].nunique())
+    require_memory(
+        fit_bytes(len(ratings), users, movies, params.n_factors),
+        f"fitting SVD with {params.n_factors} factors on {len(ratings):,} ratings of {users:,} users and "
+        f"{movies:,} films",
+        "cap the seed ratings (combined_ratings max_seed_ratings), choose fewer seeds (CFREC_SEEDS, "
+        "CFREC_ML_LATEST_RELEASE=ml-latest-small), use fewer n_factors, or use a bigger machine",
+        config.memory_budget_bytes,
+    )
     algo, trainset, fit_seconds = fit_svd(ratings, params)
     sanity = sanity_prediction(algo, trainset)
     trained_at = datetime.now(timezone.utc)
@@ -165,15 +167,19 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
     the model that would be deployed. Numeric metadata: Dagster plots their history.
     """
     workers = min(config.n_folds, os.cpu_count() or 1) if config.n_jobs == -1 else max(1, config.n_jobs)
+    params = SVDParams(**svd_model.params)
+    counts = svd_model.counts
     require_memory(
-        cross_validation_bytes(svd_model.counts["ratings"], config.n_folds, workers),
-        f"{config.n_folds}-fold cross-validation of {svd_model.counts['ratings']:,} ratings with {workers} parallel fit(s)",
+        cross_validation_bytes(
+            counts["ratings"], counts["users"], counts["movies"], params.n_factors, config.n_folds, workers
+        ),
+        f"{config.n_folds}-fold cross-validation of {counts['ratings']:,} ratings ({counts['users']:,} users, "
+        f"{params.n_factors} factors) with {workers} parallel fit(s)",
         "set cv_metrics n_jobs: 1 (one fold at a time), fewer n_folds, cap the seed ratings (combined_ratings "
         "max_seed_ratings), or use a bigger machine",
         config.memory_budget_bytes,
     )
     ratings = pd.read_parquet(Path(svd_model.path) / TRAINING_RATINGS_FILE)
-    params = SVDParams(**svd_model.params)
     folds = cross_validate_svd(ratings, params, config.n_folds, config.n_jobs, config.seed, config.k)
     summary = {name: round(value, 5) for name, value in summarize_folds(folds).items()}
     per_fold = {f"fold_{i}_{name}": round(value, 5) for i, fold in enumerate(folds, 1) for name, value in fold.items()}
