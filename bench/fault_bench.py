@@ -807,6 +807,98 @@ def cache_planted_folder(tmp: Path) -> None:
     _shared_cache_attack(tmp, lambda planted: planted.mkdir(mode=0o755))
 
 
+# --- Issue 16: combined drops, memory estimate, tuning journal, user_recommendations ---------------
+# Imports inside the cases: only the child running a case loads Postgres, Dagster's graph or Surprise.
+
+
+def app_ratings_all_seed_prefixed(tmp: Path) -> None:
+    import dagster as dg
+
+    from cfrec_assets.supabase_io import SupabasePostgresResource
+    from cfrec_testkit.graph import UP_TO_COMBINED, check_results, make_graph_env, metadata
+    from cfrec_testkit.postgres import create_ratings_table, insert_ratings, postgres_server
+
+    env = make_graph_env(tmp / "graph")
+    films = sorted({e.tmdb_id for e in env.mirror.expected.values() if e.tmdb_id is not None})
+    with postgres_server() as server, dg.instance_for_test() as instance:
+        create_ratings_table(server.conninfo)
+        insert_ratings(server.conninfo, [(f"ml_app{i}", films[i % 30], 4.0, None) for i in range(300)])
+        env.supabase = SupabasePostgresResource(db_url=server.conninfo)
+        result = env.materialize(instance, selection=UP_TO_COMBINED)
+    assert metadata(result, "combined_ratings")["real_ratings"] == 0
+    assert check_results(result).get("app_ratings_kept_in_training") is False, check_results(result)
+
+
+def memory_many_one_rating_users(tmp: Path) -> None:
+    import dagster as dg
+
+    from cfrec_assets.assets.model import SVDConfig, svd_model
+    from cfrec_assets.memory import MemoryBudgetError
+    from cfrec_assets.resources import DataStore
+
+    n = 300_000
+    ratings = pd.DataFrame(
+        {"user_id": [f"user-{i}" for i in range(n)], "tmdb_id": [100 + i % 800 for i in range(n)], "rating": 4.0}
+    ).assign(source="app", created_at=pd.Timestamp("2026-01-01", tz="UTC"))
+    titles = pd.DataFrame({"tmdb_id": pd.Series(dtype="int64"), "title": pd.Series(dtype=str), "year": []})
+    config = SVDConfig(params="seed", n_factors=400, memory_budget_bytes=1 << 30)  # pu alone: 0.96 GB
+    try:
+        with dg.build_asset_context(resources={"store": DataStore(data_dir=str(tmp))}) as context:
+            svd_model(context, config=config, combined_ratings=ratings, movie_titles=titles)
+    except MemoryBudgetError as refused:
+        assert "400 factors" in str(refused), refused
+    else:
+        raise AssertionError("trained 300,000 users x 400 factors within a 1 GiB budget: the pre-check passed it")
+
+
+def tuning_journal_forged_and_truncated(tmp: Path) -> None:
+    import optuna
+
+    from cfrec_assets.tuning import TuningBounds, journal_storage, tune
+    from cfrec_testkit.models import make_ratings_frame
+
+    ratings, bounds = make_ratings_frame(n_users=40, n_movies=30, seed=2), TuningBounds(n_factors=(2, 8))
+    run = {"trials": 1, "bounds": bounds, "n_jobs": 1, "importances": False}
+    tune(ratings, tmp, "svd", **run)
+    study = optuna.load_study(study_name="svd", storage=journal_storage(tmp, "svd"))
+    wide = {**study.trials[0].distributions, "n_factors": optuna.distributions.IntDistribution(1, 5000)}
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={**study.trials[0].params, "n_factors": 3000}, distributions=wide, value=float("-inf")
+        )
+    )
+    forged = tune(ratings, tmp, "svd", **run)
+    assert forged.best_params["n_factors"] <= 8 and forged.trials_ignored == 1, forged.best_params
+    journal = tmp / "svd.journal"
+    journal.write_bytes(journal.read_bytes()[:-25])  # a crash mid-append
+    recovered = tune(ratings, tmp, "svd", **run)
+    assert recovered.journal_moved_aside and Path(recovered.journal_moved_aside).is_file(), recovered
+
+
+def recommendations_table_privileges(tmp: Path) -> None:
+    import psycopg
+
+    from cfrec_assets.supabase_io.recommendations import RecommendationsTable
+    from cfrec_testkit.postgres import add_supabase_roles, postgres_server
+
+    for name in ("pg_catalog.pg_class", "auth.users"):
+        try:
+            RecommendationsTable(db_url="postgresql://u:pw@127.0.0.1:1/db", table=name)
+        except ValueError as refused:
+            assert "public schema" in str(refused), refused
+        else:
+            raise AssertionError(f"table {name!r} accepted")
+    sql_file = Path(__file__).resolve().parents[1] / "deploy" / "user_recommendations.sql"
+    with postgres_server() as server:
+        add_supabase_roles(server.conninfo)
+        with psycopg.connect(server.conninfo, autocommit=True) as conn:
+            conn.execute(sql_file.read_text())
+            query = "select has_table_privilege(%s, 'public.user_recommendations', %s)"
+            for role in ("anon", "authenticated"):
+                for privilege in ("TRUNCATE", "INSERT", "UPDATE", "DELETE", "REFERENCES", "TRIGGER"):
+                    assert not conn.execute(query, (role, privilege)).fetchone()[0], f"{role} may {privilege}"
+
+
 CASES: list[Case] = [
     Case("credentials: connection refused", credentials_refused),
     Case("credentials: HTTP 404", credentials_http_404, _prepare_release),
@@ -860,6 +952,10 @@ CASES: list[Case] = [
     Case("cache: <shared>/<version> symlink of another user", cache_planted_symlink),
     Case("cache: <shared>/<version> file of another user", cache_planted_file),
     Case("cache: <shared>/<version> folder of another user", cache_planted_folder),
+    Case("combined: 300 app ratings, seed-prefixed user ids", app_ratings_all_seed_prefixed),
+    Case("memory: 300,000 one-rating users x 400 factors, 1 GiB", memory_many_one_rating_users),
+    Case("tuning journal: forged 3,000 factors / -inf, truncated", tuning_journal_forged_and_truncated),
+    Case("user_recommendations: pg_catalog.pg_class, TRUNCATE", recommendations_table_privileges),
 ]
 
 

@@ -33,10 +33,9 @@ from cfrec_assets.deployment import file_records
 from cfrec_assets.preview import recommendation_rows
 from cfrec_assets.serving import load_version
 from cfrec_assets.supabase_io.recommendations import RecommendationsTable
-from cfrec_testkit.postgres import postgres_server
+from cfrec_testkit.postgres import add_supabase_roles, postgres_server
 
 TABLE_SQL = REPO / "deploy" / "user_recommendations.sql"
-STAND_IN = "create schema if not exists auth; create or replace function auth.uid() returns uuid language sql as $$ select null::uuid $$; do $$ begin if not exists (select from pg_roles where rolname='authenticated') then create role authenticated; end if; end $$;"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         users = sorted(model.rated_counts())
         now = datetime.now(timezone.utc)
         compute_s, rows = timed(lambda: recommendation_rows(model, users, args.n, now), args.repeat)
+        add_supabase_roles(server.conninfo)
         with psycopg.connect(server.conninfo, autocommit=True) as conn:
-            conn.execute(STAND_IN)
             conn.execute(TABLE_SQL.read_text())
         table = RecommendationsTable(db_url=server.conninfo, table="user_recommendations")
         write_s, _ = timed(lambda: table.replace_all(rows), args.repeat)

@@ -1,16 +1,21 @@
-"""Scale benchmark: ml-latest-format seed data at 1M, 5M and 32M ratings (generated, not GroupLens').
+"""Scale benchmark: ml-latest-format seed data at 1M, 5M and 32M ratings (generated, not GroupLens'),
+and many users with one rating each; measured peak memory beside the assets' pre-check estimate.
 
-Usage: ``python bench/seed_scale_bench.py [--sizes 1000000,5000000,32000000] [--cv-up-to 5000000]``
+Usage: ``python bench/seed_scale_bench.py [--sizes 1000000,5000000,32000000] [--one-per-user 300000]
+[--factors 100,400] [--cv-up-to 5000000]``
 
-For each size a fresh child process generates ratings.csv/movies.csv/links.csv in ml-32m's shape
-(~160 ratings per user, ~1 film per 370 ratings with a long tail, half stars, exactly N
-distinct (user, film) pairs) and runs the graph's own functions
-step by step: ``parse_ratings_csv`` (ml_latest_raw), ``ml_latest_seed`` + ``combine``
-(combined_ratings), Surprise's trainset build and SVD fit with the seed settings (svd_model), and
-3-fold cross-validation one fold at a time (cv_metrics with n_jobs 1; sizes up to --cv-up-to).
-Wall seconds and the peak resident memory growth of each step are sampled every 20 ms. Before a
-step, the child applies the same memory pre-check as the assets and reports a refusal instead of
-running into the OOM killer. Prints one Markdown table; paste it into notes.
+Each case generates ratings.csv/movies.csv/links.csv, in ml-32m's shape for ``--sizes`` (~160
+ratings per user, ~1 film per 370 ratings with a long tail, half stars, exactly N distinct (user,
+film) pairs) or with N users who rated one film each for ``--one-per-user``, and runs the graph's
+own functions, each step in a fresh child process: ``parse_ratings_csv`` (ml_latest_raw) and
+``ml_latest_seed`` + ``combine`` (combined_ratings) once; then per ``--factors`` value the
+``svd_model`` step (load the table from parquet, build the trainset, fit, save the version's
+artifacts) and the ``cv_metrics`` step (load the table, 3-fold CV one fold at a time, load the
+version's ``cf_model.npz``; sizes up to --cv-up-to). Wall seconds and the peak resident memory
+growth of each step (over the child after its imports) are sampled every 20 ms and printed beside
+``cfrec_assets.memory``'s estimate for the step. A step the estimate says would not fit in the
+memory available now is reported as refused instead of running into the OOM killer. Prints one
+Markdown table; paste it into notes.
 """
 
 from __future__ import annotations
@@ -56,8 +61,9 @@ class Sampler:
         self.peak = max(self.peak, rss_bytes())
 
 
-def generate(folder: Path, n_ratings: int, seed: int = 0) -> None:
-    """ml-latest-format files with ``n_ratings`` ratings (sorted by user, then film)."""
+def generate(folder: Path, n_ratings: int, seed: int = 0, one_per_user: bool = False) -> None:
+    """ml-latest-format files with ``n_ratings`` ratings (sorted by user, then film); with
+    ``one_per_user``, by ``n_ratings`` users who rated one film each."""
     import numpy as np
     import pandas as pd
 
@@ -66,6 +72,9 @@ def generate(folder: Path, n_ratings: int, seed: int = 0) -> None:
     popularity = 1.0 / np.arange(1, n_movies + 1) ** 0.8  # a long tail of rarely rated films, like GroupLens'
     popularity /= popularity.sum()
     frame = pd.DataFrame({"userId": [], "movieId": []}, dtype="int64")
+    if one_per_user:
+        users = np.arange(1, n_ratings + 1)
+        frame = pd.DataFrame({"userId": users, "movieId": rng.choice(n_movies, n_ratings, p=popularity) + 1})
     while len(frame) < n_ratings:  # draw (user, film) pairs until n_ratings distinct ones
         extra = int((n_ratings - len(frame)) * 1.3) + 1000
         drawn = pd.DataFrame(
@@ -86,64 +95,150 @@ def generate(folder: Path, n_ratings: int, seed: int = 0) -> None:
     pd.DataFrame({"movieId": ids, "imdbId": ids, "tmdbId": tmdb}).to_csv(folder / "links.csv", index=False)
 
 
-def child(size: int, cv: bool) -> dict:
-    """Runs in a fresh process: every step at one size."""
+def measure(work) -> dict:
+    """Wall seconds and peak RSS growth of ``work()`` in this (fresh) process."""
+    with Sampler() as sample:
+        work()
+    return {"seconds": sample.seconds, "peak_growth_mb": (sample.peak - sample.start) / 1e6}
+
+
+def prepare(size: int, one_per_user: bool, folder: Path) -> dict:
+    """Child: generate the release, parse and combine it (measured); leave the table as parquet."""
     from cfrec_assets.combine import combine, empty_real_ratings, ml_latest_seed
-    from cfrec_assets.memory import MemoryBudgetError, cross_validation_bytes, fit_bytes, require_memory
     from cfrec_assets.movielens import parse_links, parse_ratings_csv
-    from cfrec_assets.training import SVDParams, cross_validate_svd, to_dataset
 
-    out: dict = {"size": size, "steps": {}}
-    with tempfile.TemporaryDirectory(prefix="cfrec-scale-") as scratch:
-        folder = Path(scratch)
-        started = time.perf_counter()
-        generate(folder, size)
-        out["generate_seconds"] = time.perf_counter() - started
-        out["csv_mb"] = (folder / "ratings.csv").stat().st_size / 1e6
-        steps = out["steps"]
-
-        def step(name, work):
-            with Sampler() as sample:
-                result = work()
-            steps[name] = {"seconds": sample.seconds, "peak_growth_mb": (sample.peak - sample.start) / 1e6}
-            return result
-
-        ratings = step("parse ratings.csv (ml_latest_raw)", lambda: parse_ratings_csv(folder / "ratings.csv"))
-        links = parse_links(folder / "links.csv")
-        combined, _ = step(
-            "map + combine (combined_ratings)",
-            lambda: combine({"ml_latest": ml_latest_seed(ratings, links, Counter())}, empty_real_ratings()),
+    started = time.perf_counter()
+    generate(folder, size, one_per_user=one_per_user)
+    out: dict = {"generate_seconds": time.perf_counter() - started, "steps": {}}
+    out["csv_mb"] = (folder / "ratings.csv").stat().st_size / 1e6
+    parsed: dict = {}
+    out["steps"]["parse ratings.csv (ml_latest_raw)"] = measure(
+        lambda: parsed.update(ratings=parse_ratings_csv(folder / "ratings.csv"))
+    )
+    links = parse_links(folder / "links.csv")
+    out["steps"]["map + combine (combined_ratings)"] = measure(
+        lambda: parsed.update(
+            combined=combine(
+                {"ml_latest": ml_latest_seed(parsed.pop("ratings"), links, Counter())}, empty_real_ratings()
+            )[0]
         )
-        ratings = None  # what combined_ratings hands on is the combined table only
-        out["ratings"] = len(combined)
-        try:
-            require_memory(fit_bytes(len(combined)), "fit", "smaller seed")
-        except MemoryBudgetError as refused:
-            out["refused"] = str(refused)
-            return out
-        trainset = step("trainset build (svd_model)", lambda: to_dataset(combined).build_full_trainset())
-        out["trainset"] = {"users": trainset.n_users, "items": trainset.n_items, "ratings": trainset.n_ratings}
-        step("SVD fit, seed settings (svd_model)", lambda: SVDParams().build().fit(trainset))
-        trainset = None
-        if cv:
-            try:
-                require_memory(cross_validation_bytes(len(combined), 3, 1), "cv", "n_jobs 1")
-            except MemoryBudgetError as refused:
-                out["cv_refused"] = str(refused)
-                return out
-            step("3-fold CV, n_jobs 1 (cv_metrics)", lambda: cross_validate_svd(combined, SVDParams(), 3, 1))
+    )
+    combined = parsed["combined"]
+    combined.to_parquet(folder / "combined.parquet", index=False)  # what the IO manager hands on
+    out["counts"] = {
+        "ratings": len(combined),
+        "users": int(combined["user_id"].nunique()),
+        "items": int(combined["tmdb_id"].nunique()),
+    }
     return out
+
+
+def fit_step(folder: Path, factors: int) -> dict:
+    """Child: what svd_model does after its pre-check, from loading its input to its saved version."""
+    import pandas as pd
+
+    from cfrec_assets.training import SVDParams, fit_svd, save_artifacts
+
+    def work():
+        ratings = pd.read_parquet(folder / "combined.parquet")
+        algo, trainset, _ = fit_svd(ratings, SVDParams(n_factors=factors))
+        save_artifacts(algo, trainset, ratings, folder / "models", f"f{factors}")
+
+    return measure(work)
+
+
+def cv_step(folder: Path, factors: int) -> dict:
+    """Child: what cv_metrics does after its pre-check: the folds one at a time, then the version loaded."""
+    import pandas as pd
+
+    from cfrec_assets.deployment import file_records
+    from cfrec_assets.serving import load_version
+    from cfrec_assets.training import SVDParams, cross_validate_svd
+
+    def work():
+        ratings = pd.read_parquet(folder / "combined.parquet")
+        cross_validate_svd(ratings, SVDParams(n_factors=factors), 3, 1)
+        version = folder / "models" / f"f{factors}"
+        load_version(version, file_records(version))
+
+    return measure(work)
+
+
+def run_child(*args: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"child {args} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_case(size: int, one_per_user: bool, factors: list[int], cv: bool) -> dict:
+    """Every step of one case, each in a fresh child; estimates from ``cfrec_assets.memory``."""
+    from cfrec_assets.memory import available_bytes, cross_validation_bytes, fit_bytes
+
+    with tempfile.TemporaryDirectory(prefix="cfrec-scale-") as scratch:
+        shape = ["--shape", "one-per-user"] if one_per_user else []
+        case = run_child("--prepare", str(size), "--folder", scratch, *shape)
+        n = case["counts"]
+        rows = [{"step": name, **step} for name, step in case["steps"].items()]
+        for f in factors:
+            fit_estimate = fit_bytes(n["ratings"], n["users"], n["items"], f)
+            cv_estimate = cross_validation_bytes(n["ratings"], n["users"], n["items"], f, 3, 1)
+            for name, estimate, flag, wanted in (
+                (f"svd_model, {f} factors", fit_estimate, "--fit", True),
+                (f"cv_metrics 3 folds n_jobs 1, {f} factors", cv_estimate, "--cv", cv),
+            ):
+                if not wanted:
+                    continue
+                available = available_bytes()
+                if available is not None and estimate > available:
+                    rows.append({"step": name, "estimate_mb": estimate / 1e6, "refused": available / 1e6})
+                    continue
+                rows.append(
+                    {"step": name, "estimate_mb": estimate / 1e6, **run_child(flag, scratch, "--factors", str(f))}
+                )
+        return {"size": size, "one_per_user": one_per_user, "csv_mb": case["csv_mb"], "counts": n, "rows": rows}
+
+
+def print_case(result: dict) -> None:
+    n = result["counts"]
+    shape = "users with one rating each" if result["one_per_user"] else "ml-32m-shaped ratings"
+    print(
+        f"\n== {result['size']:,} {shape}: {n['ratings']:,} ratings after links, {n['users']:,} users, "
+        f"{n['items']:,} films (ratings.csv {result['csv_mb']:,.0f} MB)"
+    )
+    print("\n| step | wall s | peak RSS growth MB | estimate MB | estimate / measured |")
+    print("|---|---:|---:|---:|---:|")
+    for row in result["rows"]:
+        if "refused" in row:
+            print(
+                f"| {row['step']} | refused: estimate {row['estimate_mb']:,.0f} MB > {row['refused']:,.0f} MB available | | | |"
+            )
+            continue
+        measured, estimate = row["peak_growth_mb"], row.get("estimate_mb")
+        ratio = f"{estimate / measured:.2f}" if estimate and measured > 0 else ""
+        shown = f"{estimate:,.0f}" if estimate else ""
+        print(f"| {row['step']} | {row['seconds']:.1f} | {measured:,.0f} | {shown} | {ratio} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000000,5000000,32000000")
+    parser.add_argument("--sizes", default="1000000,5000000,32000000", help="ml-32m-shaped cases ('' for none)")
+    parser.add_argument("--one-per-user", default="", help="cases of N users with one rating each, e.g. 300000")
+    parser.add_argument("--factors", default="100", help="n_factors of the svd_model and cv_metrics steps")
     parser.add_argument("--cv-up-to", type=int, default=5_000_000)
-    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--cv", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", help=argparse.SUPPRESS)
+    parser.add_argument("--fit", help=argparse.SUPPRESS)
+    parser.add_argument("--cv", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args.child, args.cv)))
+    factors = [int(f) for f in args.factors.split(",")]
+    if args.prepare:  # the children print one JSON line
+        print(json.dumps(prepare(args.prepare, args.shape == "one-per-user", Path(args.folder))))
+        return 0
+    if args.fit or args.cv:
+        step = fit_step if args.fit else cv_step
+        print(json.dumps(step(Path(args.fit or args.cv), factors[0])))
         return 0
     print(f"machine: {os.cpu_count()} cores, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
@@ -152,29 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         + " && .venv/bin/python "
         + shlex.join(["bench/seed_scale_bench.py", *sys.argv[1:]])
     )
-    results = []
-    for size in (int(s) for s in args.sizes.split(",")):
-        command = [sys.executable, __file__, "--child", str(size), *(["--cv"] if size <= args.cv_up_to else [])]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode:
-            print(f"size {size:,}: child failed ({done.returncode}): {done.stderr[-2000:]}")
-            continue
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        results.append(result)
-        print(
-            f"\n== {size:,} generated ratings ({result['ratings']:,} after dedup; ratings.csv {result['csv_mb']:,.0f} MB)"
-        )
-        if "trainset" in result:
-            t = result["trainset"]
-            print(f"trainset: {t['users']:,} users, {t['items']:,} films, {t['ratings']:,} ratings")
-        print("\n| step | wall s | peak RSS growth MB | MB per 1M ratings |")
-        print("|---|---:|---:|---:|")
-        for name, s in result["steps"].items():
-            per = s["peak_growth_mb"] / (result["ratings"] / 1e6)
-            print(f"| {name} | {s['seconds']:.1f} | {s['peak_growth_mb']:,.0f} | {per:,.0f} |")
-        for key in ("refused", "cv_refused"):
-            if key in result:
-                print(f"\npre-check refused: {result[key]}")
+    cases = [(int(s), False) for s in args.sizes.split(",") if s] + [
+        (int(s), True) for s in args.one_per_user.split(",") if s
+    ]
+    for size, one_per_user in cases:
+        try:
+            print_case(run_case(size, one_per_user, factors, size <= args.cv_up_to))
+        except RuntimeError as failed:
+            print(f"size {size:,}: {failed}")
     return 0
 
 

@@ -14,6 +14,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from cfrec_assets.combine import APP_DROP_REASONS, app_ratings_lost
 from cfrec_assets.deployment import verification_problems
 from cfrec_assets.gate import materialization_metadata
 from cfrec_assets.records import Catalog, ModelMetrics, ModelVersion, MovieLens100K, MovieLensLatest
@@ -196,6 +197,36 @@ def combined_ratings_are_valid(
     )
 
 
+class AppRatingsKeptConfig(dg.Config):
+    max_lost_share: float = 0.1
+    """Largest share of the app's ratings ``combined_ratings`` may drop (a re-rating superseded by
+    the same user's later rating is not lost). Losing every one always fails."""
+
+
+@dg.asset_check(asset="combined_ratings", blocking=True)
+def app_ratings_kept_in_training(
+    context: dg.AssetCheckExecutionContext, config: AppRatingsKeptConfig
+) -> dg.AssetCheckResult:
+    """The app's ratings read by ``supabase_ratings`` reach the training table: a model must not
+    ship with ``real_ratings: 0`` (or most of them gone) while the app has ratings, whatever the
+    reason they were dropped (seed-prefixed user ids, films outside the catalog, ...)."""
+    meta = materialization_metadata(context.instance, dg.AssetKey("combined_ratings"), context.run.run_id)
+    if "app_ratings_in" not in meta:
+        return _result(False, "combined_ratings recorded no app-rating accounting: materialise it again")
+    rows_in, kept, dropped = meta["app_ratings_in"], meta["real_ratings"], meta["app_ratings_dropped"]
+    lost = app_ratings_lost(dropped)
+    share = sum(lost.values()) / rows_in if rows_in else 0.0
+    passed = not rows_in or (kept > 0 and share <= config.max_lost_share)
+    if not rows_in:
+        verdict = "no app ratings to keep"
+    else:
+        verdict = f"kept {kept} of {rows_in} app ratings; {share:.1%} lost (limit {config.max_lost_share:.0%})"
+        if lost:
+            why = "; ".join(f"{n} {APP_DROP_REASONS.get(reason, reason)} ({reason})" for reason, n in lost.items())
+            verdict += f": {why}"
+    return _result(passed, verdict, app_ratings_in=rows_in, app_ratings_kept=kept, app_ratings_lost_share=share)
+
+
 @dg.asset_check(asset="svd_model", blocking=True)
 def svd_artifacts_load_and_predict(svd_model: ModelVersion) -> dg.AssetCheckResult:
     """The files on disk are the ones recorded (sha256), they load, and predictions are finite and in range.
@@ -300,6 +331,7 @@ ALL_CHECKS = [
     supabase_ratings_were_read,
     supabase_rows_mostly_valid,
     combined_ratings_are_valid,
+    app_ratings_kept_in_training,
     svd_artifacts_load_and_predict,
     cv_rmse_under_ceiling,
     challenger_no_worse_than_champion,

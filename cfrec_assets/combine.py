@@ -19,6 +19,20 @@ from cfrec_assets.schema import (
     SOURCE_MOVIELENS,
 )
 
+APP_DROP_REASONS = {
+    "user_id_has_seed_prefix": "user id begins with a seed prefix (" + "/".join(SEED_USER_PREFIXES) + ")",
+    "not_in_catalog": "film not in the catalog",
+    "missing_id": "missing user or film id",
+    "rating_out_of_range": "rating outside the rating scale",
+    "duplicate_superseded": "superseded by the user's later rating of the same film",
+}
+"""Why ``combine`` drops an app rating; the last one is not a loss (the user's rating is kept)."""
+
+
+def app_ratings_lost(app_dropped: dict[str, int]) -> dict[str, int]:
+    """The app ratings dropped for a reason that loses them (not a superseded re-rating)."""
+    return {reason: n for reason, n in app_dropped.items() if n and reason != "duplicate_superseded"}
+
 
 def empty_real_ratings() -> pd.DataFrame:
     return pd.DataFrame(
@@ -50,8 +64,12 @@ def combine(
     rating_range: tuple[float, float] = RATING_SCALE,
     dropped: Counter[str] | None = None,
     max_seed_ratings: int | None = None,
+    app_dropped: Counter[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Return the training table and the number of rows dropped per reason.
+
+    ``app_dropped`` (when given) also counts, per reason, the app's rows among those dropped, so
+    a check can see app ratings lost here: every app row is either kept or counted there once.
 
     ``seeds`` are seed populations already keyed by TMDB id (:func:`ml100k_seed`,
     :func:`ml_latest_seed`; none for an app-only model), each user prefixed so populations
@@ -63,12 +81,15 @@ def combine(
     (bench/graph_bench.py) than shuffled rows.
     """
     dropped = Counter() if dropped is None else dropped
-    parts = {**seeds, "real": _real_part(real_ratings, dropped)}
+    app_dropped = Counter() if app_dropped is None else app_dropped
+    parts = {**seeds, "real": _real_part(real_ratings, dropped, app_dropped)}
     if catalog is not None:
         allowed = np.fromiter(catalog, dtype=np.int64)
         for name, frame in parts.items():
             keep = frame["tmdb_id"].isin(allowed)
             dropped[f"{name}_not_in_catalog"] += int((~keep).sum())
+            if name == "real":
+                app_dropped["not_in_catalog"] += int((~keep).sum())
             parts[name] = frame[keep]
 
     if max_seed_ratings is not None:
@@ -79,19 +100,21 @@ def combine(
             parts[name] = kept[name]
 
     combined = pd.concat(parts.values(), ignore_index=True)
-    valid = combined["user_id"].notna() & (combined["user_id"].str.len() > 0) & combined["tmdb_id"].notna()
-    dropped["missing_id"] += int((~valid).sum())
-    combined = combined[valid]
+
+    def drop_unless(frame: pd.DataFrame, keep: pd.Series, reason: str) -> pd.DataFrame:
+        dropped[reason] += int((~keep).sum())
+        app_dropped[reason] += int((~keep & (frame["source"] == SOURCE_APP)).sum())
+        return frame[keep]
+
+    has_ids = combined["user_id"].notna() & (combined["user_id"].str.len() > 0) & combined["tmdb_id"].notna()
+    combined = drop_unless(combined, has_ids, "missing_id")
     lo, hi = rating_range
     in_range = combined["rating"].between(lo, hi) & np.isfinite(combined["rating"])
-    dropped["rating_out_of_range"] += int((~in_range).sum())
-    combined = combined[in_range]
-
+    combined = drop_unless(combined, in_range, "rating_out_of_range")
     # Stable sort by time, so for equal timestamps the later row in the input wins.
     combined = combined.sort_values("created_at", kind="stable")
-    deduped = combined.drop_duplicates(["user_id", "tmdb_id"], keep="last")
-    dropped["duplicate_superseded"] += len(combined) - len(deduped)
-    result = deduped.sort_values(["user_id", "tmdb_id"], kind="stable").reset_index(drop=True)
+    combined = drop_unless(combined, ~combined.duplicated(["user_id", "tmdb_id"], keep="last"), "duplicate_superseded")
+    result = combined.sort_values(["user_id", "tmdb_id"], kind="stable").reset_index(drop=True)
     result = result.astype({"user_id": "string", "tmdb_id": "int64", "rating": "float64", "source": "string"})
     return result[list(COMBINED_COLUMNS)], {k: int(v) for k, v in sorted(dropped.items())}
 
@@ -158,11 +181,12 @@ def _seed_frame(joined: pd.DataFrame, prefix: str, source: str) -> pd.DataFrame:
     )
 
 
-def _real_part(real: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
+def _real_part(real: pd.DataFrame, dropped: Counter, app_dropped: Counter) -> pd.DataFrame:
     users = real["user_id"].astype("string")
     # An app user id that looks like a prefixed MovieLens id would merge two people.
     collides = users.str.startswith(SEED_USER_PREFIXES).fillna(False)
     dropped["real_user_id_has_ml_prefix"] += int(collides.sum())
+    app_dropped["user_id_has_seed_prefix"] += int(collides.sum())
     real = real[~collides]
     return pd.DataFrame(
         {

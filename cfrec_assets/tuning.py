@@ -16,6 +16,7 @@ Pure functions (no Dagster), so the asset, the bench and the tests share them.
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import os
@@ -54,6 +55,27 @@ class Log(Protocol):
     def warning(self, msg: str) -> Any: ...
 
 
+SVD_FIELDS = {
+    "n_factors": ("n_factors",),
+    "n_epochs": ("n_epochs",),
+    "lr_bias": ("lr_bu", "lr_bi"),
+    "lr_factor": ("lr_pu", "lr_qi"),
+    "reg_bias": ("reg_bu", "reg_bi"),
+    "reg_factor": ("reg_pu", "reg_qi"),
+    "init_std_dev": ("init_std_dev",),
+}
+"""Each searched parameter and the SVDParams fields it sets (see :meth:`TuningBounds.suggest`)."""
+
+
+def _outside(name: str, value: Any, low: float, high: float, integer: bool) -> list[str]:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        return [f"{name}={value!r} is not {'an integer' if integer else 'a finite number'}"]
+    # A sampled float may differ from its bound in the last bit.
+    slack = 0 if integer else 1e-9 * max(abs(low), abs(high))
+    return [] if low - slack <= value <= high + slack else [f"{name}={value} outside [{low}, {high}]"]
+
+
 @dataclass(frozen=True)
 class TuningBounds:
     """Inclusive (low, high) per searched parameter; rates, regs and init_std_dev are sampled on a log scale.
@@ -75,6 +97,25 @@ class TuningBounds:
             low, high = getattr(self, f.name)
             if not 0 < low <= high:
                 raise ValueError(f"bounds for {f.name} must satisfy 0 < low <= high, got ({low}, {high})")
+
+    def outside(self, values: dict[str, Any]) -> list[str]:
+        """What is wrong with a trial's sampled ``values`` (keyed by the names above) under these
+        bounds: a missing or non-finite value, or one outside its range. Empty when all is well."""
+        problems = []
+        for f in fields(self):
+            low, high = getattr(self, f.name)
+            problems += _outside(f.name, values.get(f.name), low, high, integer=isinstance(low, int))
+        return problems
+
+    def outside_params(self, params: dict[str, Any]) -> list[str]:
+        """As :meth:`outside`, for the keyword arguments of :class:`SVDParams` a trial expands to."""
+        problems = []
+        for name, svd_fields in SVD_FIELDS.items():
+            low, high = getattr(self, name)
+            for svd_field in svd_fields:
+                problems += _outside(svd_field, params.get(svd_field), low, high, integer=isinstance(low, int))
+        unknown = set(params) - {f.name for f in fields(SVDParams)}
+        return problems + ([f"unknown params {sorted(unknown)}"] if unknown else [])
 
     def suggest(self, trial: optuna.Trial) -> SVDParams:
         """Sample one point of the space and expand it into per-term SVD params."""
@@ -102,7 +143,8 @@ class TuningResult:
     best_cv_rmse: float | None
     seed_cv_rmse: float
     improved: bool
-    """best_cv_rmse <= seed_cv_rmse - margin: only then does ``tuned`` training use best_params."""
+    """best_cv_rmse <= seed_cv_rmse - margin and the best params' held-out RMSE is below the seed
+    params': only then does ``tuned`` training use best_params (``verdict`` says why not)."""
     margin: float
     heldout: dict[str, dict[str, float | None]]
     """{"seed": metrics, "tuned": metrics} on the held-out split (metrics: rmse, mae, precision_at_k, ndcg_at_k)."""
@@ -117,6 +159,13 @@ class TuningResult:
     heldout_rows: int
     importances: dict[str, float] | None = None
     bounds: dict[str, list[float]] = field(default_factory=dict)
+    verdict: str = ""
+    """Why the best params are (not) used for training."""
+    trials_ignored: int = 0
+    """Completed trials of the stored study whose value is not finite or whose params are outside
+    ``bounds`` (a forged journal, or a study resumed with narrower bounds): never the best."""
+    journal_moved_aside: str | None = None
+    """A damaged journal found at the start, moved aside to this path (a new study was started)."""
 
 
 def holdout_split(ratings: pd.DataFrame, fraction: float = 0.1, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -178,10 +227,63 @@ def journal_storage(folder: Path, study_name: str) -> optuna.storages.JournalSto
     return optuna.storages.JournalStorage(backend)
 
 
-def open_study(folder: Path, study_name: str, seed: int, resume: bool, prune: bool = True) -> optuna.Study:
-    """Load the study to add trials (``resume``), or delete it and start afresh."""
+# What Optuna raises replaying lines that are JSON but not its log records (its own `assert` included).
+_REPLAY_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, AssertionError)
+
+
+def journal_damage(path: Path) -> str | None:
+    """Why the journal at ``path`` cannot be trusted (None: it is sound or absent). A crash
+    mid-write leaves a last line without its newline; Optuna skips it, but the next append glues
+    onto it and every later read fails, so it counts as damage like a line that is not JSON."""
+    if not path.exists():
+        return None
+    with open(path, "rb") as journal:
+        for number, line in enumerate(journal, 1):
+            if not line.endswith(b"\n"):
+                return f"line {number} is truncated (no newline)"
+            try:
+                record = json.loads(line)
+            except ValueError:
+                return f"line {number} is not JSON"
+            if not isinstance(record, dict):
+                return f"line {number} is not a journal record"
+    return None
+
+
+def open_journal(folder: Path, study_name: str) -> tuple[optuna.storages.JournalStorage, tuple[Path, str] | None]:
+    """The study's journal storage, and (where it was moved, why) when a damaged journal was kept
+    aside as ``<study>.journal.damaged-<UTC time>`` and a new one started. The journal's own lock
+    is held meanwhile, so a healthy journal being appended to is never mistaken for a damaged one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{study_name}.journal"
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        damage = journal_damage(path)
+        if damage is None:
+            try:
+                return journal_storage(folder, study_name), None  # replays every record
+            except _REPLAY_ERRORS as error:
+                damage = f"Optuna cannot replay it ({type(error).__name__}: {str(error)[:200]})"
+        aside = path.with_name(f"{path.name}.damaged-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}")
+        path.rename(aside)
+    finally:
+        lock.release()
+    return journal_storage(folder, study_name), (aside, damage)
+
+
+def open_study(
+    folder: Path,
+    study_name: str,
+    seed: int,
+    resume: bool,
+    prune: bool = True,
+    storage: optuna.storages.JournalStorage | None = None,
+) -> optuna.Study:
+    """Load the study to add trials (``resume``), or delete it and start afresh (``storage``:
+    an :func:`open_journal` storage, opened here by default)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would drown the run's log
-    storage = journal_storage(folder, study_name)
+    storage = storage or open_journal(folder, study_name)[0]
     exists = study_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
     if exists and not resume:
         optuna.delete_study(study_name=study_name, storage=storage)
@@ -372,7 +474,13 @@ def tune(
     started = time.perf_counter()
     tuning_part, heldout = holdout_split(ratings, holdout_fraction, seed)
     seed_params = SVDParams(random_state=seed)
-    study = open_study(folder, study_name, seed, resume, prune)
+    storage, moved = open_journal(folder, study_name)
+    if moved is not None and log is not None:
+        log.warning(
+            f"tuning journal {folder / f'{study_name}.journal'} is damaged ({moved[1]}): kept aside as "
+            f"{moved[0]}; starting a new study"
+        )
+    study = open_study(folder, study_name, seed, resume, prune, storage)
     before = len(study.trials)
     fingerprint = f"{int(pd.util.hash_pandas_object(tuning_part, index=False).sum()):x}"
     if study.user_attrs.setdefault(DATA_ATTR, fingerprint) != fingerprint and log is not None:
@@ -404,20 +512,31 @@ def tune(
         progress = _trial_progress(study, trials, n_folds, say)
         run_trials(study, folds, bounds, seed, trials, timeout_seconds, prune, on_trial=progress)
 
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    complete, ignored = [], []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        problems = _trial_problems(trial, bounds)
+        (ignored if problems else complete).append((trial, problems))
+    complete = [trial for trial, _ in complete]
+    if ignored and log is not None:
+        examples = "; ".join(f"trial {t.number}: {', '.join(p)}" for t, p in ignored[:3])
+        log.warning(
+            f"study {study_name}: ignored {len(ignored)} completed trial(s) with a non-finite value or params "
+            f"outside the configured bounds, e.g. {examples}"
+        )
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
     best = min(complete, key=lambda t: t.value) if complete else None
     best_params = params_of(best.params, bounds, seed) if best else None
     best_rmse = float(best.value) if best else None
-    improved = best_rmse is not None and best_rmse <= seed_rmse - margin
     say(f"held-out comparison: fitting the seed{' and best' if best_params else ''} params on the tuning part")
     heldout_cmp = {"seed": evaluate_on_heldout(tuning_part, heldout, seed_params, k)}
     if best_params is not None:
         heldout_cmp["tuned"] = evaluate_on_heldout(tuning_part, heldout, best_params, k)
+    verdict = _verdict(best_rmse, float(seed_rmse), margin, heldout_cmp)
+    improved = verdict.startswith(TUNED_VERDICT)
     if log is not None:
         log.info(
             f"study {study_name}: {len(study.trials) - before} trials run, "
-            f"best CV RMSE {best_rmse} vs seed params {seed_rmse:.4f}"
+            f"best CV RMSE {best_rmse} vs seed params {seed_rmse:.4f}; {verdict}"
         )
     return TuningResult(
         version=f"{datetime.now(timezone.utc):{RESULT_VERSION_FORMAT}}-{study_name}-{len(study.trials)}",
@@ -442,6 +561,9 @@ def tune(
         heldout_rows=len(heldout),
         importances=_importances(study) if importances and len(complete) >= 2 else None,
         bounds={f.name: list(getattr(bounds, f.name)) for f in fields(bounds)},
+        verdict=verdict,
+        trials_ignored=len(ignored),
+        journal_moved_aside=str(moved[0]) if moved else None,
     )
 
 
@@ -470,6 +592,31 @@ def _trial_progress(
         say(f"trial {done}/{trials} (#{trial.number}): {outcome}{so_far}")
 
     return report
+
+
+TUNED_VERDICT = "tuned params used"
+
+
+def _trial_problems(trial: optuna.trial.FrozenTrial, bounds: TuningBounds) -> list[str]:
+    """Why a completed trial cannot be the best: the journal is a file anyone with write access
+    can append to, so its values and params are checked, not trusted."""
+    value_problem = [] if trial.value is not None and math.isfinite(trial.value) else [f"value {trial.value}"]
+    return value_problem + bounds.outside(trial.params)
+
+
+def _verdict(best_rmse: float | None, seed_rmse: float, margin: float, heldout: dict[str, dict]) -> str:
+    """Whether the best params are used (the text starts with ``TUNED_VERDICT``) and why (not): they
+    must beat the seed params by ``margin`` in CV and also on the held-out split the search never saw."""
+    if best_rmse is None:
+        return "no valid completed trial: seed params used"
+    if not best_rmse <= seed_rmse - margin:
+        return (
+            f"best CV RMSE {best_rmse:.4f} does not beat the seed params' {seed_rmse:.4f} by {margin}: seed params used"
+        )
+    tuned, seed = heldout["tuned"]["rmse"], heldout["seed"]["rmse"]
+    if not tuned < seed:  # NaN fails too
+        return f"held-out RMSE {tuned:.4f} is not below the seed params' {seed:.4f}: seed params used"
+    return f"{TUNED_VERDICT}: CV RMSE {best_rmse:.4f} vs {seed_rmse:.4f}, held-out RMSE {tuned:.4f} vs {seed:.4f}"
 
 
 def _importances(study: optuna.Study) -> dict[str, float] | None:
@@ -505,21 +652,51 @@ def load_result(folder: Path) -> TuningResult | None:
     return result
 
 
+def tuned_params(result: TuningResult | None) -> tuple[SVDParams | None, str]:
+    """(the study's best params, why) when ``tuned`` training may use them, else (None, why not).
+
+    Checked again here, not only in :func:`tune`: a result stored by an older version, or from a
+    journal nobody validated, must not train the model with params outside the study's bounds
+    or ones that lost to the seed params on the held-out split.
+    """
+    if result is None:
+        return None, "no svd_tuning result exists"
+    where = f"svd_tuning {result.version}"
+    if not result.improved or not result.best_params:
+        why = result.verdict or (
+            f"best CV RMSE {result.best_cv_rmse} vs seed {result.seed_cv_rmse:.4f}, margin {result.margin}"
+        )
+        return None, f"{where} found nothing better than the seed params ({why})"
+    try:
+        problems = TuningBounds(**{name: tuple(r) for name, r in result.bounds.items()}).outside_params(
+            result.best_params
+        )
+    except (TypeError, ValueError) as error:
+        problems = [f"its bounds {result.bounds} are unusable ({error})"]
+    if problems:
+        return None, f"{where}'s best params are not valid: {'; '.join(problems)[:300]}"
+    tuned_rmse = result.heldout.get("tuned", {}).get("rmse")
+    seed_rmse = result.heldout.get("seed", {}).get("rmse")
+    if tuned_rmse is None or seed_rmse is None or not tuned_rmse < seed_rmse:
+        return (
+            None,
+            f"{where}'s best params do not beat the seed params on the held-out split ({tuned_rmse} vs {seed_rmse})",
+        )
+    return SVDParams(
+        **result.best_params
+    ), f"{where} (CV RMSE {result.best_cv_rmse:.4f}, held-out RMSE {tuned_rmse:.4f} vs seed {seed_rmse:.4f})"
+
+
 def params_for_training(result: TuningResult | None, mode: Literal["seed", "tuned"], log: Log) -> SVDParams:
-    """``seed``: the seed script's params. ``tuned``: the study's best, unless there is none or it is no better."""
+    """``seed``: the seed script's params. ``tuned``: the study's best (:func:`tuned_params`), else
+    the seed params with a warning saying why."""
     if mode == "seed":
         return SVDParams()
     if mode != "tuned":
         raise ValueError(f"mode must be 'seed' or 'tuned', got {mode!r}")
-    if result is None:
-        log.warning("params mode 'tuned' but no svd_tuning result exists: training with the seed params")
+    params, why = tuned_params(result)
+    if params is None:
+        log.warning(f"params mode 'tuned' but {why}: training with the seed params")
         return SVDParams()
-    if not result.improved or not result.best_params:
-        log.warning(
-            f"params mode 'tuned' but svd_tuning {result.version} found nothing better than the seed params "
-            f"(best CV RMSE {result.best_cv_rmse} vs seed {result.seed_cv_rmse:.4f}, margin {result.margin}): "
-            "training with the seed params"
-        )
-        return SVDParams()
-    log.info(f"training with the tuned params of svd_tuning {result.version} (CV RMSE {result.best_cv_rmse:.4f})")
-    return SVDParams(**result.best_params)
+    log.info(f"training with the tuned params of {why}")
+    return params

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 import pytest
 
-from cfrec_assets.combine import combine_ratings, empty_real_ratings
+from cfrec_assets.combine import app_ratings_lost, combine, combine_ratings, empty_real_ratings, ml100k_seed
 
 
 def ml(rows):
@@ -77,3 +79,30 @@ def test_sorted_by_user_then_movie_with_stable_types() -> None:
     types = out.dtypes.astype(str).to_dict()
     assert types.pop("created_at").endswith(", UTC]")
     assert types == {"user_id": "string", "tmdb_id": "int64", "rating": "float64", "source": "string"}
+
+
+def test_every_app_row_is_kept_or_counted_once_by_reason() -> None:
+    app = real(
+        [
+            ["ml_5", 862, 4.0, "2024-01-01"],  # seed prefix
+            ["mll_9", 862, 4.0, "2024-01-01"],  # seed prefix
+            ["u1", 999, 4.0, "2024-01-01"],  # outside the catalog
+            ["u1", 862, 9.0, "2024-01-01"],  # out of range
+            [None, 862, 4.0, "2024-01-01"],  # no user
+            ["u2", 862, 3.0, "2024-01-01"],  # superseded by the next row
+            ["u2", 862, 4.0, "2024-02-01"],
+            ["u3", 710, 5.0, "2024-01-01"],
+        ]
+    )
+    app_dropped: Counter[str] = Counter()
+    seed = ml100k_seed(ml([[1, 1, 5, 1], [1, 3, 4, 1]]), MAPPING, Counter())
+    out, _ = combine({"ml": seed}, app, catalog=[862, 710], app_dropped=app_dropped)
+    kept = int((out["source"] == "app").sum())
+    assert kept == 2 and kept + sum(app_dropped.values()) == len(app)
+    assert app_ratings_lost(app_dropped) == {
+        "user_id_has_seed_prefix": 2,
+        "not_in_catalog": 1,
+        "rating_out_of_range": 1,
+        "missing_id": 1,
+    }
+    assert app_dropped["duplicate_superseded"] == 1  # a re-rating is not a loss

@@ -1,18 +1,21 @@
 """Seed ratings from an ml-latest release beside ML-100K: parsing, links, seed choice, coverage, memory."""
 
 import re
+import sys
 import zipfile
 from collections import Counter
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
+from cfrec_assets.assets.model import SVDConfig, svd_model
 from cfrec_assets.assets.movielens import _members
 from cfrec_assets.assets.ratings import chosen_seeds
 from cfrec_assets.combine import catalog_coverage, ml_latest_seed, uncovered_films
-from cfrec_assets.memory import MemoryBudgetError, available_bytes, cross_validation_bytes, require_memory
+from cfrec_assets.memory import MemoryBudgetError, available_bytes, cross_validation_bytes, fit_bytes, require_memory
 from cfrec_assets.movielens import (
     _SURELY_VALID,
     ML100K_ARCHIVE,
@@ -24,7 +27,7 @@ from cfrec_assets.movielens import (
     parse_movies,
     parse_ratings_csv,
 )
-from cfrec_assets.resources import CatalogSource
+from cfrec_assets.resources import CatalogSource, DataStore
 from cfrec_assets.supabase_io import SupabasePostgresResource
 from cfrec_testkit.graph import UP_TO_COMBINED, failure_messages, make_graph_env, metadata
 from cfrec_testkit.movielens_fixtures import write_zip
@@ -246,7 +249,8 @@ def test_memory_precheck_fails_fast_with_advice(tmp_path):
     with dg.instance_for_test() as instance:
         tight = env.materialize(instance, ops={"svd_model": {"config": {"memory_budget_bytes": 1000}}})
         message = failure_messages(tight)["svd_model"]
-        assert "fitting SVD on" in message and "GiB is available" in message and "max_seed_ratings" in message
+        assert "fitting SVD with 100 factors on" in message and "GiB is available" in message
+        assert "max_seed_ratings" in message and "fewer n_factors" in message
         assert not (env.data_dir / "models").exists() or not any((env.data_dir / "models").iterdir())
         folds = env.materialize(instance, ops={"cv_metrics": {"config": {"memory_budget_bytes": 1000, "n_jobs": 2}}})
         assert "n_jobs: 1" in failure_messages(folds)["cv_metrics"]
@@ -255,7 +259,9 @@ def test_memory_precheck_fails_fast_with_advice(tmp_path):
 
 
 def test_memory_estimates_grow_with_parallel_folds(tmp_path):
-    assert cross_validation_bytes(1_000_000, 3, 2) > cross_validation_bytes(1_000_000, 3, 1)
+    assert cross_validation_bytes(1_000_000, 6_000, 3_000, 100, 3, 2) > cross_validation_bytes(
+        1_000_000, 6_000, 3_000, 100, 3, 1
+    )
     with pytest.raises(MemoryBudgetError, match="needs about 2.0 GiB but 1.0 GiB is available: do less"):
         require_memory(2 << 30, "a step", "do less", budget=1 << 30)
     require_memory(2 << 30, "a step", "do less", budget=3 << 30)
@@ -267,6 +273,37 @@ def test_memory_estimates_grow_with_parallel_folds(tmp_path):
     (cgroup / "memory.max").write_text("1000000\n")
     (cgroup / "memory.current").write_text("400000\n")
     assert available_bytes(meminfo, cgroup) == 600_000  # the container's headroom, below MemAvailable
+
+
+@pytest.mark.parametrize(
+    ("ratings", "users", "items", "factors"),
+    [(300_000, 300_000, 800, 100), (300_000, 300_000, 800, 400), (1_000_000, 6_250, 2_700, 100), (10, 2, 5, 1000)],
+)
+def test_memory_estimates_cover_what_surprise_must_hold(ratings, users, items, factors):
+    """A lower bound computed from what a fit cannot do without: the float64 arrays pu
+    (users x factors), qi, bu, bi, and per rating the trainset's two tuples (in ur and in ir).
+    With one rating per user the arrays dominate: 300,000 users x 400 factors hold 0.96 GB, the
+    old 700 B per rating estimated 0.21 GB for the whole fit."""
+    arrays = (users + items) * (factors + 1) * np.dtype(np.float64).itemsize
+    tuples = ratings * 2 * sys.getsizeof((0, 0.0))
+    assert fit_bytes(ratings, users, items, factors) >= arrays + tuples
+    # cv_metrics fits fold after fold, then loads the version's cf_model.npz: its bytes and its arrays
+    assert cross_validation_bytes(ratings, users, items, factors, 3, 1) >= 2 * arrays
+
+
+def test_svd_model_refuses_many_one_rating_users_at_many_factors(tmp_path):
+    """3,000 users with one rating each at 400 factors: pu alone is 9.6 MB, more than the 6 MB
+    budget, which the old per-rating estimate (2.1 MB) let through."""
+    ratings = pd.DataFrame(
+        {"user_id": [f"user-{i}" for i in range(3000)], "tmdb_id": [100 + i % 50 for i in range(3000)], "rating": 4.0}
+    ).assign(source="app", created_at=pd.Timestamp("2026-01-01", tz="UTC"))
+    titles = pd.DataFrame({"tmdb_id": pd.Series(dtype="int64"), "title": pd.Series(dtype=str), "year": []})
+    store = DataStore(data_dir=str(tmp_path))
+    config = SVDConfig(params="seed", n_factors=400, memory_budget_bytes=6_000_000)
+    with dg.build_asset_context(resources={"store": store}) as context:
+        with pytest.raises(MemoryBudgetError, match="fitting SVD with 400 factors on 3,000 ratings of 3,000 users"):
+            svd_model(context, config=config, combined_ratings=ratings, movie_titles=titles)
+    assert not store.models_dir.exists() or not any(store.models_dir.iterdir())
 
 
 @pytest.mark.real_data

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import psycopg
 import pytest
 
 from cfrec_assets.deployment import read_manifest
 from cfrec_assets.resources import CatalogSource
 from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseResource
 from cfrec_testkit.graph import (
+    UP_TO_COMBINED,
+    check_descriptions,
     check_evaluations,
     check_results,
     failure_messages,
@@ -151,10 +154,44 @@ def test_catalog_from_a_supabase_table(env, ratings_db) -> None:
     with dg.instance_for_test() as instance:
         result = env.materialize(
             instance,
-            ops={"combined_ratings_combined_ratings_are_valid": {"config": {"min_ratings": 10, "min_users": 2}}},
+            ops={
+                "combined_ratings_combined_ratings_are_valid": {"config": {"min_ratings": 10, "min_users": 2}},
+                # two thirds of the app's ratings are of films outside this 10-film catalog
+                "combined_ratings_app_ratings_kept_in_training": {"config": {"max_lost_share": 0.8}},
+            },
         )
     assert result.success, failure_messages(result)
     catalog = metadata(result, "catalog_ids")
     assert catalog["catalog_size"] == 10 and catalog["source"].startswith("supabase table movies")
     combined = metadata(result, "combined_ratings")
     assert combined["movies"] <= 10 and combined["dropped_real_not_in_catalog"] > 0
+
+
+def test_app_ratings_dropped_in_combining_block_the_deployment(env, ratings_db) -> None:
+    """300 valid app ratings whose user ids begin with a seed prefix are dropped by
+    combined_ratings (by design); a blocking check must see it instead of shipping real_ratings 0."""
+    with psycopg.connect(ratings_db, autocommit=True) as conn:
+        conn.execute("truncate ratings")
+    insert_ratings(ratings_db, [(f"ml_app{i % 30}", env.mapped[i % 30], 4.0, None) for i in range(300)])
+    env.supabase = SupabasePostgresResource(db_url=ratings_db)
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance)
+    assert metadata(result, "supabase_ratings")["ratings"] == 300  # read and valid
+    combined = metadata(result, "combined_ratings")
+    assert combined["real_ratings"] == 0 and combined["app_ratings_in"] == combined["app_ratings_lost"] == 300
+    assert combined["app_ratings_dropped"]["user_id_has_seed_prefix"] == 300
+    assert check_results(result)["app_ratings_kept_in_training"] is False
+    verdict = check_descriptions(result)["app_ratings_kept_in_training"]
+    assert "kept 0 of 300 app ratings" in verdict and "300 user id begins with a seed prefix" in verdict
+    assert "deployed_model" not in materialized(result) and not tree_digest(env.serving_dir)
+
+
+def test_a_few_superseded_or_lost_app_ratings_pass(env, ratings_db) -> None:
+    insert_ratings(ratings_db, [("ml_intruder", env.mapped[0], 4.0, None)])  # 1 of 2501 lost
+    env.supabase = SupabasePostgresResource(db_url=ratings_db)
+    with dg.instance_for_test() as instance:
+        result = env.materialize(instance, selection=UP_TO_COMBINED)
+    assert check_results(result)["app_ratings_kept_in_training"] is True
+    combined = metadata(result, "combined_ratings")
+    assert combined["app_ratings_lost"] == 1 and combined["app_ratings_dropped"]["duplicate_superseded"] > 0
+    assert combined["real_ratings"] + sum(combined["app_ratings_dropped"].values()) == 2501

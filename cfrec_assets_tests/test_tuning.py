@@ -26,6 +26,7 @@ from cfrec_assets.tuning import (
     journal_storage,
     load_result,
     params_for_training,
+    save_result,
     tune,
 )
 from cfrec_testkit.models import make_ratings_frame
@@ -313,3 +314,142 @@ def test_a_gain_below_the_margin_does_not_count_as_improved(ratings, tmp_path):
     gain = loose.seed_cv_rmse - loose.best_cv_rmse
     strict = tune(ratings, tmp_path, "margin", trials=1, bounds=LEARNS, n_jobs=1, margin=gain * 2, importances=False)
     assert strict.best_cv_rmse <= loose.best_cv_rmse and strict.improved is False
+
+
+def sound_journal(folder: Path, name: str) -> bytes:
+    tune(make_ratings_frame(n_users=20, n_movies=15, seed=1), folder, name, trials=1, bounds=SMALL, n_jobs=1)
+    return (folder / f"{name}.journal").read_bytes()
+
+
+def _garbage(good: bytes) -> bytes:
+    return good + b"garbage\n"
+
+
+def _truncated(good: bytes) -> bytes:  # a crash mid-append: the last record without its end
+    return good[:-30]
+
+
+def _garbage_inside(good: bytes) -> bytes:
+    return good.replace(b"\n", b"\n{not json\n", 1)
+
+
+def _unreplayable(good: bytes) -> bytes:  # JSON, but no record Optuna knows
+    return good + b'{"op_code": 99}\n'
+
+
+@pytest.mark.parametrize(
+    ("damage", "resume"), [(_garbage, True), (_truncated, True), (_truncated, False), (_garbage_inside, False),
+                           (_unreplayable, True)],
+)  # fmt: skip
+def test_a_damaged_journal_is_kept_aside_and_a_new_study_starts(ratings, tmp_path, caplog, damage, resume):
+    journal = tmp_path / "crash.journal"
+    damaged = damage(sound_journal(tmp_path, "crash"))
+    journal.write_bytes(damaged)
+    log = logging.getLogger("cfrec.test_tuning")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        result = tune(ratings, tmp_path, "crash", trials=2, bounds=SMALL, n_jobs=1, resume=resume, log=log)
+    aside = Path(result.journal_moved_aside)
+    assert aside.parent == tmp_path and aside.name.startswith("crash.journal.damaged-")
+    assert aside.read_bytes() == damaged  # kept, byte for byte
+    assert tuning.journal_damage(journal) is None and result.trials_total == 2  # a new study
+    assert len(stored_trials(tmp_path, "crash")) == 2
+    assert f"tuning journal {journal} is damaged" in caplog.text and str(aside) in caplog.text
+    # The next call resumes the new journal: nothing more is moved.
+    again = tune(ratings, tmp_path, "crash", trials=1, bounds=SMALL, n_jobs=1, importances=False)
+    assert again.journal_moved_aside is None and again.trials_total == 3
+
+
+def forge_trial(folder: Path, name: str, value: float, **params) -> None:
+    """What anyone who can write the journal can add: a completed trial with any params and value."""
+    study = optuna.load_study(study_name=name, storage=journal_storage(folder, name))
+    template = study.trials[0]
+    wide = {n: optuna.distributions.IntDistribution(1, 10_000) for n in ("n_factors", "n_epochs")}
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={**template.params, **params}, distributions={**template.distributions, **wide}, value=value
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "params", "problem"),
+    [(0.01, {"n_factors": 3000}, "n_factors=3000 outside [2, 8]"), (float("-inf"), {}, "value -inf")],
+)
+def test_forged_trials_never_become_the_best_params(ratings, tmp_path, caplog, value, params, problem):
+    tune(ratings, tmp_path, "forged", trials=2, bounds=SMALL, n_jobs=1, importances=False)
+    forge_trial(tmp_path, "forged", value, **params)
+    log = logging.getLogger("cfrec.test_tuning")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        result = tune(ratings, tmp_path, "forged", trials=1, bounds=SMALL, n_jobs=1, importances=False, log=log)
+    assert 2 <= result.best_params["n_factors"] <= 8 and np.isfinite(result.best_cv_rmse)
+    assert result.trials_ignored == 1 and result.trials_total == 4
+    assert result.best_cv_rmse == pytest.approx(min(t["cv_rmse"] for t in result.top_trials), abs=1e-5)
+    assert "ignored 1 completed trial(s)" in caplog.text and problem in caplog.text
+
+
+def test_tuned_params_must_also_beat_the_seed_params_on_the_heldout_split(ratings, tmp_path, caplog):
+    """A trial claiming a superb CV RMSE whose params are awful: the held-out split, which the
+    search never saw, decides, and the seed params train the model."""
+    wide = TuningBounds(n_factors=(2, 8), n_epochs=(1, 15), lr_bias=(1e-5, 0.02), lr_factor=(1e-5, 0.05),
+                        init_std_dev=(0.001, 1.5))  # fmt: skip
+    tune(ratings, tmp_path, "liar", trials=1, bounds=wide, n_jobs=1, importances=False)
+    awful = {"n_factors": 8, "n_epochs": 1, "lr_bias": 1e-5, "lr_factor": 1e-5, "init_std_dev": 1.5}
+    forge_trial(tmp_path, "liar", 0.01, **awful)
+    result = tune(ratings, tmp_path, "liar", trials=1, bounds=wide, n_jobs=1, importances=False)
+    assert result.best_cv_rmse == 0.01  # inside the bounds: a valid trial, and the best
+    assert result.heldout["tuned"]["rmse"] > result.heldout["seed"]["rmse"]
+    assert result.improved is False
+    assert "held-out RMSE" in result.verdict and "seed params used" in result.verdict
+    log = logging.getLogger("cfrec.test_tuning")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        assert params_for_training(result, "tuned", log) == SVDParams()
+    assert "held-out" in caplog.text and "training with the seed params" in caplog.text
+
+
+def stored_result(**changes) -> TuningResult:
+    """A result as an older version stored it: improved, params never checked."""
+    good = {"n_factors": 50, "n_epochs": 20, "init_std_dev": 0.01, "lr_bu": 0.005, "lr_bi": 0.005, "lr_pu": 0.01,
+            "lr_qi": 0.01, "reg_bu": 0.01, "reg_bi": 0.01, "reg_pu": 0.05, "reg_qi": 0.05, "random_state": 42}  # fmt: skip
+    base = {
+        "version": "20260101T000000Z-svd-9", "study_name": "svd", "best_params": good, "best_cv_rmse": 0.9,
+        "seed_cv_rmse": 0.95, "improved": True, "margin": 0.001,
+        "heldout": {"seed": {"rmse": 1.45}, "tuned": {"rmse": 1.2}}, "trials_run": 9, "trials_total": 9,
+        "trials_pruned": 0, "wall_seconds": 1.0, "top_trials": [], "n_folds": 5, "seed": 42, "tuning_rows": 900,
+        "heldout_rows": 100, "bounds": {f.name: list(getattr(TuningBounds(), f.name)) for f in fields(TuningBounds)},
+    }  # fmt: skip
+    return TuningResult(**{**base, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"best_params": {"n_factors": 3000}}, "n_factors=3000 outside [20, 150]"),
+        ({"best_params": {"lr_pu": float("nan")}}, "lr_pu=nan is not a finite number"),
+        ({"best_params": {"surprise": 1}}, "unknown params ['surprise']"),
+        ({"heldout": {"seed": {"rmse": 1.45}, "tuned": {"rmse": 2.35}}}, "do not beat the seed params on the held-out"),
+        ({"heldout": {"seed": {"rmse": 1.45}}}, "do not beat the seed params on the held-out"),
+    ],
+)
+def test_stored_results_are_checked_again_before_they_train_a_model(changes, why, caplog):
+    if "best_params" in changes:
+        changes = {"best_params": {**stored_result().best_params, **changes["best_params"]}}
+    log = logging.getLogger("cfrec.test_tuning")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        assert params_for_training(stored_result(**changes), "tuned", log) == SVDParams()
+    assert why in caplog.text and "training with the seed params" in caplog.text
+    assert params_for_training(stored_result(), "tuned", log) == SVDParams(**stored_result().best_params)  # control
+
+
+def test_svd_model_trains_with_the_seed_params_and_says_why(ratings, tmp_path):
+    from cfrec_assets.assets.model import SVDConfig, svd_model
+
+    forged = stored_result(best_params={**stored_result().best_params, "n_factors": 3000})
+    combined = ratings.assign(source="app", created_at=pd.Timestamp("2026-01-01", tz="UTC"))
+    titles = pd.DataFrame({"tmdb_id": pd.Series(dtype="int64"), "title": pd.Series(dtype=str), "year": []})
+    store = DataStore(data_dir=str(tmp_path))
+    save_result(forged, store.tuning_dir)  # as a study (or someone with write access) left it
+    with dg.build_asset_context(resources={"store": store}) as context:
+        output = svd_model(context, config=SVDConfig(), combined_ratings=combined, movie_titles=titles)
+    assert output.value.params["n_factors"] == SVDParams().n_factors and output.value.tuning_version is None
+    meta = output.metadata
+    assert meta["params_source"].value == "seed" and "n_factors=3000 outside [20, 150]" in meta["params_reason"].value

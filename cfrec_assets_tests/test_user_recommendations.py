@@ -16,28 +16,16 @@ from cfrec_assets.serving import DeployedModel
 from cfrec_assets.supabase_io.recommendations import RecommendationsTable, RecommendationsWriteError
 from cfrec_testkit.graph import WITHOUT_TUNING, failure_messages, make_graph_env, metadata
 from cfrec_testkit.models import make_ratings_frame, promote_version, train_tiny_svd, version_name, write_model_version
-from cfrec_testkit.postgres import scratch_database
+from cfrec_testkit.postgres import add_supabase_roles, scratch_database
 
 SCHEMA_SQL = Path(__file__).resolve().parents[1] / "deploy" / "user_recommendations.sql"
-# What Supabase provides and the README's SQL relies on: the authenticated role and auth.uid().
-SUPABASE_STAND_IN = """
-do $$ begin
-    if not exists (select from pg_roles where rolname = 'authenticated') then create role authenticated nologin; end if;
-    if not exists (select from pg_roles where rolname = 'anon') then create role anon nologin; end if;
-end $$;
-alter default privileges in schema public grant all on tables to anon;  -- as Supabase does
-create schema if not exists auth;
-create or replace function auth.uid() returns uuid language sql stable
-    as $f$ select nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $f$;
-grant usage on schema auth to authenticated;
-"""
 
 
 @pytest.fixture
 def db(pg_server):
     with scratch_database(pg_server) as scratch:
+        add_supabase_roles(scratch.conninfo)
         with psycopg.connect(scratch.conninfo, autocommit=True) as conn:
-            conn.execute(SUPABASE_STAND_IN)
             conn.execute(SCHEMA_SQL.read_text())
         yield scratch.conninfo
 
@@ -115,7 +103,7 @@ def test_failure_mid_write_keeps_the_previous_rows_and_hides_the_password(db):
 def test_table_named_but_no_database_is_a_clear_error():
     with pytest.raises(RecommendationsWriteError, match="SUPABASE_DB_URL is not set"):
         RecommendationsTable(table="user_recommendations").replace_all(rows_of(model(0)))
-    with pytest.raises(ValueError, match="not a plain SQL identifier"):
+    with pytest.raises(ValueError, match="must be a plain SQL identifier"):
         RecommendationsTable(table="recs; drop table x")
 
 
@@ -177,3 +165,54 @@ def test_asset_is_opt_in_and_publishes_what_deployed_model_serves(db, tmp_path):
     message = failure_messages(stale)["user_recommendations"]
     assert f"the target now serves {version_name(99)}, not {deployed['version']}" in message
     assert table_rows(db) == stored
+
+
+PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+def test_api_roles_hold_only_the_privileges_the_policy_is_for(db):
+    """Supabase's default privileges give the API roles everything on a new public table; RLS
+    filters rows but not TRUNCATE (nor REFERENCES/TRIGGER), so the SQL revokes all but SELECT."""
+    # has_table_privilege counts grants to PUBLIC too (every role is a member of it).
+    expected = {"anon": set(), "authenticated": {"SELECT"}, "service_role": {"SELECT"}}
+    query = "select has_table_privilege(%s, 'public.user_recommendations', %s)"
+    with psycopg.connect(db, autocommit=True) as conn:
+        held = {role: {p for p in PRIVILEGES if conn.execute(query, (role, p)).fetchone()[0]} for role in expected}
+    assert held == expected
+
+
+def test_a_signed_in_user_cannot_empty_or_change_the_table(db):
+    first = model(0)
+    RecommendationsTable(db_url=db, table="user_recommendations").replace_all(rows_of(first))
+    before = table_rows(db)
+    me = app_users(first)[0]
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("set role authenticated")
+        conn.execute("select set_config('request.jwt.claim.sub', %s, false)", (me,))
+        for statement in (
+            "truncate user_recommendations",
+            "insert into user_recommendations values ('x', 1, 1, 1, 'v', now())",
+            "update user_recommendations set score = 0",
+            "delete from user_recommendations",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    assert table_rows(db) == before
+
+
+@pytest.mark.parametrize(
+    "name", ["pg_catalog.pg_class", "auth.users", "other.user_recommendations", "public.a.b", "pg_class; drop", ".x"]
+)
+def test_only_a_table_in_the_public_schema_can_be_the_target(name):
+    with pytest.raises(ValueError, match="public schema") as refused:
+        RecommendationsTable(db_url="postgresql://u:pw@127.0.0.1:1/db", table=name)
+    assert "pw" not in str(refused.value)
+
+
+def test_the_table_is_resolved_in_public_not_through_the_search_path(db):
+    """``pg_class`` unqualified would resolve to pg_catalog.pg_class (pg_catalog is searched first):
+    the writer names public explicitly, so it fails on the missing public table and touches nothing."""
+    with pytest.raises(RecommendationsWriteError, match="42P01"):
+        RecommendationsTable(db_url=db, table="pg_class").replace_all(rows_of(model(0)))
+    written = RecommendationsTable(db_url=db, table="public.user_recommendations").replace_all(rows_of(model(0)))
+    assert written == len(table_rows(db)) > 0

@@ -20,5 +20,9 @@ create policy "users read their own recommendations"
     to authenticated
     using ((select auth.uid())::text = user_id);
 
-revoke all on public.user_recommendations from anon;  -- Supabase grants anon on new tables by default
+-- Supabase's default privileges give anon, authenticated and service_role ALL on every new public
+-- table. Row-level security filters SELECT/INSERT/UPDATE/DELETE rows but not TRUNCATE, REFERENCES or
+-- TRIGGER (a signed-in user could empty the table), so keep only what the policy is for: reading.
+revoke all on public.user_recommendations from public, anon, authenticated, service_role;
 grant select on public.user_recommendations to authenticated;
+grant select on public.user_recommendations to service_role;  -- server-side code with the service key

@@ -23,7 +23,7 @@ from cfrec_assets.training import (
     save_artifacts,
     summarize_folds,
 )
-from cfrec_assets.tuning import load_result, params_for_training
+from cfrec_assets.tuning import load_result, tuned_params
 
 GROUP = "model"
 
@@ -81,20 +81,27 @@ def svd_model(
     value handed on is a small record (version, path, params, counts, sha256s).
     """
     ratings = combined_ratings
-    require_memory(
-        fit_bytes(len(ratings)),
-        f"fitting SVD on {len(ratings):,} ratings",
-        "cap the seed ratings (combined_ratings max_seed_ratings), choose fewer seeds (CFREC_SEEDS, "
-        "CFREC_ML_LATEST_RELEASE=ml-latest-small) or use a bigger machine",
-        config.memory_budget_bytes,
-    )
     configured = SVDParams(**config.model_dump(exclude={"params", "memory_budget_bytes"}))
     study = load_result(store.tuning_dir) if config.params == "tuned" else None
-    # params_for_training logs its choice; its fallback means "the configured seed fields".
-    tuned = params_for_training(study, "tuned", context.log) if config.params == "tuned" else SVDParams()
-    use_tuned = study is not None and tuned != SVDParams()
-    params = tuned if use_tuned else configured
-    tuning_version = study.version if use_tuned else None
+    if config.params == "tuned":
+        tuned, why = tuned_params(study)
+        if tuned is None:
+            context.log.warning(f"params mode 'tuned' but {why}: training with the seed params")
+        else:
+            context.log.info(f"training with the tuned params of {why}")
+    else:
+        tuned, why = None, "params: seed in svd_model's config"
+    params = tuned or configured
+    tuning_version = study.version if tuned and study else None
+    users, movies = int(ratings["user_id"].nunique()), int(ratings["tmdb_id"].nunique())
+    require_memory(
+        fit_bytes(len(ratings), users, movies, params.n_factors),
+        f"fitting SVD with {params.n_factors} factors on {len(ratings):,} ratings of {users:,} users and "
+        f"{movies:,} films",
+        "cap the seed ratings (combined_ratings max_seed_ratings), choose fewer seeds (CFREC_SEEDS, "
+        "CFREC_ML_LATEST_RELEASE=ml-latest-small), use fewer n_factors, or use a bigger machine",
+        config.memory_budget_bytes,
+    )
     context.log.info(
         f"fitting SVD ({params.n_factors} factors x {params.n_epochs} epochs, "
         f"{'svd_tuning ' + tuning_version if tuning_version else 'seed'} params) on {len(ratings):,} ratings"
@@ -135,6 +142,7 @@ def svd_model(
             "global_mean": round(float(trainset.global_mean), 4),
             "params": dg.MetadataValue.json(record.params),
             "params_source": f"svd_tuning {tuning_version}" if tuning_version else "seed",
+            "params_reason": why,
             **{f"{name.split('.')[0]}_sha256": f["sha256"] for name, f in files.items()},
             "artifact_bytes": sum(files[name]["bytes"] for name in ARTIFACT_FILES if name in files),
             "sanity_prediction": dg.MetadataValue.json(sanity),
@@ -165,9 +173,14 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
     history); the per-fold values are one table (``folds``).
     """
     workers = min(config.n_folds, os.cpu_count() or 1) if config.n_jobs == -1 else max(1, config.n_jobs)
+    params = SVDParams(**svd_model.params)
+    counts = svd_model.counts
     require_memory(
-        cross_validation_bytes(svd_model.counts["ratings"], config.n_folds, workers),
-        f"{config.n_folds}-fold cross-validation of {svd_model.counts['ratings']:,} ratings with {workers} parallel fit(s)",
+        cross_validation_bytes(
+            counts["ratings"], counts["users"], counts["movies"], params.n_factors, config.n_folds, workers
+        ),
+        f"{config.n_folds}-fold cross-validation of {counts['ratings']:,} ratings ({counts['users']:,} users, "
+        f"{params.n_factors} factors) with {workers} parallel fit(s)",
         "set cv_metrics n_jobs: 1 (one fold at a time), fewer n_folds, cap the seed ratings (combined_ratings "
         "max_seed_ratings), or use a bigger machine",
         config.memory_budget_bytes,

@@ -9,6 +9,7 @@ import pandas as pd
 
 from cfrec_assets.catalog import load_catalog_ids, normalize_ids
 from cfrec_assets.combine import (
+    app_ratings_lost,
     catalog_coverage,
     combine,
     empty_real_ratings,
@@ -195,8 +196,14 @@ def combined_ratings(
         else ml_latest_film_ids(ml_latest_raw.ratings, ml_latest_raw.links),
     }
     catalog_set = catalog_ids.tmdb_ids if catalog_ids.filter else None
+    app_dropped: Counter[str] = Counter()
     combined, dropped_counts = combine(
-        parts, supabase_ratings, catalog_set, dropped=dropped, max_seed_ratings=config.max_seed_ratings
+        parts,
+        supabase_ratings,
+        catalog_set,
+        dropped=dropped,
+        max_seed_ratings=config.max_seed_ratings,
+        app_dropped=app_dropped,
     )
     if combined.empty:
         raise ValueError(
@@ -210,6 +217,10 @@ def combined_ratings(
     coverage = catalog_coverage({**films, "app": supabase_ratings, "training": combined}, catalog_ids.tmdb_ids)
     movies = set(combined["tmdb_id"].unique().tolist())
     context.log.info(f"combined {len(combined)} ratings from seeds {seeds or 'none'} + app; dropped {dropped_counts}")
+    app_kept = kept.get(SOURCE_APP, {}).get("ratings", 0)
+    lost = app_ratings_lost(app_dropped)
+    if lost:
+        context.log.warning(f"{sum(lost.values())} of {len(supabase_ratings)} app ratings dropped here: {lost}")
     popularity = pd.concat(films.values())
     return dg.Output(
         combined,
@@ -218,7 +229,11 @@ def combined_ratings(
             "ratings": len(combined),
             "ml_ratings": kept.get(SOURCE_MOVIELENS, {}).get("ratings", 0),
             "ml_latest_ratings": kept.get(SOURCE_ML_LATEST, {}).get("ratings", 0),
-            "real_ratings": kept.get(SOURCE_APP, {}).get("ratings", 0),
+            "real_ratings": app_kept,
+            # What the check app_ratings_kept_in_training judges: every app row is kept or dropped once.
+            "app_ratings_in": len(supabase_ratings),
+            "app_ratings_dropped": dg.MetadataValue.json({k: int(v) for k, v in sorted(app_dropped.items())}),
+            "app_ratings_lost": sum(lost.values()),
             "users": int(combined["user_id"].nunique()),
             "real_users": kept.get(SOURCE_APP, {}).get("users", 0),
             "movies": len(movies),

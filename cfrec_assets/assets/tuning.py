@@ -132,6 +132,13 @@ def tuning_metadata(result: TuningResult, folder: Path) -> dict[str, Any]:
         "study_name": result.study_name,
         "storage": dg.MetadataValue.path(str(folder / f"{result.study_name}.journal")),
         "improved": result.improved,
+        "verdict": result.verdict,
+        "trials_ignored": result.trials_ignored,
+        **(
+            {"journal_moved_aside": dg.MetadataValue.path(result.journal_moved_aside)}
+            if result.journal_moved_aside
+            else {}
+        ),
         "best_params": dg.MetadataValue.json(result.best_params),
         "heldout": dg.MetadataValue.md(_heldout_table(result.heldout)),
         "top_trials": dg.MetadataValue.md(_trials_table(result.top_trials)),

@@ -26,6 +26,22 @@ class RecommendationsWriteError(RuntimeError):
     """The write failed and was rolled back; the previous rows are intact."""
 
 
+def public_table_name(name: str) -> str:
+    """The table name without its schema: ``name`` must be a plain identifier or
+    ``public.<identifier>``. The app reads the table through Supabase's API, which serves the public
+    schema; any other (``pg_catalog.pg_class``, ``auth.users``) is refused before a connection."""
+    *schema, table = name.split(".")
+    try:
+        if schema in ([], ["public"]):
+            return check_identifier(table, "recommendations table")
+    except ValueError:
+        pass
+    raise ValueError(
+        f"recommendations table {name[:80]!r} must be a plain SQL identifier (letters, digits, '_') in the "
+        "public schema, e.g. user_recommendations or public.user_recommendations"
+    )
+
+
 class RecommendationsTable(dg.ConfigurableResource):
     """The Supabase table ``user_recommendations`` replaces (``CFREC_RECOMMENDATIONS_TABLE``)."""
 
@@ -35,8 +51,8 @@ class RecommendationsTable(dg.ConfigurableResource):
 
     @model_validator(mode="after")
     def _check_table(self) -> RecommendationsTable:
-        if self.table:
-            check_identifier(self.table, "recommendations table", table=True)
+        if self.table:  # unset or empty: the asset is off
+            public_table_name(self.table)
         return self
 
     @property
@@ -50,7 +66,8 @@ class RecommendationsTable(dg.ConfigurableResource):
                 f"CFREC_RECOMMENDATIONS_TABLE is {self.table!r} but SUPABASE_DB_URL is not set: "
                 "the recommendations are written over Postgres in one transaction"
             )
-        table = sql.Identifier(*self.table.split(".", 1))
+        # Named in public explicitly: unqualified, pg_catalog (always searched first) would win.
+        table = sql.Identifier("public", public_table_name(self.table))
         columns = sql.SQL(", ").join(map(sql.Identifier, RECOMMENDATION_COLUMNS))
         failure = None
         try:

@@ -149,6 +149,15 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {name: evaluation.passed for name, evaluation in check_evaluations(result).items()}
 
 
+def check_descriptions(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    """Check name -> the description its evaluation recorded (the verdict people read)."""
+    return {
+        e.event_specific_data.asset_check_key.name: e.event_specific_data.description or ""
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
 def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.materialization.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
 

@@ -264,3 +264,35 @@ def _copy(cur: psycopg.Cursor, table: str, columns: Sequence[str], rows: Iterabl
     with cur.copy(statement) as copy:
         for row in rows:
             copy.write_row(row)
+
+
+# --- Supabase stand-in ------------------------------------------------------
+
+SUPABASE_ROLES_SQL = """
+do $$ begin
+    if not exists (select from pg_roles where rolname = 'anon') then create role anon nologin; end if;
+    if not exists (select from pg_roles where rolname = 'authenticated') then create role authenticated nologin; end if;
+    if not exists (select from pg_roles where rolname = 'service_role') then
+        create role service_role nologin bypassrls;
+    end if;
+end $$;
+-- As a Supabase project is set up: the API roles use the public schema and get every privilege
+-- (TRUNCATE, REFERENCES and TRIGGER included) on each table the owner creates there.
+grant usage on schema public to anon, authenticated, service_role;
+alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
+alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
+alter default privileges in schema public grant all on functions to anon, authenticated, service_role;
+create schema if not exists auth;
+create or replace function auth.uid() returns uuid language sql stable
+    as $f$ select nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $f$;
+grant usage on schema auth to anon, authenticated, service_role;
+"""
+"""Supabase's API roles (roles are per server, so created only once), its default privileges in
+``public`` (per database) and ``auth.uid()`` reading the JWT subject from
+``request.jwt.claim.sub``, as PostgREST sets it."""
+
+
+def add_supabase_roles(conninfo: str) -> None:
+    """Make the database at ``conninfo`` look like a Supabase project's (:data:`SUPABASE_ROLES_SQL`)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(SUPABASE_ROLES_SQL)
