@@ -24,7 +24,7 @@ from cfrec_assets.deployment import DeploymentError, read_manifest, version_dir
 from cfrec_assets.model_arrays import ModelArrays, ModelArraysError, read_model_arrays
 from cfrec_assets.object_store import is_object_store_url
 from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
-from cfrec_assets.targets import ServingTarget, open_target
+from cfrec_assets.targets import ServingTarget, TargetUnavailableError, open_target
 
 if TYPE_CHECKING:  # Surprise, joblib and pandas load only on the pickle path: an app reading npz skips ~70 MB
     from surprise import SVD, Trainset
@@ -40,6 +40,11 @@ class NoDeployedModelError(ServingError):
 
 class ArtifactVerificationError(ServingError):
     """A manifest or artifact is missing, tampered with, or not the expected kind of model."""
+
+
+class ServingTargetUnavailableError(ArtifactVerificationError):
+    """The bucket could not be read (endpoint unreachable, credentials refused, no such bucket), so
+    nothing could be verified. A subclass, so code that catches ArtifactVerificationError still does."""
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,8 @@ def load_deployed(
         folder, manifest = remote.fetch(Path(cache_dir or default_cache_dir()), names)
     except FileNotFoundError as error:
         raise NoDeployedModelError(str(error)) from None
+    except TargetUnavailableError as error:
+        raise ServingTargetUnavailableError(f"cannot reach the deployed model: {error}") from None
     except DeploymentError as error:
         raise ArtifactVerificationError(f"cannot fetch the deployed model: {error}") from None
     return load_version(folder, manifest["files"], manifest, allow_pickle=allow_pickle)
@@ -253,6 +260,8 @@ def current_version(target: Path | str | ServingTarget) -> str | None:
         target = open_target_from_env(target)
     try:
         manifest = read_manifest(target) if isinstance(target, (str, Path)) else target.read_manifest()
+    except TargetUnavailableError as error:
+        raise ServingTargetUnavailableError(f"cannot reach the deployment manifest: {error}") from None
     except DeploymentError as error:
         raise ArtifactVerificationError(f"cannot trust the deployment manifest: {error}") from None
     return None if manifest is None else manifest["version"]

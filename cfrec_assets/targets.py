@@ -37,6 +37,11 @@ from cfrec_assets.schema import MANIFEST_FILE, SERVING_FILE, VERSION_FILE, VERSI
 from cfrec_assets.storage import sha256_file, write_atomic
 
 
+class TargetUnavailableError(DeploymentError):
+    """The object store could not be read or written (endpoint unreachable, credentials refused,
+    no such bucket): nothing was verified or changed. Not a verdict on the deployment's bytes."""
+
+
 class ServingTarget(Protocol):
     def describe(self) -> str: ...
     def read_manifest(self) -> dict[str, Any] | None: ...
@@ -217,7 +222,7 @@ class S3Target:
                 "served; deploy again to serve it"
             ) from None
         except ObjectStoreError as error:
-            raise DeploymentError(str(error)) from None
+            raise TargetUnavailableError(str(error)) from None
         return manifest
 
     def _get(self, *parts: str) -> bytes | None:
@@ -231,7 +236,7 @@ class S3Target:
         try:
             return operation(*args, **kwargs)
         except ObjectStoreError as error:
-            raise DeploymentError(str(error)) from None
+            raise TargetUnavailableError(str(error)) from None
 
 
 def _check(payload: bytes | None, record: Mapping[str, Any], where: str) -> None:
