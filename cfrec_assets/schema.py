@@ -22,7 +22,9 @@ SEED_USER_PREFIXES = (ML_USER_PREFIX, ML_LATEST_USER_PREFIX)
 SEED_ML100K, SEED_ML_LATEST = "ml100k", "ml-latest"
 SEEDS = (SEED_ML100K, SEED_ML_LATEST)
 """Seed rating sources ``combined_ratings`` can train on besides the app's (CFREC_SEEDS)."""
-DEFAULT_SEEDS = SEED_ML100K
+DEFAULT_SEEDS = f"{SEED_ML100K},{SEED_ML_LATEST}"
+"""Both: ML-100K alone ends in 1998 and ranks no current film; the ml-latest release covers them
+(docs/benchmarks.md "Seed ratings"), and ML-100K's users stay a population of their own."""
 
 APP_RATING_COLUMNS = ("user_id", "tmdb_id", "rating", "created_at")
 """The app's ratings as ``supabase_ratings`` hands them on (and as both Supabase readers return them)."""

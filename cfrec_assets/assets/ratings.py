@@ -143,8 +143,9 @@ def supabase_ratings(
 
 class CombineConfig(dg.Config):
     seeds: str = os.environ.get("CFREC_SEEDS", DEFAULT_SEEDS)
-    """Seed ratings trained on besides the app's, comma-separated: ``ml100k`` (default),
-    ``ml-latest`` (the ml_latest_raw release), both, or ``none`` (app ratings only: a mature app)."""
+    """Seed ratings trained on besides the app's, comma-separated: `ml100k`, `ml-latest` (the
+    ml_latest_raw release), both (`ml100k,ml-latest`, the default), or `none` (app ratings only:
+    a mature app)."""
     max_seed_ratings: int | None = None
     """Cap on seed ratings (after the catalog filter): whole seed users in a seeded random order
     until the cap, so ml-32m fits a machine whose memory pre-check refuses all of it. App ratings
