@@ -200,7 +200,7 @@ def combined_ratings_are_valid(
 def svd_artifacts_load_and_predict(svd_model: ModelVersion) -> dg.AssetCheckResult:
     """The files on disk are the ones recorded (sha256), they load, and predictions are finite and in range.
 
-    Loaded as the app loads them (``serving.load_version``): ``cf_model.npz`` is read once, hashed,
+    Loaded as the app loads them (`serving.load_version`): `cf_model.npz` is read once, hashed,
     and parsed from that same buffer (never unpickled); the pickles beside it are hashed.
     """
     folder = Path(svd_model.path)

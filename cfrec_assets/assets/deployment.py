@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from cfrec_assets.assets.labels import OWNERS, stage
 from cfrec_assets.checks import GATE_CHECKS
 from cfrec_assets.deployment import promotion_of
 from cfrec_assets.gate import gate_problems, materialization_runs
@@ -17,7 +18,7 @@ from cfrec_assets.serving import load_deployed
 GROUP = "deployment"
 # Stale when the served model is older than this. With the retrain sensor's one-day maximum
 # age, a model older than two days means retrains failed, or the app received no rating at all
-# for two days; either is worth a look (README "Say when it is stale or broken").
+# for two days; either is worth a look (docs/operations.md "Freshness").
 FRESHNESS_HOURS = float(os.environ.get("CFREC_FRESHNESS_HOURS", "48"))
 MODEL_KEY, METRICS_KEY = dg.AssetKey("svd_model"), dg.AssetKey("cv_metrics")
 
@@ -49,7 +50,9 @@ def check_gate(instance: dg.DagsterInstance, model: ModelVersion, metrics: Model
 
 @dg.asset(
     group_name=GROUP,
-    kinds={"python"},
+    kinds={"numpy", "s3", "file"},  # cf_model.npz, promoted to an S3-protocol bucket or a folder
+    owners=OWNERS,
+    tags=stage("ship"),
     freshness_policy=dg.FreshnessPolicy.time_window(
         fail_window=timedelta(hours=FRESHNESS_HOURS), warn_window=timedelta(hours=FRESHNESS_HOURS / 2)
     ),
@@ -64,8 +67,8 @@ def deployed_model(
 ) -> dg.Output[Deployment]:
     """The model version the app serves: promoted atomically once every blocking check passed.
 
-    Puts the version's files under ``<target>/versions/<version>/`` and then replaces
-    ``manifest.json``: in a local folder by temp file + ``os.replace``, in an object store by
+    Puts the version's files under `<target>/versions/<version>/` and then replaces
+    `manifest.json`: in a local folder by temp file + `os.replace`, in an object store by
     uploading, reading every object back, and writing the manifest last. Earlier versions are
     kept for rollback.
     """
