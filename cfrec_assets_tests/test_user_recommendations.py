@@ -19,7 +19,7 @@ from cfrec_testkit.models import make_ratings_frame, promote_version, train_tiny
 from cfrec_testkit.postgres import scratch_database
 
 SCHEMA_SQL = Path(__file__).resolve().parents[1] / "deploy" / "user_recommendations.sql"
-# What Supabase provides and the README's SQL relies on: the authenticated role and auth.uid().
+# What Supabase provides and deploy/user_recommendations.sql relies on: the authenticated role and auth.uid().
 SUPABASE_STAND_IN = """
 do $$ begin
     if not exists (select from pg_roles where rolname = 'authenticated') then create role authenticated nologin; end if;
