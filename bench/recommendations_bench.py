@@ -4,7 +4,7 @@ Usage: ``python bench/recommendations_bench.py [--repeat R] [--n N] [--datasets 
 
 Trains the production model on ML-100K (``serving_bench.train_on_real_data``), loads it with
 ``load_deployed``'s loader, computes every user's top-N (all 943 MovieLens users stand in for
-app users) and replaces a temp PostgreSQL table's rows in one transaction (the README's table),
+app users) and replaces a temp PostgreSQL table's rows in one transaction (the table of deploy/user_recommendations.sql),
 ``--repeat`` times. Prints medians: computing the rows, and the transaction (lock, delete, COPY,
 commit), with rows per second.
 """

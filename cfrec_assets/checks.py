@@ -231,7 +231,7 @@ def app_ratings_kept_in_training(
 def svd_artifacts_load_and_predict(svd_model: ModelVersion) -> dg.AssetCheckResult:
     """The files on disk are the ones recorded (sha256), they load, and predictions are finite and in range.
 
-    Loaded as the app loads them (``serving.load_version``): ``cf_model.npz`` is read once, hashed,
+    Loaded as the app loads them (`serving.load_version`): `cf_model.npz` is read once, hashed,
     and parsed from that same buffer (never unpickled); the pickles beside it are hashed.
     """
     folder = Path(svd_model.path)

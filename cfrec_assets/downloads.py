@@ -126,6 +126,12 @@ class _RedactedRequestLog(logging.Filter):
 
 
 _REQUEST_LOG = _RedactedRequestLog()
+# The base URL comes from CFREC_MOVIELENS_BASE_URL (resources.MovieLensSource); a machine without
+# internet access meets this error first, so it names the setting that fixes it.
+NO_NETWORK_HINT = (
+    "without internet access, set CFREC_MOVIELENS_BASE_URL to a mirror folder holding the MovieLens zips "
+    "(http(s):// or file://, e.g. file:///srv/movielens/)"
+)
 
 
 @dataclass(frozen=True)
@@ -288,7 +294,10 @@ def _stream(url: str, out: BinaryIO, timeout_seconds: float, max_bytes: int = MA
     except httpx.RemoteProtocolError as exc:
         raise DownloadError(f"GET {shown} was truncated: {redact_dsn_secrets(str(exc), url)}") from None
     except httpx.HTTPError as exc:
-        raise DownloadError(f"GET {shown} failed: {type(exc).__name__}: {redact_dsn_secrets(str(exc), url)}") from None
+        hint = f"; {NO_NETWORK_HINT}" if isinstance(exc, httpx.TransportError) else ""
+        raise DownloadError(
+            f"GET {shown} failed: {type(exc).__name__}: {redact_dsn_secrets(str(exc), url)}{hint}"
+        ) from None
 
 
 def _receive(resp: httpx.Response, shown: str, out: BinaryIO, max_bytes: int) -> str:

@@ -43,7 +43,7 @@ class MovieLensSource(dg.ConfigurableResource):
 class DataStore(dg.ConfigurableResource):
     """The local folder holding download caches and model versions, and the serving target.
 
-    Tables handed between assets are the IO manager's (``io_manager.LocalIOManager``).
+    Tables handed between assets are the IO manager's (`io_manager.LocalIOManager`).
     """
 
     data_dir: str = Field(default=DEFAULT_DATA_DIR, description="Relative paths resolve against the working directory.")
@@ -75,8 +75,8 @@ class DataStore(dg.ConfigurableResource):
 
 
 class ServingTargetResource(dg.ConfigurableResource):
-    """Where ``deployed_model`` promotes versions: the store's local serving folder (default), or
-    ``s3://bucket/prefix`` on any S3-protocol endpoint (Supabase Storage, AWS S3, R2, MinIO)."""
+    """Where `deployed_model` promotes versions: the store's local serving folder (default), or
+    `s3://bucket/prefix` on any S3-protocol endpoint (Supabase Storage, AWS S3, R2, MinIO)."""
 
     url: str | None = Field(
         default=None, description="s3://bucket/prefix, or a folder; unset: the store's serving folder."

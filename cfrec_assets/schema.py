@@ -22,14 +22,63 @@ SEED_USER_PREFIXES = (ML_USER_PREFIX, ML_LATEST_USER_PREFIX)
 SEED_ML100K, SEED_ML_LATEST = "ml100k", "ml-latest"
 SEEDS = (SEED_ML100K, SEED_ML_LATEST)
 """Seed rating sources ``combined_ratings`` can train on besides the app's (CFREC_SEEDS)."""
-DEFAULT_SEEDS = SEED_ML100K
+DEFAULT_SEEDS = f"{SEED_ML100K},{SEED_ML_LATEST}"
+"""Both: ML-100K alone ends in 1998 and ranks no current film; the ml-latest release covers them
+(docs/benchmarks.md "Seed ratings"), and ML-100K's users stay a population of their own."""
 
-APP_RATING_COLUMNS = ("user_id", "tmdb_id", "rating", "created_at")
+# --- tables: (column, type, description); the asset graph shows them as column schemas ----------
+APP_RATING_TABLE = (
+    ("user_id", "string", "the app's user id"),
+    ("tmdb_id", "int64", "the film's TMDB id"),
+    ("rating", "float64", "stars, 0.5 to 5"),
+    ("created_at", "timestamp UTC", "when the user rated the film"),
+)
 """The app's ratings as ``supabase_ratings`` hands them on (and as both Supabase readers return them)."""
-COMBINED_COLUMNS = ("user_id", "tmdb_id", "rating", "source", "created_at")
+COMBINED_TABLE = (
+    ("user_id", "string", "ml_<id> (ML-100K), mll_<id> (ml-latest) or the app's user id"),
+    ("tmdb_id", "int64", "the film's TMDB id"),
+    ("rating", "float64", "stars, 0.5 to 5"),
+    ("source", "string", "movielens (ML-100K), ml-latest or app"),
+    ("created_at", "timestamp UTC", "when the rating was made; the latest per (user, film) is kept"),
+)
 """The training table ``combined_ratings`` hands to ``svd_model``."""
-RECOMMENDATION_COLUMNS = ("user_id", "tmdb_id", "rank", "score", "model_version", "created_at")
-"""What ``user_recommendations`` writes to the app's table (deploy/user_recommendations.sql)."""
+RECOMMENDATION_TABLE = (
+    ("user_id", "text", "the app's user id (auth.users.id as text)"),
+    ("tmdb_id", "bigint", "the recommended film's TMDB id"),
+    ("rank", "integer", "1 = best"),
+    ("score", "real", "predicted rating, clipped to 0.5..5"),
+    ("model_version", "text", "the served version that ranked it"),
+    ("created_at", "timestamptz", "when the list was written"),
+)
+"""What ``user_recommendations`` writes to the app's table, with the SQL types of
+deploy/user_recommendations.sql."""
+TMDB_LINK_TABLE = (
+    ("ml100k_item_id", "int64", "the ML-100K item (u.item)"),
+    ("tmdb_id", "nullable int64", "its TMDB id; empty when unmatched or ambiguous"),
+    ("match_kind", "string", "the tier that matched it (tmdb_mapping.MATCH_KINDS)"),
+    ("ml_latest_movie_id", "nullable int64", "the ml-latest film it matched"),
+    ("ml100k_title", "string", "the title in u.item"),
+    ("matched_title", "string", "the ml-latest title it matched"),
+    ("embedded_imdb_id", "nullable int64", "the IMDb number in the item's URL, if any"),
+    ("embedded_imdb_movie_id", "nullable int64", "the ml-latest film with that IMDb number"),
+)
+"""ML-100K item -> TMDB id, one row per item, as ``tmdb_links`` hands it on."""
+MOVIE_TITLE_TABLE = (
+    ("tmdb_id", "int64", "the film's TMDB id"),
+    ("title", "string", "as people write it (article first)"),
+    ("year", "nullable int64", "release year"),
+)
+"""Title and year of every film with a TMDB id, as ``movie_titles`` hands them on."""
+
+
+def column_names(table: tuple[tuple[str, str, str], ...]) -> tuple[str, ...]:
+    return tuple(name for name, _, _ in table)
+
+
+APP_RATING_COLUMNS = column_names(APP_RATING_TABLE)
+COMBINED_COLUMNS = column_names(COMBINED_TABLE)
+RECOMMENDATION_COLUMNS = column_names(RECOMMENDATION_TABLE)
+TMDB_LINK_COLUMNS = column_names(TMDB_LINK_TABLE)
 SOURCE_MOVIELENS, SOURCE_ML_LATEST, SOURCE_APP = "movielens", "ml-latest", "app"
 """Values of the training table's ``source``: ML-100K, the ml-latest release, the app."""
 

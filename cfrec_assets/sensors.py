@@ -23,7 +23,8 @@ DEFAULT_MIN_NEW_RATINGS = 50
 # A young app may never reach N new ratings: whatever arrived is learned within a day anyway.
 DEFAULT_MAX_AGE_SECONDS = 24 * 3600
 # A tick costs three or four tiny requests; a retrain takes seconds to a minute. 30 s keeps a
-# busy app's model under a minute behind (README: "The retrain sensor" has the measured trade-off).
+# busy app's model under a minute behind (docs/operations.md "The retrain sensor"; measured in
+# docs/benchmarks.md "Retrain latency").
 DEFAULT_INTERVAL_SECONDS = 30
 # 2: the watermark is the highest arrival id (1 was the newest (created_at, id): client-set).
 CURSOR_VERSION = 2

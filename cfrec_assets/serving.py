@@ -28,7 +28,7 @@ from cfrec_assets.model_arrays import ModelArrays, ModelArraysError, read_model_
 from cfrec_assets.object_store import is_object_store_url
 from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
 from cfrec_assets.storage import UnsafePathError, read_regular_file
-from cfrec_assets.targets import CacheError, ServingTarget, open_target
+from cfrec_assets.targets import CacheError, ServingTarget, TargetUnavailableError, open_target
 
 if TYPE_CHECKING:  # Surprise, joblib and pandas load only on the pickle path: an app reading npz skips ~70 MB
     from surprise import SVD, Trainset
@@ -49,6 +49,11 @@ class ArtifactVerificationError(ServingError):
 class ModelCacheError(ServingError):
     """The local folder remote models are downloaded into is not safe to use (another user's,
     a symlink, a file, writable by others) or cannot be written."""
+
+
+class ServingTargetUnavailableError(ArtifactVerificationError):
+    """The bucket could not be read (endpoint unreachable, credentials refused, no such bucket), so
+    nothing could be verified. A subclass, so code that catches ArtifactVerificationError still does."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,8 @@ def load_deployed(
         raise ModelCacheError(
             f"cannot use the model cache: {error} (CFREC_MODEL_CACHE_DIR or cache_dir choose another folder)"
         ) from None
+    except TargetUnavailableError as error:
+        raise ServingTargetUnavailableError(f"cannot reach the deployed model: {error}") from None
     except DeploymentError as error:
         raise ArtifactVerificationError(f"cannot fetch the deployed model: {error}") from None
     return load_version(folder, manifest["files"], manifest, allow_pickle=allow_pickle)
@@ -266,6 +273,8 @@ def current_version(target: Path | str | ServingTarget) -> str | None:
         target = open_target_from_env(target)
     try:
         manifest = read_manifest(target) if isinstance(target, (str, Path)) else target.read_manifest()
+    except TargetUnavailableError as error:
+        raise ServingTargetUnavailableError(f"cannot reach the deployment manifest: {error}") from None
     except DeploymentError as error:
         raise ArtifactVerificationError(f"cannot trust the deployment manifest: {error}") from None
     return None if manifest is None else manifest["version"]

@@ -50,6 +50,11 @@ class CacheError(DeploymentError):
     """The local cache cannot be used safely: another user's folder, a symlink, not a folder, not writable."""
 
 
+class TargetUnavailableError(DeploymentError):
+    """The object store could not be read or written (endpoint unreachable, credentials refused,
+    no such bucket): nothing was verified or changed. Not a verdict on the deployment's bytes."""
+
+
 class ServingTarget(Protocol):
     def describe(self) -> str: ...
     def read_manifest(self) -> dict[str, Any] | None: ...
@@ -254,7 +259,7 @@ class S3Target:
                 "served; deploy again to serve it"
             ) from None
         except ObjectStoreError as error:
-            raise DeploymentError(str(error)) from None
+            raise TargetUnavailableError(str(error)) from None
         return manifest
 
     def _get(self, *parts: str, max_bytes: int) -> bytes | None:
@@ -268,7 +273,7 @@ class S3Target:
         try:
             return operation(*args, **kwargs)
         except ObjectStoreError as error:
-            raise DeploymentError(str(error)) from None
+            raise TargetUnavailableError(str(error)) from None
 
 
 def _check(payload: bytes | None, record: Mapping[str, Any], where: str) -> None:

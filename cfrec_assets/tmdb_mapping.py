@@ -39,6 +39,8 @@ from urllib.parse import unquote_plus
 
 import pandas as pd
 
+from cfrec_assets.schema import TMDB_LINK_COLUMNS
+
 log = logging.getLogger(__name__)
 
 MATCH_KINDS = (
@@ -510,17 +512,11 @@ def build_tmdb_mapping(
                 "embedded_imdb_movie_id": imdb_movies[0] if len(imdb_movies) == 1 else None,
             }
         )
-    mapping = pd.DataFrame(rows, columns=list(rows[0]) if rows else _EMPTY_COLUMNS)
+    mapping = pd.DataFrame(rows, columns=list(TMDB_LINK_COLUMNS))
     for column in ("tmdb_id", "ml_latest_movie_id", "embedded_imdb_id", "embedded_imdb_movie_id"):
         mapping[column] = mapping[column].astype("Int64")
     mapping["ml100k_item_id"] = mapping["ml100k_item_id"].astype("int64")
     return mapping
-
-
-_EMPTY_COLUMNS = [
-    "ml100k_item_id", "tmdb_id", "match_kind", "ml_latest_movie_id", "ml100k_title",
-    "matched_title", "embedded_imdb_id", "embedded_imdb_movie_id",
-]  # fmt: skip
 
 
 def _is_unknown(title: str) -> bool:

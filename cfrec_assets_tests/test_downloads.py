@@ -79,8 +79,10 @@ def test_http_error_status_is_reported(mirror: Path, tmp_path: Path) -> None:
 def test_unreachable_server_is_reported(tmp_path: Path) -> None:
     with FolderServer(tmp_path) as server:
         url = server.url
-    with pytest.raises(DownloadError, match="failed: ConnectError"):
+    with pytest.raises(DownloadError, match="failed: ConnectError") as refused:
         fetch_archive(url, "ml-100k.zip", tmp_path / "cache", MEMBERS, timeout_seconds=2)
+    # What a machine without internet meets first: the message names the setting that fixes it.
+    assert "set CFREC_MOVIELENS_BASE_URL to a mirror folder" in str(refused.value)
 
 
 @pytest.mark.parametrize("member", ["../evil.txt", "/etc/evil", "ml-100k/../../evil", "C:/evil"])

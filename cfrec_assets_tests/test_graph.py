@@ -55,8 +55,13 @@ def test_whole_graph_materializes_with_metadata(tmp_path: Path) -> None:
     assert links["match_exact"] >= 1 and links["embedded_imdb_ids_honoured"] == links["embedded_imdb_ids_in_links"]
     assert metadata(result, "supabase_ratings")["status"] == "not_configured"
     combined = metadata(result, "combined_ratings")
-    assert combined["real_ratings"] == 0 and combined["ml_ratings"] == combined["ratings"]
-    assert combined["ratings"] + sum(combined["dropped"].values()) == raw["ratings"]
+    # The default seeds are both releases (current films need ml-latest); every seed rating is
+    # either trained on or dropped with a reason.
+    assert combined["seeds"] == "ml100k,ml-latest" and combined["real_ratings"] == 0
+    assert combined["ml_ratings"] > 0 and combined["ml_latest_ratings"] > 0
+    assert combined["ml_ratings"] + combined["ml_latest_ratings"] == combined["ratings"]
+    latest = metadata(result, "ml_latest_raw")
+    assert combined["ratings"] + sum(combined["dropped"].values()) == raw["ratings"] + latest["ratings"]
     model = metadata(result, "svd_model")
     seed = {"n_factors": 100, "n_epochs": 20, "lr_all": 0.005, "reg_all": 0.02, "random_state": 42, "init_std_dev": 0.1}
     assert model["params"] == seed and model["params_source"] == "seed"  # no study yet: tuned falls back

@@ -14,6 +14,7 @@ import pytest
 from cfrec_assets.deployment import promote
 from cfrec_assets.serving import load_deployed
 from cfrec_testkit.models import TinyModelVersion, version_name, write_model_version
+from cfrec_testkit.s3_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Half of the tiny model's films (tmdb 107, 114, ...) have MovieLens titles; the rest are app-only.
@@ -79,8 +80,29 @@ def test_predict_human_and_json(deployed):
     human = run_cli("predict", "--user", "ml_2", "--movie", "114", "--serving-dir", str(serving))
     assert human.returncode == 0, human.stderr
     assert f"predicted {expected:.2f}" in human.stdout and "fallback" not in human.stdout
-    machine = run_cli("predict", "--user", "ml_2", "--movie", "999999", "--serving-dir", str(serving), "--json")
-    assert json.loads(machine.stdout)["fallback"] == "unknown_movie"
+    machine = run_cli("predict", "--user", "ml_2", "--movie", "114", "--serving-dir", str(serving), "--json")
+    assert (
+        json.loads(machine.stdout)["rating"] == pytest.approx(expected)
+        and json.loads(machine.stdout)["fallback"] is None
+    )
+
+
+@pytest.mark.parametrize("user", ["ml_2", "someone-new"])
+@pytest.mark.parametrize("output", [(), ("--json",)])
+def test_predict_for_a_film_not_in_the_model_says_so_instead_of_a_rating(deployed, user, output):
+    serving, models = deployed
+    result = run_cli("predict", "--user", user, "--movie", "999999999", "--serving-dir", str(serving), *output)
+    assert result.returncode == 5
+    assert result.stdout == ""  # no made-up number, not even the user's average
+    assert f"tmdb 999999999 is not in the model (version {models[1].version}" in result.stderr
+    assert "no training rating covers it" in result.stderr
+
+
+def test_predict_for_an_unknown_user_names_the_fallback(deployed):
+    serving, models = deployed
+    result = run_cli("predict", "--user", "someone-new", "--movie", "114", "--serving-dir", str(serving))
+    assert result.returncode == 0, result.stderr
+    assert "someone-new is not in the model: this is the film's average (unknown_user)" in result.stdout
 
 
 def test_deployments_marks_current_and_reads_serving_dir_from_env(deployed):
@@ -91,6 +113,32 @@ def test_deployments_marks_current_and_reads_serving_dir_from_env(deployed):
     assert lines[1].startswith(f"  {models[0].version}") and "0.9300" in lines[1]
     assert lines[2].startswith(f"* {models[1].version}") and "0.9100" in lines[2]
     assert lines[3] == f"current: {models[1].version} (previous: {models[0].version})"
+
+
+def test_deployments_columns_line_up_whatever_the_lengths(tmp_path):
+    """Real trained_at values carry microseconds (32 characters): the columns used to shift."""
+    models = [write_model_version(tmp_path / "models", version_name(n), seed=n) for n in range(3)]
+    stamps = ("2026-11-26T07:15:00.123456+00:00", "2026-11-26T08:00:00+00:00", "2026-11-27T09:30:00.5+00:00")
+    for n, (model, stamp) in enumerate(zip(models, stamps)):
+        promote(
+            model.path,
+            tmp_path / "serving",
+            version=model.version,
+            metrics={"rmse_mean": 0.9 + n / 100} if n != 1 else {},
+            counts={"ratings": len(model.ratings)},
+            trained_at=stamp,
+            expected_sha256=model.sha256,
+        )
+    result = run_cli("deployments", "--serving-dir", str(tmp_path / "serving"))
+    assert result.returncode == 0, result.stderr
+    header, *rows, current = result.stdout.splitlines()
+    assert len(rows) == 3 and current.startswith("current: ")
+    trained_at, rmse_end = header.index("trained_at"), header.index("rmse_mean") + len("rmse_mean")
+    for row, model in zip(rows, models):
+        assert row.index(model.version) == header.index("version")
+        assert row[trained_at:].startswith("2026-11-2"), row
+        assert len(row) == rmse_end and row[rmse_end - 6 :] in ("0.9000", "     -", "0.9200"), row
+    assert rows[2].startswith("* ")
 
 
 def test_no_deployment_exits_1_with_a_clear_message(tmp_path):
@@ -116,12 +164,44 @@ def test_tampered_deployment_exits_3_and_refuses_to_serve(deployed, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args", [("recommend", "--user", "ml_1", "-n", "0"), ("predict", "--user", "ml_1", "--movie", "x")]
+    ("args", "message"),
+    [
+        (("recommend", "--user", "ml_1", "-n", "0"), "argument -n: must be a whole number of at least 1, got 0"),
+        (("recommend", "--user", "ml_1", "-n", "abc"), "argument -n: must be a whole number of at least 1, got 'abc'"),
+        (
+            ("recommend", "--user", "", "-n", "3"),
+            "argument --user: must name a user (e.g. ml_196 or an app uuid), got ''",
+        ),
+        (("predict", "--user", "  ", "--movie", "862"), "argument --user: must name a user"),
+        (
+            ("predict", "--user", "ml_1", "--movie", "x"),
+            "argument --movie: must be a TMDB id (a whole number, e.g. 862), got 'x'",
+        ),
+        (("predict", "--user", "ml_1", "--movie", "-4"), "argument --movie: must be a TMDB id"),
+    ],
 )
-def test_usage_errors_exit_2(args, tmp_path):
+def test_usage_errors_exit_2_with_a_clear_message(args, message, tmp_path):
     result = run_cli(*args, "--serving-dir", str(tmp_path))
     assert result.returncode == 2
-    assert "error:" in result.stderr
+    assert message in result.stderr
+    assert "invalid" not in result.stderr and "_positive_int" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [("deployments",), ("recommend", "--user", "ml_1"), ("predict", "--user", "ml_1", "--movie", "862")]
+)
+def test_unreachable_s3_endpoint_exits_4_not_verification_failed(command, tmp_path):
+    closed = free_port()  # nothing listens there: connection refused, as with an endpoint that is down
+    env = {
+        "CFREC_S3_ENDPOINT_URL": f"http://127.0.0.1:{closed}",
+        "CFREC_S3_ACCESS_KEY_ID": "AKIAEXAMPLE000000000",
+        "CFREC_S3_SECRET_ACCESS_KEY": "secret-that-must-not-show",
+        "CFREC_MODEL_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    result = run_cli(*command, "--serving-dir", "s3://models/cfrec", env=env)
+    assert result.returncode == 4, result.stderr
+    assert "cannot reach the serving target" in result.stderr and f"127.0.0.1:{closed}" in result.stderr
+    assert "secret-that-must-not-show" not in result.stderr
 
 
 def test_recommend_and_predict_show_titles_and_years(deployed):

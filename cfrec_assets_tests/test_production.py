@@ -1,6 +1,6 @@
 """The production instance (deploy/dagster.yaml + deploy/serve.sh) on a real PostgreSQL.
 
-The server runs as the README says: daemon + webserver, history in PostgreSQL, the queued run
+The server runs as docs/operations.md "Running in production" says: daemon + webserver, history in PostgreSQL, the queued run
 coordinator with one training run at a time, run monitoring and run retries. Runs are launched
 the way the UI launches them (GraphQL ``launchRun``), so they go through the real queue.
 """

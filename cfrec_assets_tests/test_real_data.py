@@ -80,12 +80,31 @@ def test_mapping_targets_and_spot_checks(real_run) -> None:
 def test_training_table_and_cv_rmse_in_a_sane_band(real_run) -> None:
     result, _ = real_run
     combined = metadata(result, "combined_ratings")
-    assert combined["users"] == 943 and 97_000 <= combined["ratings"] <= 98_600
+    # The default seeds: ML-100K (943 users, ~98.3K mapped ratings) and ml-latest-small (610, ~100.8K).
+    assert combined["seeds"] == "ml100k,ml-latest"
+    assert combined["users"] == 943 + 610 and 198_000 <= combined["ratings"] <= 200_000
     cv = metadata(result, "cv_metrics")
-    # Surprise's SVD on ML-100K scores ~0.93-0.95; a global-mean predictor ~1.13.
-    assert 0.90 <= cv["rmse_mean"] <= 0.98, cv["rmse_mean"]
-    assert 0.70 <= cv["mae_mean"] <= 0.78
+    # Measured 0.908 / 0.707 on both seeds (ML-100K alone ~0.93-0.95); a global-mean predictor ~1.13.
+    assert 0.87 <= cv["rmse_mean"] <= 0.95, cv["rmse_mean"]
+    assert 0.67 <= cv["mae_mean"] <= 0.75
     assert 0.5 <= cv["ndcg_at_10_mean"] <= 1.0
+
+
+def test_default_seeds_rank_current_films(real_run) -> None:
+    """ML-100K ends in 1998: with it alone The Matrix, Fight Club and The Lord of the Rings were
+    listed as uncovered and got the unknown-movie fallback."""
+    result, data_dir = real_run
+    model = load_deployed(DataStore(data_dir=str(data_dir)).serving_dir)
+    current = {
+        603: "The Matrix (1999)",
+        550: "Fight Club (1999)",
+        120: "The Lord of the Rings: The Fellowship of the Ring (2001)",
+    }
+    for tmdb_id, title in current.items():
+        assert model.predict("ml_196", tmdb_id).fallback is None, title
+        assert model.describe(tmdb_id) == title
+    report = metadata(result, "combined_ratings")["coverage_report"]
+    assert not [title for title in current.values() if title.split(" (")[0] in report]
 
 
 def test_the_app_can_load_and_rank_with_the_deployed_model(real_run) -> None:

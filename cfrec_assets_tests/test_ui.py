@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
-pytestmark = [pytest.mark.ui, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(1500)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -49,7 +49,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = REPO_ROOT / "test-output" / "ui"
-RUN_TIMEOUT_S = 300  # the whole graph takes ~20 s in a run worker; 2 shared cores can be slow
+# "Materialize all" (graph ~20 s, plus the ~100 s tuning study) took over 300 s on 2 cores shared
+# with other builds (load average 12-18): a cap for a stuck run, not a speed requirement.
+RUN_TIMEOUT_S = 720
 UI_TIMEOUT_MS = 30_000
 TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 RUN_ID = re.compile(r"/runs/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
@@ -254,7 +256,10 @@ def test_materialize_all_deploys_a_checked_model(ui_factory, tmp_path: Path) -> 
         "no blocking check gates deployment"
     )
 
-    with dagster_dev(tmp_path / "dev", env={"CFREC_MOVIELENS_BASE_URL": movielens.as_uri() + "/"}) as dev:
+    # "Materialize all" includes the 100-trial tuning study: ~100 s on ML-100K alone, about twice
+    # that on the default seeds (ml100k,ml-latest); this test is about the UI, not the study's data.
+    env = {"CFREC_MOVIELENS_BASE_URL": movielens.as_uri() + "/", "CFREC_SEEDS": "ml100k"}
+    with dagster_dev(tmp_path / "dev", env=env) as dev:
         wait_for_code_locations(dev)
         ui = ui_factory(dev)
         run_id = materialize_all_from_lineage(ui)
@@ -348,7 +353,8 @@ def test_failed_blocking_check_stops_the_run_before_deployment(ui_factory, tmp_p
         # Its status reads "Failed in <run>", linking to the run that refused to deploy.
         expect(ui.page.get_by_text(re.compile(r"^Failed in")).first).to_be_visible(timeout=UI_TIMEOUT_MS)
         expect(ui.page.get_by_role("link", name=run_id[:8], exact=True)).to_have_attribute("href", f"/runs/{run_id}")
-        expect(ui.page.get_by_text("No metadata found")).to_be_visible(timeout=UI_TIMEOUT_MS)
+        # No materialization metadata ("entries" once the asset has definition metadata: its code reference).
+        expect(ui.page.get_by_text(re.compile(r"^No metadata (found|entries)$"))).to_be_visible(timeout=UI_TIMEOUT_MS)
         ui.shot("deployed_model_not_materialized")
         assert read_manifest(dev.data_dir / "serving") is None
     assert not dev.forced_kill, f"the server ignored SIGTERM; killed {dev.killed}:\n{dev.log_tail()}"

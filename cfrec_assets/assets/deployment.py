@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from cfrec_assets.assets.labels import OWNERS, stage
 from cfrec_assets.checks import GATE_CHECKS, challenger_no_worse_than_champion
 from cfrec_assets.deployment import promotion_of
 from cfrec_assets.gate import gate_problems, materialization_runs, newest_evaluation
@@ -19,8 +20,8 @@ from cfrec_assets.serving import load_deployed
 GROUP = "deployment"
 # Stale when the served model is older than this. With the retrain sensor's one-day maximum
 # age, a model older than two days means retrains failed, or the app received no rating at all
-# for two days; either is worth a look (README "Say when it is stale or broken"). A kept
-# champion is a materialization too: the retrain ran and judged the served model still the best.
+# for two days; either is worth a look (docs/operations.md "Freshness"). A kept champion is a
+# materialization too: the retrain ran and judged the served model still the best.
 FRESHNESS_HOURS = float(os.environ.get("CFREC_FRESHNESS_HOURS", "48"))
 MODEL_KEY, METRICS_KEY = dg.AssetKey("svd_model"), dg.AssetKey("cv_metrics")
 [CHALLENGER_CHECK] = challenger_no_worse_than_champion.check_keys
@@ -62,7 +63,9 @@ def lost_to_champion(instance: dg.DagsterInstance, metrics: ModelMetrics) -> dic
 
 @dg.asset(
     group_name=GROUP,
-    kinds={"python"},
+    kinds={"numpy", "s3", "file"},  # cf_model.npz, promoted to an S3-protocol bucket or a folder
+    owners=OWNERS,
+    tags=stage("ship"),
     freshness_policy=dg.FreshnessPolicy.time_window(
         fail_window=timedelta(hours=FRESHNESS_HOURS), warn_window=timedelta(hours=FRESHNESS_HOURS / 2)
     ),
@@ -79,8 +82,8 @@ def deployed_model(
     or the champion kept when the challenger's RMSE lost to it (metadata ``decision``; the
     manifest's ``kept_champion`` list records it too).
 
-    Puts the version's files under ``<target>/versions/<version>/`` and then replaces
-    ``manifest.json``: in a local folder by temp file + ``os.replace``, in an object store by
+    Puts the version's files under `<target>/versions/<version>/` and then replaces
+    `manifest.json`: in a local folder by temp file + `os.replace`, in an object store by
     uploading, reading every object back, and writing the manifest last. Earlier versions are
     kept for rollback.
     """

@@ -9,6 +9,7 @@ from typing import Literal
 import dagster as dg
 import pandas as pd
 
+from cfrec_assets.assets.labels import OWNERS, PERSONAL_DATA, stage
 from cfrec_assets.memory import cross_validation_bytes, fit_bytes, require_memory
 from cfrec_assets.preview import recommendations_table
 from cfrec_assets.records import ModelMetrics, ModelVersion
@@ -31,12 +32,12 @@ GROUP = "model"
 class SVDConfig(dg.Config):
     """Which hyper-parameters train the model.
 
-    ``params: tuned`` (the default) takes the best params of the latest ``svd_tuning`` study on
-    this data folder (``<data_dir>/tuning/latest_result.json``), or the
+    `params: tuned` (the default) takes the best params of the latest `svd_tuning` study on
+    this data folder (`<data_dir>/tuning/latest_result.json`), or the
     seed params with a log line when no study ran or none beat them: a team that ran a study gets
     its gain on the next retrain, and the champion/challenger check still decides whether the
-    tuned model ships. ``params: seed`` uses the fields below (the seed script's settings,
-    ``schema.SEED_SVD_PARAMS``, editable per run).
+    tuned model ships. `params: seed` uses the fields below (the seed script's settings,
+    `schema.SEED_SVD_PARAMS`, editable per run).
     """
 
     params: Literal["seed", "tuned"] = "tuned"
@@ -64,8 +65,15 @@ def model_version(run_id: str, now: datetime | None = None) -> str:
 
 
 # svd_tuning is a dependency, not an input: its result is read from the data folder
-# (``tuning.load_result``), so any instance training on that folder uses the same params.
-@dg.asset(group_name=GROUP, kinds={"surprise"}, pool=TRAINING_POOL, deps=["svd_tuning"])
+# (`tuning.load_result`), so any instance training on that folder uses the same params.
+@dg.asset(
+    group_name=GROUP,
+    kinds={"surprise", "numpy"},
+    owners=OWNERS,
+    tags=stage("train", **PERSONAL_DATA),
+    pool=TRAINING_POOL,
+    deps=["svd_tuning"],
+)
 def svd_model(
     context: dg.AssetExecutionContext,
     config: SVDConfig,
@@ -75,9 +83,9 @@ def svd_model(
 ) -> dg.Output[ModelVersion]:
     """Surprise SVD fitted on every combined rating, saved as a new version folder.
 
-    ``cf_model.npz`` (plain arrays with film titles, what ``serving.load_deployed`` reads) and
-    ``svd_model.pkl`` / ``cf_trainset.pkl`` (joblib, what the app's older serving code loads);
-    each run writes a new folder under ``data/models/`` and never touches an earlier one. The
+    `cf_model.npz` (plain arrays with film titles, what `serving.load_deployed` reads) and
+    `svd_model.pkl` / `cf_trainset.pkl` (joblib, what the app's older serving code loads);
+    each run writes a new folder under `data/models/` and never touches an earlier one. The
     value handed on is a small record (version, path, params, counts, sha256s).
     """
     ratings = combined_ratings
@@ -164,9 +172,9 @@ class CVConfig(dg.Config):
     """Memory the folds may use together (default: what the machine has available)."""
 
 
-@dg.asset(group_name=GROUP, kinds={"surprise"}, pool=TRAINING_POOL)
+@dg.asset(group_name=GROUP, kinds={"surprise"}, owners=OWNERS, tags=stage("evaluate"), pool=TRAINING_POOL)
 def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: ModelVersion) -> dg.Output[ModelMetrics]:
-    """K-fold RMSE, MAE, precision@k and NDCG@k of the ``svd_model`` version this run trained.
+    """K-fold RMSE, MAE, precision@k and NDCG@k of the `svd_model` version this run trained.
 
     Uses that version's exact training table and hyper-parameters, so the metrics describe
     the model that would be deployed. The headline metrics come first (Dagster plots their

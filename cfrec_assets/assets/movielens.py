@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from cfrec_assets.assets.labels import OWNERS, column_schema, stage
 from cfrec_assets.downloads import CachedArchive, evict, fetch_archive, safe_extract
 from cfrec_assets.memory import MemoryBudgetError, require_memory
 from cfrec_assets.movielens import (
@@ -25,6 +26,7 @@ from cfrec_assets.movielens import (
 )
 from cfrec_assets.records import MovieLens100K, MovieLensLatest
 from cfrec_assets.resources import DataStore, MovieLensSource
+from cfrec_assets.schema import MOVIE_TITLE_TABLE, TMDB_LINK_TABLE
 from cfrec_assets.tmdb_mapping import build_tmdb_mapping, display_title, load_overrides, mapping_summary
 
 GROUP = "movielens"
@@ -60,7 +62,7 @@ def _members(movielens: MovieLensSource, store: DataStore, filename: str, member
             raise
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"})
+@dg.asset(group_name=GROUP, kinds={"pandas"}, owners=OWNERS, tags=stage("ingest"))
 def ml100k_raw(
     context: dg.AssetExecutionContext, movielens: MovieLensSource, store: DataStore
 ) -> dg.Output[MovieLens100K]:
@@ -98,13 +100,13 @@ class MovieLensLatestConfig(dg.Config):
     """Memory the parse may use (default: what the machine has available now)."""
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"})
+@dg.asset(group_name=GROUP, kinds={"pandas"}, owners=OWNERS, tags=stage("ingest"))
 def ml_latest_raw(
     context: dg.AssetExecutionContext, config: MovieLensLatestConfig, movielens: MovieLensSource, store: DataStore
 ) -> dg.Output[MovieLensLatest]:
-    """The configured ml-latest-format release (``movielens.latest_release``: ml-latest-small by
+    """The configured ml-latest-format release (`movielens.latest_release`: ml-latest-small by
     default, ml-32m or ml-latest): ratings (half stars), movies and links (movieId -> tmdbId in
-    the same release, so its films map to TMDB ids exactly). Downloaded and cached like ml100k_raw."""
+    the same release, so its films map to TMDB ids exactly). Downloaded and cached like `ml100k_raw`."""
     release = check_release(movielens.latest_release)
     members = ml_latest_members(release)
     with _members(movielens, store, ml_latest_archive(release), members) as (archive, files):
@@ -145,7 +147,9 @@ def ml_latest_raw(
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"})
+@dg.asset(
+    group_name=GROUP, kinds={"pandas"}, owners=OWNERS, tags=stage("prepare"), metadata=column_schema(TMDB_LINK_TABLE)
+)
 def tmdb_links(
     context: dg.AssetExecutionContext, ml100k_raw: MovieLens100K, ml_latest_raw: MovieLensLatest
 ) -> dg.Output[pd.DataFrame]:
@@ -173,7 +177,9 @@ def tmdb_links(
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"})
+@dg.asset(
+    group_name=GROUP, kinds={"pandas"}, owners=OWNERS, tags=stage("prepare"), metadata=column_schema(MOVIE_TITLE_TABLE)
+)
 def movie_titles(
     ml100k_raw: MovieLens100K, tmdb_links: pd.DataFrame, ml_latest_raw: MovieLensLatest
 ) -> dg.Output[pd.DataFrame]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from cfrec_assets.assets.labels import OWNERS, PERSONAL_DATA, column_schema, stage
 from cfrec_assets.catalog import load_catalog_ids, normalize_ids
 from cfrec_assets.combine import (
     app_ratings_lost,
@@ -23,6 +24,8 @@ from cfrec_assets.records import Catalog, MovieLens100K, MovieLensLatest
 from cfrec_assets.resources import CatalogSource
 from cfrec_assets.schema import (
     APP_RATING_COLUMNS,
+    APP_RATING_TABLE,
+    COMBINED_TABLE,
     DEFAULT_SEEDS,
     SEED_ML100K,
     SEED_ML_LATEST,
@@ -41,12 +44,14 @@ app_ratings_table = dg.AssetSpec(
     RATINGS_TABLE,
     group_name=GROUP,
     kinds={"supabase", "postgres"},
+    owners=OWNERS,
+    tags=stage("ingest", **PERSONAL_DATA),
     description="The app's ratings table in Supabase (external): the retrain sensor records its row "
     "count and newest rating here, so the UI shows it growing between retrains.",
 )
 
 
-@dg.asset(group_name=GROUP, kinds={"python"})
+@dg.asset(group_name=GROUP, kinds={"json", "csv", "supabase"}, owners=OWNERS, tags=stage("ingest"))
 def catalog_ids(
     context: dg.AssetExecutionContext,
     catalog: CatalogSource,
@@ -97,6 +102,9 @@ class SupabaseRatingsConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     kinds={"supabase", "pandas"},
+    owners=OWNERS,
+    tags=stage("ingest", **PERSONAL_DATA),
+    metadata=column_schema(APP_RATING_TABLE),
     deps=[app_ratings_table],  # read by the resource, not handed over by an IO manager
     retry_policy=dg.RetryPolicy(max_retries=SUPABASE_RETRIES, delay=2, backoff=dg.Backoff.EXPONENTIAL),
 )
@@ -105,8 +113,8 @@ def supabase_ratings(
 ) -> dg.Output[pd.DataFrame]:
     """Every rating the app's users made, read from Supabase page by page until an empty page.
 
-    Reads through PostgREST (SUPABASE_URL/SUPABASE_KEY), or directly from Postgres when
-    SUPABASE_DB_URL is set. Not configured: an empty table, status ``not_configured``.
+    Reads through PostgREST (`SUPABASE_URL`/`SUPABASE_KEY`), or directly from Postgres when
+    `SUPABASE_DB_URL` is set. Not configured: an empty table, status `not_configured`.
     """
     if not supabase.is_configured:
         frame, stats, status = empty_real_ratings(), {}, "not_configured"
@@ -144,8 +152,9 @@ def supabase_ratings(
 
 class CombineConfig(dg.Config):
     seeds: str = os.environ.get("CFREC_SEEDS", DEFAULT_SEEDS)
-    """Seed ratings trained on besides the app's, comma-separated: ``ml100k`` (default),
-    ``ml-latest`` (the ml_latest_raw release), both, or ``none`` (app ratings only: a mature app)."""
+    """Seed ratings trained on besides the app's, comma-separated: `ml100k`, `ml-latest` (the
+    ml_latest_raw release), both (`ml100k,ml-latest`, the default), or `none` (app ratings only:
+    a mature app)."""
     max_seed_ratings: int | None = None
     """Cap on seed ratings (after the catalog filter): whole seed users in a seeded random order
     until the cap, so ml-32m fits a machine whose memory pre-check refuses all of it. App ratings
@@ -162,7 +171,13 @@ def chosen_seeds(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"})
+@dg.asset(
+    group_name=GROUP,
+    kinds={"pandas"},
+    owners=OWNERS,
+    tags=stage("prepare", **PERSONAL_DATA),
+    metadata=column_schema(COMBINED_TABLE),
+)
 def combined_ratings(
     context: dg.AssetExecutionContext,
     config: CombineConfig,
@@ -175,7 +190,7 @@ def combined_ratings(
 ) -> dg.Output[pd.DataFrame]:
     """The chosen seed ratings plus the app's ratings, keyed by TMDB id, filtered to the catalog.
 
-    Seeds (``config.seeds``): ML-100K users prefixed ``ml_``, ml-latest users ``mll_``, so the
+    Seeds (`config.seeds`): ML-100K users prefixed `ml_`, ml-latest users `mll_`, so the
     populations never merge; the same film from both releases is one TMDB id. Invalid rows are
     dropped and counted by reason; the latest rating per (user, movie) wins; rows are sorted by
     user then movie. Metadata compares every seed's coverage of the catalog, chosen or not.

@@ -4,9 +4,11 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from cfrec_assets.assets.labels import OWNERS, PERSONAL_DATA, column_schema, stage
 from cfrec_assets.preview import app_users, recommendation_rows
 from cfrec_assets.records import Deployment
 from cfrec_assets.resources import DataStore, ServingTargetResource
+from cfrec_assets.schema import RECOMMENDATION_TABLE
 from cfrec_assets.serving import load_deployed
 from cfrec_assets.supabase_io.recommendations import RecommendationsTable
 
@@ -20,7 +22,13 @@ class UserRecommendationsConfig(dg.Config):
     """Also write the MovieLens seed users' lists (useful for demos; they are not app users)."""
 
 
-@dg.asset(group_name=GROUP, kinds={"supabase", "postgres"})
+@dg.asset(
+    group_name=GROUP,
+    kinds={"supabase", "postgres"},
+    owners=OWNERS,
+    tags=stage("ship", **PERSONAL_DATA),
+    metadata=column_schema(RECOMMENDATION_TABLE),
+)
 def user_recommendations(
     context: dg.AssetExecutionContext,
     config: UserRecommendationsConfig,
@@ -29,9 +37,9 @@ def user_recommendations(
     recommendations: RecommendationsTable,
     deployed_model: Deployment,
 ) -> dg.MaterializeResult:
-    """Each app user's top-N unseen films from the model ``deployed_model`` serves, replacing the
-    previous set in one transaction. Downstream of ``deployed_model``, so only a model that passed
-    every blocking check is published; off unless ``CFREC_RECOMMENDATIONS_TABLE`` is set."""
+    """Each app user's top-N unseen films from the model `deployed_model` serves, replacing the
+    previous set in one transaction. Downstream of `deployed_model`, so only a model that passed
+    every blocking check is published; off unless `CFREC_RECOMMENDATIONS_TABLE` is set."""
     if not recommendations.is_configured:
         raise dg.Failure("user_recommendations is off: set CFREC_RECOMMENDATIONS_TABLE (and SUPABASE_DB_URL)")
     model = load_deployed(serving.open(store.serving_dir), cache_dir=store.root / "serving-cache")

@@ -18,6 +18,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from cfrec_assets.assets.labels import OWNERS, stage
 from cfrec_assets.io_manager import latest_value_path
 from cfrec_assets.resources import DataStore
 from cfrec_assets.schema import TRAINING_POOL
@@ -79,7 +80,9 @@ svd_tuning = dg.AssetSpec(
     group_name=GROUP,
     kinds={"optuna", "surprise"},
     deps=["combined_ratings"],
-    description="The latest Optuna study of the SVD hyper-parameters (``<data_dir>/tuning/latest_result.json``). "
+    owners=OWNERS,
+    tags=stage("train"),
+    description="The latest Optuna study of the SVD hyper-parameters (`<data_dir>/tuning/latest_result.json`). "
     "Run it with the `tune_svd` job (Jobs → tune_svd → Launchpad) or the `weekly_tuning` schedule: it takes "
     'minutes, so "Materialize all" leaves it out. The next retrain\'s `svd_model` trains with its params.',
 )
@@ -89,9 +92,9 @@ svd_tuning = dg.AssetSpec(
 def svd_tuning_study(context: dg.OpExecutionContext, config: TuningConfig, store: DataStore) -> None:
     """Seeded TPE search of the SVD hyper-parameters on K-fold RMSE, compared with the seed params on a held-out split.
 
-    Reads the latest ``combined_ratings``, logs a line per trial, writes the result beside the
-    study and reports it as a materialization of ``svd_tuning``. With the defaults on the mapped
-    ML-100K: ~95 s on 2 cores, CV RMSE 0.9375 -> 0.9027 (bench/tuning_bench.py).
+    Reads the latest `combined_ratings`, logs a line per trial, writes the result beside the
+    study and reports it as a materialization of `svd_tuning`. With the defaults on the mapped
+    ML-100K: ~95 s on 2 cores, CV RMSE 0.9375 -> 0.9027 (`bench/tuning_bench.py`).
     """
     source = latest_value_path(context.instance, dg.AssetKey("combined_ratings"))
     result, metadata = run_study(config, pd.read_parquet(source), store.tuning_dir, context.log)

@@ -184,7 +184,7 @@ def production_server(
     shutdown_timeout: float = 60.0,
 ) -> Iterator[DagsterDev]:
     """``deploy/serve.sh`` (daemon + webserver on deploy/dagster.yaml, history in PostgreSQL at
-    ``pg_url``), as the README's production section runs it; same folders and clean-up as
+    ``pg_url``), as docs/operations.md "Running in production" runs it; same folders and clean-up as
     :func:`dagster_dev`."""
 
     def command(port: int) -> list[str]:
