@@ -207,8 +207,8 @@ class AppRatingsKeptConfig(dg.Config):
 def app_ratings_kept_in_training(
     context: dg.AssetCheckExecutionContext, config: AppRatingsKeptConfig
 ) -> dg.AssetCheckResult:
-    """The app's ratings read by ``supabase_ratings`` reach the training table: a model must not
-    ship with ``real_ratings: 0`` (or most of them gone) while the app has ratings, whatever the
+    """The app's ratings read by `supabase_ratings` reach the training table: a model must not
+    ship with `real_ratings: 0` (or most of them gone) while the app has ratings, whatever the
     reason they were dropped (seed-prefixed user ids, films outside the catalog, ...)."""
     meta = materialization_metadata(context.instance, dg.AssetKey("combined_ratings"), context.run.run_id)
     if "app_ratings_in" not in meta:
@@ -287,7 +287,7 @@ def challenger_no_worse_than_champion(
     on at least as many app (Supabase) ratings.
 
     Losing on RMSE is a normal outcome, not a fault: the check fails with WARN severity, the run
-    goes on, and ``deployed_model`` keeps the champion and says so. Fewer app ratings than the
+    goes on, and `deployed_model` keeps the champion and says so. Fewer app ratings than the
     champion means app data went missing (an outage, a bad read): that fails with ERROR severity,
     blocks the deployment and fails the run, so a model that forgot the app's users never ships.
     """

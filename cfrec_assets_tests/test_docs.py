@@ -16,7 +16,7 @@ from cfrec_testkit.models import version_name, write_model_version
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README = REPO_ROOT / "README.md"
 DOCS = sorted((REPO_ROOT / "docs").glob("*.md"))
-SKIPPED_DIRS = {".git", ".venv", "data", "test-output", "node_modules", "__pycache__"}
+SKIPPED_DIRS = {".git", ".venv", "build", "data", "test-output", "node_modules", "__pycache__"}
 CITING_FILES = {".py", ".sh", ".yaml", ".yml", ".toml", ".md", ".sql", ".cfg"}
 # `docs/serving.md "Recommendations in Supabase"`, `README "X"`, `README.md ("X")`, `README: "X"`
 CITATION = re.compile(r'\b(README(?:\.md)?|docs/[\w-]+\.md)(?::|,)?\s\(?"([^"\n]+)"')

@@ -51,7 +51,7 @@ def test_every_asset_has_owners_a_stage_and_real_kinds():
 
 def test_every_materializable_asset_links_to_its_function():
     for name, spec in SPECS.items():
-        if name == "supabase_ratings_table":  # external: no function to link to
+        if name in ("supabase_ratings_table", "svd_tuning"):  # external, or reported by the tune_svd job's op
             continue
         [reference] = spec.metadata["dagster/code_references"].code_references
         path = Path(reference.file_path)

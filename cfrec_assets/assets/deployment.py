@@ -79,8 +79,8 @@ def deployed_model(
     cv_metrics: ModelMetrics,
 ) -> dg.Output[Deployment]:
     """The model version the app serves: promoted atomically once every blocking check passed,
-    or the champion kept when the challenger's RMSE lost to it (metadata ``decision``; the
-    manifest's ``kept_champion`` list records it too).
+    or the champion kept when the challenger's RMSE lost to it (metadata `decision`; the
+    manifest's `kept_champion` list records it too).
 
     Puts the version's files under `<target>/versions/<version>/` and then replaces
     `manifest.json`: in a local folder by temp file + `os.replace`, in an object store by

@@ -178,7 +178,7 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
 
     Uses that version's exact training table and hyper-parameters, so the metrics describe
     the model that would be deployed. The headline metrics come first (Dagster plots their
-    history); the per-fold values are one table (``folds``).
+    history); the per-fold values are one table (`folds`).
     """
     workers = min(config.n_folds, os.cpu_count() or 1) if config.n_jobs == -1 else max(1, config.n_jobs)
     params = SVDParams(**svd_model.params)
