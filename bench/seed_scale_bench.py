@@ -13,7 +13,7 @@ own functions, each step in a fresh child process: ``parse_ratings_csv`` (ml_lat
 artifacts) and the ``cv_metrics`` step (load the table, 3-fold CV one fold at a time, load the
 version's ``cf_model.npz``; sizes up to --cv-up-to). Wall seconds and the peak resident memory
 growth of each step (over the child after its imports) are sampled every 20 ms and printed beside
-``cfrec_assets.memory``'s estimate for the step. A step the estimate says would not fit in the
+``cfrec_assets.pipeline.memory``'s estimate for the step. A step the estimate says would not fit in the
 memory available now is reported as refused instead of running into the OOM killer. Prints one
 Markdown table; paste it into notes.
 """
@@ -104,8 +104,8 @@ def measure(work) -> dict:
 
 def prepare(size: int, one_per_user: bool, folder: Path) -> dict:
     """Child: generate the release, parse and combine it (measured); leave the table as parquet."""
-    from cfrec_assets.combine import combine, empty_real_ratings, ml_latest_seed
-    from cfrec_assets.movielens import parse_links, parse_ratings_csv
+    from cfrec_assets.pipeline.combine import combine, empty_real_ratings, ml_latest_seed
+    from cfrec_assets.pipeline.movielens_files import parse_links, parse_ratings_csv
 
     started = time.perf_counter()
     generate(folder, size, one_per_user=one_per_user)
@@ -137,7 +137,7 @@ def fit_step(folder: Path, factors: int) -> dict:
     """Child: what svd_model does after its pre-check, from loading its input to its saved version."""
     import pandas as pd
 
-    from cfrec_assets.training import SVDParams, fit_svd, save_artifacts
+    from cfrec_assets.pipeline.training import SVDParams, fit_svd, save_artifacts
 
     def work():
         ratings = pd.read_parquet(folder / "combined.parquet")
@@ -151,9 +151,9 @@ def cv_step(folder: Path, factors: int) -> dict:
     """Child: what cv_metrics does after its pre-check: the folds one at a time, then the version loaded."""
     import pandas as pd
 
-    from cfrec_assets.deployment import file_records
-    from cfrec_assets.serving import load_version
-    from cfrec_assets.training import SVDParams, cross_validate_svd
+    from cfrec_assets.pipeline.training import SVDParams, cross_validate_svd
+    from cfrec_serving.loader import load_version
+    from cfrec_serving.targets.folder import file_records
 
     def work():
         ratings = pd.read_parquet(folder / "combined.parquet")
@@ -172,8 +172,8 @@ def run_child(*args: str) -> dict:
 
 
 def run_case(size: int, one_per_user: bool, factors: list[int], cv: bool) -> dict:
-    """Every step of one case, each in a fresh child; estimates from ``cfrec_assets.memory``."""
-    from cfrec_assets.memory import available_bytes, cross_validation_bytes, fit_bytes
+    """Every step of one case, each in a fresh child; estimates from ``cfrec_assets.pipeline.memory``."""
+    from cfrec_assets.pipeline.memory import available_bytes, cross_validation_bytes, fit_bytes
 
     with tempfile.TemporaryDirectory(prefix="cfrec-scale-") as scratch:
         shape = ["--shape", "one-per-user"] if one_per_user else []

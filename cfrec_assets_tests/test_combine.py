@@ -7,7 +7,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from cfrec_assets.combine import app_ratings_lost, combine, combine_ratings, empty_real_ratings, ml100k_seed
+from cfrec_assets.pipeline.combine import app_ratings_lost, combine, combine_ratings, empty_real_ratings, ml100k_seed
 
 
 def ml(rows):

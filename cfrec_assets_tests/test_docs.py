@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cfrec_assets.deployment import promote
+from cfrec_serving.targets.folder import promote
 from cfrec_testkit.models import version_name, write_model_version
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

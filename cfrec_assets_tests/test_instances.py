@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cfrec_assets.deployment import read_manifest
+from cfrec_serving.targets.folder import read_manifest
 from cfrec_testkit.dagster_dev import REPO_ROOT, DagsterDev, make_server, wait_for_code_locations
 from cfrec_testkit.graph import make_graph_env
 from cfrec_testkit.postgres import PostgresServer, scratch_database

@@ -9,9 +9,9 @@ import pandas as pd
 import psycopg
 import pytest
 
-from cfrec_assets.deployment import read_manifest
-from cfrec_assets.resources import CatalogSource
-from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseResource
+from cfrec_assets.defs.resources import CatalogSource
+from cfrec_assets.defs.supabase_io import SupabasePostgresResource, SupabaseResource
+from cfrec_serving.targets.folder import read_manifest
 from cfrec_testkit.graph import (
     UP_TO_COMBINED,
     check_descriptions,

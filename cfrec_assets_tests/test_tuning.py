@@ -13,12 +13,12 @@ import optuna
 import pandas as pd
 import pytest
 
-from cfrec_assets import tuning
-from cfrec_assets.assets.tuning import BoundsConfig, FloatRange, IntRange, TuningConfig, run_study
 from cfrec_assets.definitions import defs
-from cfrec_assets.resources import DataStore
-from cfrec_assets.training import SVDParams, fit_svd
-from cfrec_assets.tuning import (
+from cfrec_assets.defs.assets.tuning import BoundsConfig, FloatRange, IntRange, TuningConfig, run_study
+from cfrec_assets.defs.resources import DataStore
+from cfrec_assets.pipeline import tuning_study as tuning
+from cfrec_assets.pipeline.training import SVDParams, fit_svd
+from cfrec_assets.pipeline.tuning_study import (
     TuningBounds,
     TuningResult,
     evaluate_on_heldout,
@@ -441,7 +441,7 @@ def test_stored_results_are_checked_again_before_they_train_a_model(changes, why
 
 
 def test_svd_model_trains_with_the_seed_params_and_says_why(ratings, tmp_path):
-    from cfrec_assets.assets.model import SVDConfig, svd_model
+    from cfrec_assets.defs.assets.model import SVDConfig, svd_model
 
     forged = stored_result(best_params={**stored_result().best_params, "n_factors": 3000})
     combined = ratings.assign(source="app", created_at=pd.Timestamp("2026-01-01", tz="UTC"))

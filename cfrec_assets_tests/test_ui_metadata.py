@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from cfrec_assets import schema
-from cfrec_assets.assets import OPT_IN_ASSETS
-from cfrec_assets.checks import ALL_CHECKS
 from cfrec_assets.definitions import defs
+from cfrec_assets.defs.assets import OPT_IN_ASSETS
+from cfrec_assets.defs.checks import ALL_CHECKS
 from cfrec_testkit.graph import UP_TO_COMBINED, make_graph_env, metadata
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_every_materializable_asset_links_to_its_function():
             continue
         [reference] = spec.metadata["dagster/code_references"].code_references
         path = Path(reference.file_path)
-        assert path.is_relative_to(REPO_ROOT / "cfrec_assets" / "assets"), (name, path)
+        assert path.is_relative_to(REPO_ROOT / "cfrec_assets" / "defs" / "assets"), (name, path)
         decorated = path.read_text().splitlines()[reference.line_number - 1 :]
         assert any(line.startswith(f"def {name}(") for line in decorated[:12]), (name, reference)
 

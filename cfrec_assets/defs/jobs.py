@@ -1,0 +1,38 @@
+"""Named jobs and the tuning schedule: what `make materialize`, the queue and the daemon launch."""
+
+import os
+
+import dagster as dg
+
+from cfrec_assets.defs.assets.tuning import svd_tuning_study
+
+train_and_deploy = dg.define_asset_job(
+    "train_and_deploy",
+    selection=dg.AssetSelection.all(),  # external assets (the ratings table, the study) are not selected
+    description="Every asset and check but the tuning study: download, map, combine, train, cross-validate, "
+    "and deploy through the blocking checks.",
+)
+
+
+@dg.job(
+    description="The Optuna study of the SVD hyper-parameters: reports svd_tuning, whose result (in the data "
+    'folder) the next retrain trains with. Minutes long, so outside train_and_deploy and "Materialize all".'
+)
+def tune_svd() -> None:
+    svd_tuning_study()
+
+
+# Weekly: ratings drift slowly, and a study takes ~2 minutes of both cores (bench/tuning_bench.py)
+# that a retrain would otherwise wait for (both use the training pool). Off until switched on in
+# the UI or with CFREC_TUNING_SCHEDULE=running, like the retrain sensor.
+weekly_tuning = dg.ScheduleDefinition(
+    name="weekly_tuning",
+    job=tune_svd,
+    cron_schedule="0 3 * * 0",
+    default_status=dg.DefaultScheduleStatus.RUNNING
+    if os.environ.get("CFREC_TUNING_SCHEDULE", "").lower() == "running"
+    else dg.DefaultScheduleStatus.STOPPED,
+)
+
+ALL_JOBS = [train_and_deploy, tune_svd]
+ALL_SCHEDULES = [weekly_tuning]
