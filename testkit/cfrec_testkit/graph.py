@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,52 @@ UP_TO_COMBINED = [
 ]
 """Everything ``combined_ratings`` needs, and itself."""
 """What ``train_and_deploy`` runs: the study has its own job and tests."""
+
+
+class PausingIOManager(dg.IOManager):
+    """A graph env's IO manager that pauses one step: once the op named ``op`` has loaded its
+    first input, it sets ``paused`` and waits for ``resume``. Give it to one run only
+    (``env.materialize(..., resources={"io_manager": pausing})``) to run something else while
+    that run sits between loading a value and acting on it."""
+
+    def __init__(self, env: GraphEnv, op: str, timeout: float = 600):
+        self.inner = LocalIOManager(data_dir=str(env.data_dir))
+        self.op, self.timeout = op, timeout
+        self.paused, self.resume = threading.Event(), threading.Event()
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        self.inner.handle_output(context, obj)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        value = self.inner.load_input(context)
+        if context.op_def.name == self.op and not self.paused.is_set():
+            self.paused.set()
+            if not self.resume.wait(self.timeout):  # a guard against a hung test, not a schedule
+                raise TimeoutError(f"{self.op} was never resumed")
+        return value
+
+
+class RunThread(threading.Thread):
+    """``work()`` (a run) in a thread; ``result()`` joins it and returns what it returned or raised."""
+
+    def __init__(self, work: Callable[[], Any]):
+        super().__init__(daemon=True)
+        self._work, self._outcome = work, None
+
+    def run(self) -> None:
+        try:
+            self._outcome = (True, self._work())
+        except BaseException as error:  # handed to the caller by result()
+            self._outcome = (False, error)
+
+    def result(self, timeout: float = 600) -> Any:
+        self.join(timeout)
+        if self._outcome is None:
+            raise TimeoutError("the run in the thread did not finish")
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
 
 
 def make_graph_env(tmp_path: Path, **fixture_kwargs) -> GraphEnv:
