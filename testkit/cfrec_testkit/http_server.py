@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,8 @@ class ServerState:
     gzip_bodies: dict[str, bytes] = field(default_factory=dict)
     # path -> Location of a 302 redirect
     redirects: dict[str, str] = field(default_factory=dict)
+    # path -> called before the request is answered (a test's barrier or event: holds that client)
+    before_answer: dict[str, Callable[[], object]] = field(default_factory=dict)
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -36,6 +39,8 @@ class _Handler(SimpleHTTPRequestHandler):
         self.state.requests.append(self.path)
         self.state.authorizations.append(self.headers.get("Authorization"))
         name = self.path.lstrip("/")
+        if name in self.state.before_answer:
+            self.state.before_answer[name]()
         if name in self.state.redirects:
             self._send(b"", {"Location": self.state.redirects[name]}, status=302)
         elif name in self.state.gzip_bodies:
