@@ -15,8 +15,9 @@ not hold (a leak, a wrong result, something left behind). ``attack`` runs in a f
 ``attack`` alone. A case that runs past ``--timeout`` is killed and reported as failed.
 
 Inputs are generated here or by the test kit (nothing from MovieLens), so adding a case is one
-function and one :data:`CASES` entry. The gate's "another run is still checking" case needs two
-live runs and is covered by ``cfrec_assets_tests/test_hostile_pipeline.py`` instead.
+function and one :data:`CASES` entry. The gate's "another run is still checking" case is
+covered by ``cfrec_assets_tests/test_hostile_pipeline.py``; its overlapping-runs case runs two
+in-process runs in threads inside the child (``cfrec_testkit.graph.interleave``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 
 from cfrec_assets.catalog import CatalogError, load_catalog_ids
@@ -52,6 +54,7 @@ from cfrec_assets.schema import APP_RATING_COLUMNS, MODEL_FILE
 from cfrec_assets.storage import sha256_file
 from cfrec_assets.supabase_io import SupabaseResource
 from cfrec_assets.supabase_io.table import validate_ratings
+from cfrec_testkit.graph import UP_TO_COMBINED, gate_refusal, interleave, make_graph_env, recorded_target
 from cfrec_testkit.models import write_model_version
 
 SECRET = "s3cr3tPW"
@@ -391,6 +394,32 @@ def check_refuses_swapped_pickle(tmp: Path) -> None:
     assert not result.passed and not marker.exists(), result.description
 
 
+# --- Issue 16: the deployment gate under overlapping runs
+
+
+def gate_overlapping_retrains(tmp: Path) -> None:
+    """Two retrains on one instance, ordered so that Dagster records the passing run's verdict
+    as the failing run's (its cv_metrics is the latest when that verdict is stored): the gate
+    must refuse the failing run's model and promote the passing one's."""
+    ceiling = "cv_metrics_cv_rmse_under_ceiling"
+    env = make_graph_env(tmp / "graph")
+    with dg.instance_for_test() as instance:
+        assert env.materialize(instance, selection=UP_TO_COMBINED).success
+        retrain = ["svd_model", "cv_metrics"]
+        impossible = {ceiling: {"config": {"rmse_ceiling": 0.01}}}
+        failed, passed = interleave(
+            env,
+            lambda io: env.materialize(instance, selection=retrain, ops=impossible, resources={"io_manager": io}),
+            "cv_metrics",
+            lambda io: env.materialize(instance, selection=retrain, resources={"io_manager": io}),
+            ceiling,
+        )
+        assert recorded_target(passed, "cv_rmse_under_ceiling") == failed.run_id, "the interleaving was not forced"
+        refusal = gate_refusal(instance, failed)
+        assert refusal is not None and "cv_rmse_under_ceiling failed" in refusal, f"gate let it through: {refusal}"
+        assert gate_refusal(instance, passed) is None, gate_refusal(instance, passed)
+
+
 CASES: list[Case] = [
     Case("credentials: connection refused", credentials_refused),
     Case("credentials: HTTP 404", credentials_http_404, _prepare_release),
@@ -414,6 +443,7 @@ CASES: list[Case] = [
     Case("app rows: tmdb_id 1e30", app_ratings_id_overflow),
     Case("table name ../admin", table_name_traversal),
     Case("model check: pickle swapped after training", check_refuses_swapped_pickle),
+    Case("gate: another run's pass recorded for a failed model", gate_overlapping_retrains),
 ]
 
 

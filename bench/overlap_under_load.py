@@ -6,8 +6,9 @@ Usage: ``python bench/overlap_under_load.py [--runs N] [--load-processes P] [--m
 forced to overlap. It once failed only on a busy machine, so this runs it ``--runs`` times
 (default 10), each in a fresh pytest process, while ``--load-processes`` (default: one per core)
 spin in pure-Python loops. The load stops when the last run ends, and in any case after
-``--max-seconds``. Prints one line per run (pass/fail, wall seconds, load average), then
-passes/failures and the median wall time, and the tail of each failure's output.
+``--max-seconds``. Prints one line per run (pass/fail, wall seconds, load average, the cause
+of a failure), then passes/failures and the median wall time, and the tail of each failure's
+output (the whole of it is kept in a temp file).
 """
 
 from __future__ import annotations
@@ -15,14 +16,20 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from benchlib import REPO, positive_int, print_preamble  # bench/ is sys.path[0] when a script here runs
 
 TEST = "cfrec_assets_tests/test_overlap.py"
+# The project's own errors (a wrapper such as DagsterExecutionStepExecutionError or AssertionError
+# says less), e.g. "GateClosedError: refusing to promote: ..."
+CAUSE = re.compile(r"\b((?!Dagster|Assertion)\w+Error): ([^\n'\\]{0,200})")
 
 
 def spin(deadline: float) -> None:
@@ -43,6 +50,12 @@ def run_overlap_test() -> tuple[bool, float, str]:
     return done.returncode == 0, time.perf_counter() - started, done.stdout + done.stderr
 
 
+def failure_cause(output: str) -> str:
+    """The first of the project's own error messages in a failed run's output (else its last line)."""
+    found = CAUSE.search(output)
+    return f"{found[1]}: {found[2][:160]}" if found else (output.strip().splitlines() or [""])[-1][:160]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=positive_int, default=10)
@@ -51,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print_preamble("overlap_under_load.py", sys.argv[1:] if argv is None else argv)
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the load (finally)
     context = multiprocessing.get_context("spawn")
     deadline = time.monotonic() + args.max_seconds
     load = [context.Process(target=spin, args=(deadline,), daemon=True) for _ in range(args.load_processes)]
@@ -59,13 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load: {len(load)} busy-loop process(es), at most {args.max_seconds} s\n")
     results = []
     try:
-        print("| run | result | wall s | load average (1 min) |\n|---:|---|---:|---:|")
+        print("| run | result | wall s | load average (1 min) | cause |\n|---:|---|---:|---:|---|")
         for index in range(1, args.runs + 1):
             passed, seconds, output = run_overlap_test()
             results.append((passed, seconds, output))
-            print(
-                f"| {index} | {'pass' if passed else 'FAIL'} | {seconds:.1f} | {os.getloadavg()[0]:.2f} |", flush=True
-            )
+            cause = "" if passed else failure_cause(output)
+            print(f"| {index} | {'pass' if passed else 'FAIL'} | {seconds:.1f} | {os.getloadavg()[0]:.2f} | {cause} |")
+            sys.stdout.flush()
     finally:
         for process in load:
             process.terminate()
@@ -76,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median wall {statistics.median(s for _, s, _ in results):.1f} s")
     for index, (passed, _, output) in enumerate(results, 1):
         if not passed:
-            print(f"\n--- run {index} failed; last lines:\n" + "\n".join(output.splitlines()[-25:]))
+            with tempfile.NamedTemporaryFile("w", prefix=f"overlap-run{index}-", suffix=".log", delete=False) as log:
+                log.write(output)
+            print(f"\n--- run {index} failed (whole output: {log.name}); last lines:")
+            print("\n".join(output.splitlines()[-25:]))
     return 0 if passes == len(results) else 1
 
 

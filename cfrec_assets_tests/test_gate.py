@@ -9,19 +9,17 @@ import dagster as dg
 import pytest
 
 from cfrec_assets.assets import ALL_ASSETS
-from cfrec_assets.assets.deployment import GateClosedError, check_gate
 from cfrec_assets.checks import ALL_CHECKS, cv_rmse_under_ceiling, svd_artifacts_load_and_predict
 from cfrec_assets.deployment import read_manifest
-from cfrec_assets.records import ModelMetrics, ModelVersion
-from cfrec_assets.storage import read_json
 from cfrec_testkit.graph import (
-    PausingIOManager,
-    RunThread,
     check_results,
     failure_messages,
+    gate_refusal,
+    interleave,
     make_graph_env,
     materialized,
     metadata,
+    recorded_target,
     tree_digest,
 )
 
@@ -157,36 +155,10 @@ def test_deployment_without_any_model_names_the_missing_upstream(tmp_path: Path)
     assert not env.serving_dir.exists()
 
 
-# --- overlapping runs: each check judges the value its run loaded -------------------------------
+# --- overlapping runs: each check judges the value its own run loaded ----------------------------
 # Dagster records as a check evaluation's target the asset's *latest* materialization when the
-# evaluation is stored, so a run that materialized the same asset in between takes the verdict
-# over. Each test below pauses one run at a chosen step (PausingIOManager) to force that order.
-
-
-def _shipped(result: dg.ExecuteInProcessResult) -> tuple[ModelVersion, ModelMetrics]:
-    """The model and metrics records a run produced (what its deployed_model received)."""
-    return (
-        ModelVersion(**read_json(Path(metadata(result, "svd_model")["path"]))),
-        ModelMetrics(**read_json(Path(metadata(result, "cv_metrics")["path"]))),
-    )
-
-
-def _recorded_target(result: dg.ExecuteInProcessResult, check: str) -> str:
-    """The run whose materialization Dagster recorded as the target of ``check`` in this run."""
-    [evaluation] = [
-        e.event_specific_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == check
-    ]
-    return evaluation.target_materialization_data.run_id
-
-
-def _gate_refusal(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> str | None:
-    try:
-        check_gate(instance, *_shipped(result))
-    except GateClosedError as closed:
-        return str(closed)
-    return None
+# evaluation is stored, so a run that materialized the same asset meanwhile takes the verdict
+# over. Each test forces that order by pausing runs at chosen steps (testkit ``interleave``).
 
 
 def test_run_deploys_its_own_model_when_another_run_materialized_the_same_assets_during_its_checks(
@@ -194,22 +166,20 @@ def test_run_deploys_its_own_model_when_another_run_materialized_the_same_assets
 ) -> None:
     env = make_graph_env(tmp_path)
     with dg.instance_for_test() as instance:
-        pausing = PausingIOManager(env, op=CEILING_CHECK)
-        first = RunThread(lambda: env.materialize(instance, resources={"io_manager": pausing}))
-        first.start()
-        try:
-            assert pausing.paused.wait(600), "the first run never reached its ceiling check"
-            # The first run has loaded its own cv_metrics; the second now runs the whole graph.
-            second = env.materialize(instance)
-        finally:
-            pausing.resume.set()
-        first_result = first.result()
+        # The first run loads its own cv_metrics for its ceiling check and waits there while the
+        # second runs the whole graph.
+        first, second = interleave(
+            env,
+            lambda io: env.materialize(instance, resources={"io_manager": io}),
+            CEILING_CHECK,
+            lambda io: env.materialize(instance, resources={"io_manager": io}),
+        )
         assert second.success
         # The trap is set: Dagster recorded the second run's cv_metrics as the first run's target.
-        assert _recorded_target(first_result, "cv_rmse_under_ceiling") == second.run_id
-        assert first_result.success, failure_messages(first_result)
-    first_version = metadata(first_result, "svd_model")["version"]
-    assert metadata(first_result, "deployed_model")["version"] == first_version
+        assert recorded_target(first, "cv_rmse_under_ceiling") == second.run_id
+        assert first.success, failure_messages(first)
+    first_version = metadata(first, "svd_model")["version"]
+    assert metadata(first, "deployed_model")["version"] == first_version
     manifest = read_manifest(env.serving_dir)
     assert (manifest["version"], manifest["previous_version"]) == (
         first_version,
@@ -220,78 +190,58 @@ def test_run_deploys_its_own_model_when_another_run_materialized_the_same_assets
 def test_gate_refuses_a_failed_check_and_never_takes_another_runs_verdict_for_it(tmp_path: Path) -> None:
     env = make_graph_env(tmp_path)
     with dg.instance_for_test() as instance:
-        # The failing run materializes cv_metrics only after the passing run has done so, and the
-        # passing run's check verdict is stored after that: Dagster records it as the failing
-        # run's, and it is the newest execution of that check.
-        failing_paused = PausingIOManager(env, op="cv_metrics")
-        failing = RunThread(
-            lambda: env.materialize(instance, ops=IMPOSSIBLE_CEILING, resources={"io_manager": failing_paused})
+        # The failing run waits before cv_metrics until the passing run has materialized its own
+        # and loaded it for its ceiling check; the passing verdict is stored last. Dagster records
+        # it as the failing run's, and it is the newest execution of that check.
+        failed, passed = interleave(
+            env,
+            lambda io: env.materialize(instance, ops=IMPOSSIBLE_CEILING, resources={"io_manager": io}),
+            "cv_metrics",
+            lambda io: env.materialize(instance, resources={"io_manager": io}),
+            CEILING_CHECK,
         )
-        passing_paused = PausingIOManager(env, op=CEILING_CHECK)
-        passing = RunThread(lambda: env.materialize(instance, resources={"io_manager": passing_paused}))
-        try:
-            failing.start()
-            assert failing_paused.paused.wait(600), "the failing run never reached cv_metrics"
-            passing.start()
-            assert passing_paused.paused.wait(600), "the passing run never reached its ceiling check"
-            failing_paused.resume.set()
-            failed = failing.result()
-        finally:
-            failing_paused.resume.set()
-            passing_paused.resume.set()
-        passed = passing.result()
-        assert _recorded_target(passed, "cv_rmse_under_ceiling") == failed.run_id  # the trap is set
+        assert recorded_target(passed, "cv_rmse_under_ceiling") == failed.run_id  # the trap is set
         assert check_results(failed)["cv_rmse_under_ceiling"] is False
         assert "deployed_model" not in materialized(failed)
 
-        refusal = _gate_refusal(instance, failed)
+        refusal = gate_refusal(instance, failed)
         assert refusal is not None and "cv_metrics:cv_rmse_under_ceiling failed: RMSE" in refusal, refusal
         assert "has not run" not in refusal, refusal  # every other check of the failing run was found
         # And the passing run judged its own model, whatever Dagster recorded as the target.
         assert passed.success, failure_messages(passed)
-        assert _gate_refusal(instance, passed) is None
+        assert gate_refusal(instance, passed) is None
     assert read_manifest(env.serving_dir)["version"] == metadata(passed, "svd_model")["version"]
 
 
 def test_check_only_run_that_overlapped_a_materialization_is_not_trusted_for_it(deployed) -> None:
     env, instance, champion = deployed
-    loose = {"ops": {CEILING_CHECK: {"config": {"rmse_ceiling": 1.5}}}}
 
-    def check_only(io_manager=None):
+    def check_only(io_manager: dg.IOManager | None = None) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             [*ALL_ASSETS, *ALL_CHECKS], selection=dg.AssetSelection.checks(cv_rmse_under_ceiling),
             instance=instance, resources={**env.resources(), **({"io_manager": io_manager} if io_manager else {})},
-            run_config=loose, raise_on_error=False,
+            run_config={"ops": {CEILING_CHECK: {"config": {"rmse_ceiling": 1.5}}}}, raise_on_error=False,
         )  # fmt: skip
 
-    # A retrain starts first (so its check executions are the older ones) and waits before
-    # cv_metrics; a check-only run then loads the champion's cv_metrics and waits; the retrain
+    # A retrain starts first (its check executions are the older ones) and waits before
+    # cv_metrics; a check-only run loads the champion's cv_metrics and waits; the retrain
     # materializes cv_metrics and fails the check; then the check-only run passes its value.
-    retrain_paused, rerun_paused = PausingIOManager(env, op="cv_metrics"), PausingIOManager(env, op=CEILING_CHECK)
-    retraining = RunThread(
-        lambda: env.materialize(
-            instance, selection=MODEL_ONLY, ops=IMPOSSIBLE_CEILING, resources={"io_manager": retrain_paused}
-        )
+    retrain, stale = interleave(
+        env,
+        lambda io: env.materialize(
+            instance, selection=MODEL_ONLY, ops=IMPOSSIBLE_CEILING, resources={"io_manager": io}
+        ),
+        "cv_metrics",
+        check_only,
+        CEILING_CHECK,
     )
-    rerun = RunThread(lambda: check_only(rerun_paused))
-    try:
-        retraining.start()
-        assert retrain_paused.paused.wait(600), "the retrain never reached cv_metrics"
-        rerun.start()
-        assert rerun_paused.paused.wait(600), "the check-only run never reached its check"
-        retrain_paused.resume.set()
-        retrain = retraining.result()
-    finally:
-        retrain_paused.resume.set()
-        rerun_paused.resume.set()
-    stale = rerun.result()
     assert check_results(retrain)["cv_rmse_under_ceiling"] is False
     # The rerun passed the champion's value, and Dagster recorded the retrain's as its target.
     assert check_results(stale) == {"cv_rmse_under_ceiling": True}
-    assert _recorded_target(stale, "cv_rmse_under_ceiling") == retrain.run_id
-    refusal = _gate_refusal(instance, retrain)
+    assert recorded_target(stale, "cv_rmse_under_ceiling") == retrain.run_id
+    refusal = gate_refusal(instance, retrain)
     assert refusal is not None and "cv_metrics:cv_rmse_under_ceiling failed: RMSE" in refusal, refusal
 
     # A check-only run that nothing overlapped judges the latest value: its pass opens the gate.
     assert check_results(check_only()) == {"cv_rmse_under_ceiling": True}
-    assert _gate_refusal(instance, retrain) is None
+    assert gate_refusal(instance, retrain) is None

@@ -12,9 +12,12 @@ from typing import Any
 import dagster as dg
 
 from cfrec_assets.assets import ALL_ASSETS
+from cfrec_assets.assets.deployment import GateClosedError, check_gate
 from cfrec_assets.checks import ALL_CHECKS
 from cfrec_assets.io_manager import LocalIOManager
+from cfrec_assets.records import ModelMetrics, ModelVersion
 from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, build_resources
+from cfrec_assets.storage import read_json
 from cfrec_assets.supabase_io import RatingsReader, SupabaseResource
 from cfrec_testkit.movielens_fixtures import MovieLensFixture, write_movielens_fixture
 
@@ -148,6 +151,37 @@ class RunThread(threading.Thread):
         return value
 
 
+def interleave(
+    env: GraphEnv,
+    first: Callable[[dg.IOManager], Any],
+    first_pause: str,
+    second: Callable[[dg.IOManager], Any],
+    second_pause: str | None = None,
+) -> tuple[Any, Any]:
+    """Two runs on one instance in a forced order. ``first(io_manager)`` and ``second(io_manager)``
+    each run with the IO manager they are given. ``first`` starts and pauses once its step
+    ``first_pause`` has loaded its input; ``second`` then runs until its step ``second_pause`` has
+    (to its end when None); then ``first`` runs to its end, and then ``second``. Returns both
+    results."""
+    first_io, second_io = PausingIOManager(env, first_pause), PausingIOManager(env, second_pause or "")
+    first_run, second_run = RunThread(lambda: first(first_io)), RunThread(lambda: second(second_io))
+    try:
+        first_run.start()
+        if not first_io.paused.wait(first_io.timeout):
+            raise TimeoutError(f"the first run never reached {first_pause}")
+        second_run.start()
+        if second_pause is None:
+            second_run.join(second_io.timeout)
+        elif not second_io.paused.wait(second_io.timeout):
+            raise TimeoutError(f"the second run never reached {second_pause}")
+        first_io.resume.set()
+        first_result = first_run.result()
+    finally:  # never leave a run waiting
+        first_io.resume.set()
+        second_io.resume.set()
+    return first_result, second_run.result()
+
+
 def make_graph_env(tmp_path: Path, **fixture_kwargs) -> GraphEnv:
     kwargs = {"n_users": 60, "n_items": 80, "n_ratings": 2400, "seed": 3, **fixture_kwargs}
     return GraphEnv(
@@ -199,3 +233,31 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> dict[str, str]:
                 error = error.cause
             out[event.step_key] = " <- ".join(parts)
     return out
+
+
+def shipped(result: dg.ExecuteInProcessResult) -> tuple[ModelVersion, ModelMetrics]:
+    """The svd_model and cv_metrics records a run produced (what its deployed_model receives)."""
+    return (
+        ModelVersion(**read_json(Path(metadata(result, "svd_model")["path"]))),
+        ModelMetrics(**read_json(Path(metadata(result, "cv_metrics")["path"]))),
+    )
+
+
+def gate_refusal(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> str | None:
+    """Why the deployment gate refuses the model ``result`` trained (None: it would promote it)."""
+    try:
+        check_gate(instance, *shipped(result))
+    except GateClosedError as closed:
+        return str(closed)
+    return None
+
+
+def recorded_target(result: dg.ExecuteInProcessResult, check: str) -> str:
+    """The run whose materialization Dagster recorded as the target of ``check``'s evaluation in
+    ``result`` (the asset's latest one when the evaluation was stored)."""
+    [evaluation] = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == check
+    ]
+    return evaluation.target_materialization_data.run_id
