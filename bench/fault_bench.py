@@ -15,8 +15,9 @@ not hold (a leak, a wrong result, something left behind). ``attack`` runs in a f
 ``attack`` alone. A case that runs past ``--timeout`` is killed and reported as failed.
 
 Inputs are generated here or by the test kit (nothing from MovieLens), so adding a case is one
-function and one :data:`CASES` entry. The gate's "another run is still checking" case needs two
-live runs and is covered by ``cfrec_assets_tests/test_hostile_pipeline.py`` instead.
+function and one :data:`CASES` entry. The gate's "another run is still checking" case is
+covered by ``cfrec_assets_tests/test_hostile_pipeline.py``; its overlapping-runs case runs two
+in-process runs in threads inside the child (``cfrec_testkit.graph.interleave``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 
 from cfrec_assets.defs.checks import svd_artifacts_load_and_predict
@@ -60,6 +62,7 @@ from cfrec_serving.storage import sha256_file
 from cfrec_serving.targets.folder import DeploymentError, file_records, promote
 from cfrec_serving.targets.target import open_target
 from cfrec_serving.watcher import DeployedModelWatcher
+from cfrec_testkit.graph import UP_TO_COMBINED, gate_refusal, interleave, make_graph_env, recorded_target
 from cfrec_testkit.hostile_artifacts import npz_with_member
 from cfrec_testkit.models import promote_version, version_name, write_model_version
 from cfrec_testkit.s3_server import s3_server
@@ -900,6 +903,32 @@ def recommendations_table_privileges(tmp: Path) -> None:
                     assert not conn.execute(query, (role, privilege)).fetchone()[0], f"{role} may {privilege}"
 
 
+# --- Issue 16: the deployment gate under overlapping runs
+
+
+def gate_overlapping_retrains(tmp: Path) -> None:
+    """Two retrains on one instance, ordered so that Dagster records the passing run's verdict
+    as the failing run's (its cv_metrics is the latest when that verdict is stored): the gate
+    must refuse the failing run's model and promote the passing one's."""
+    ceiling = "cv_metrics_cv_rmse_under_ceiling"
+    env = make_graph_env(tmp / "graph")
+    with dg.instance_for_test() as instance:
+        assert env.materialize(instance, selection=UP_TO_COMBINED).success
+        retrain = ["svd_model", "cv_metrics"]
+        impossible = {ceiling: {"config": {"rmse_ceiling": 0.01}}}
+        failed, passed = interleave(
+            env,
+            lambda io: env.materialize(instance, selection=retrain, ops=impossible, resources={"io_manager": io}),
+            "cv_metrics",
+            lambda io: env.materialize(instance, selection=retrain, resources={"io_manager": io}),
+            ceiling,
+        )
+        assert recorded_target(passed, "cv_rmse_under_ceiling") == failed.run_id, "the interleaving was not forced"
+        refusal = gate_refusal(instance, failed)
+        assert refusal is not None and "cv_rmse_under_ceiling failed" in refusal, f"gate let it through: {refusal}"
+        assert gate_refusal(instance, passed) is None, gate_refusal(instance, passed)
+
+
 CASES: list[Case] = [
     Case("credentials: connection refused", credentials_refused),
     Case("credentials: HTTP 404", credentials_http_404, _prepare_release),
@@ -957,6 +986,7 @@ CASES: list[Case] = [
     Case("memory: 300,000 one-rating users x 400 factors, 1 GiB", memory_many_one_rating_users),
     Case("tuning journal: forged 3,000 factors / -inf, truncated", tuning_journal_forged_and_truncated),
     Case("user_recommendations: pg_catalog.pg_class, TRUNCATE", recommendations_table_privileges),
+    Case("gate: another run's pass recorded for a failed model", gate_overlapping_retrains),
 ]
 
 

@@ -9,20 +9,24 @@ import dagster as dg
 import pytest
 
 from cfrec_assets.defs.assets import ALL_ASSETS
-from cfrec_assets.defs.checks import ALL_CHECKS, svd_artifacts_load_and_predict
+from cfrec_assets.defs.checks import ALL_CHECKS, cv_rmse_under_ceiling, svd_artifacts_load_and_predict
 from cfrec_serving.targets.folder import read_manifest
 from cfrec_testkit.graph import (
     check_evaluations,
     check_results,
     failure_messages,
+    gate_refusal,
+    interleave,
     make_graph_env,
     materialized,
     metadata,
+    recorded_target,
     tree_digest,
 )
 
 IMPOSSIBLE_CEILING = {"cv_metrics_cv_rmse_under_ceiling": {"config": {"rmse_ceiling": 0.01}}}
 MODEL_ONLY = ["svd_model", "cv_metrics"]
+CEILING_CHECK = "cv_metrics_cv_rmse_under_ceiling"
 
 
 @pytest.fixture
@@ -186,3 +190,95 @@ def test_deployment_without_any_model_names_the_missing_upstream(tmp_path: Path)
     message = failure_messages(result)["deployed_model"]
     assert re.search(r"(svd_model|cv_metrics) has never been materialized: materialize it first", message), message
     assert not env.serving_dir.exists()
+
+
+# --- overlapping runs: each check judges the value its own run loaded ----------------------------
+# Dagster records as a check evaluation's target the asset's *latest* materialization when the
+# evaluation is stored, so a run that materialized the same asset meanwhile takes the verdict
+# over. Each test forces that order by pausing runs at chosen steps (testkit ``interleave``).
+
+
+def test_run_deploys_its_own_model_when_another_run_materialized_the_same_assets_during_its_checks(
+    tmp_path: Path,
+) -> None:
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        # The first run loads its own cv_metrics for its ceiling check and waits there while the
+        # second runs the whole graph.
+        first, second = interleave(
+            env,
+            lambda io: env.materialize(instance, resources={"io_manager": io}),
+            CEILING_CHECK,
+            lambda io: env.materialize(instance, resources={"io_manager": io}),
+        )
+        assert second.success
+        # The trap is set: Dagster recorded the second run's cv_metrics as the first run's target.
+        assert recorded_target(first, "cv_rmse_under_ceiling") == second.run_id
+        assert first.success, failure_messages(first)
+    first_version = metadata(first, "svd_model")["version"]
+    assert metadata(first, "deployed_model")["version"] == first_version
+    manifest = read_manifest(env.serving_dir)
+    assert (manifest["version"], manifest["previous_version"]) == (
+        first_version,
+        metadata(second, "svd_model")["version"],
+    )
+
+
+def test_gate_refuses_a_failed_check_and_never_takes_another_runs_verdict_for_it(tmp_path: Path) -> None:
+    env = make_graph_env(tmp_path)
+    with dg.instance_for_test() as instance:
+        # The failing run waits before cv_metrics until the passing run has materialized its own
+        # and loaded it for its ceiling check; the passing verdict is stored last. Dagster records
+        # it as the failing run's, and it is the newest execution of that check.
+        failed, passed = interleave(
+            env,
+            lambda io: env.materialize(instance, ops=IMPOSSIBLE_CEILING, resources={"io_manager": io}),
+            "cv_metrics",
+            lambda io: env.materialize(instance, resources={"io_manager": io}),
+            CEILING_CHECK,
+        )
+        assert recorded_target(passed, "cv_rmse_under_ceiling") == failed.run_id  # the trap is set
+        assert check_results(failed)["cv_rmse_under_ceiling"] is False
+        assert "deployed_model" not in materialized(failed)
+
+        refusal = gate_refusal(instance, failed)
+        assert refusal is not None and "cv_metrics:cv_rmse_under_ceiling failed: RMSE" in refusal, refusal
+        assert "has not run" not in refusal, refusal  # every other check of the failing run was found
+        # And the passing run judged its own model, whatever Dagster recorded as the target.
+        assert passed.success, failure_messages(passed)
+        assert gate_refusal(instance, passed) is None
+    assert read_manifest(env.serving_dir)["version"] == metadata(passed, "svd_model")["version"]
+
+
+def test_check_only_run_that_overlapped_a_materialization_is_not_trusted_for_it(deployed) -> None:
+    env, instance, champion = deployed
+
+    def check_only(io_manager: dg.IOManager | None = None) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [*ALL_ASSETS, *ALL_CHECKS], selection=dg.AssetSelection.checks(cv_rmse_under_ceiling),
+            instance=instance, resources={**env.resources(), **({"io_manager": io_manager} if io_manager else {})},
+            run_config={"ops": {CEILING_CHECK: {"config": {"rmse_ceiling": 1.5}}}}, raise_on_error=False,
+        )  # fmt: skip
+
+    # A retrain starts first (its check executions are the older ones) and waits before
+    # cv_metrics; a check-only run loads the champion's cv_metrics and waits; the retrain
+    # materializes cv_metrics and fails the check; then the check-only run passes its value.
+    retrain, stale = interleave(
+        env,
+        lambda io: env.materialize(
+            instance, selection=MODEL_ONLY, ops=IMPOSSIBLE_CEILING, resources={"io_manager": io}
+        ),
+        "cv_metrics",
+        check_only,
+        CEILING_CHECK,
+    )
+    assert check_results(retrain)["cv_rmse_under_ceiling"] is False
+    # The rerun passed the champion's value, and Dagster recorded the retrain's as its target.
+    assert check_results(stale) == {"cv_rmse_under_ceiling": True}
+    assert recorded_target(stale, "cv_rmse_under_ceiling") == retrain.run_id
+    refusal = gate_refusal(instance, retrain)
+    assert refusal is not None and "cv_metrics:cv_rmse_under_ceiling failed: RMSE" in refusal, refusal
+
+    # A check-only run that nothing overlapped judges the latest value: its pass opens the gate.
+    assert check_results(check_only()) == {"cv_rmse_under_ceiling": True}
+    assert gate_refusal(instance, retrain) is None

@@ -5,6 +5,14 @@ Each check is looked up for one materialization, never "the latest": ``svd_model
 by the materialization in that model's run, or else the latest one before it (what a partial run
 of ``svd_model`` loaded). So two overlapping runs each judge their own model, and a check that
 failed, never ran or is still running closes the gate with a message that says which.
+
+Which materialization a verdict is about is read off the run that produced it, not off the
+target Dagster records: Dagster stores the asset's *latest* materialization when the verdict is
+stored, which is another run's when that run materialized the same asset while the check ran.
+The IO manager hands a check the value of its own run (or, on re-execution, of the run that
+produced it), so a check in such a run judged that run's materialization; only a check-only run
+read "the latest", and its recorded target is trusted only when nothing materialized the asset
+while that run was under way.
 """
 
 from __future__ import annotations
@@ -86,13 +94,49 @@ def newest_evaluation(
 
 
 def _newest_record_for(instance: dg.DagsterInstance, key: dg.AssetCheckKey, run_id: str):
-    """The newest execution of ``key`` that targeted the materialization of run ``run_id``."""
+    """The newest execution of ``key`` that judged (or, still planned, will judge) the
+    materialization of run ``run_id``."""
     history = instance.event_log_storage.get_asset_check_execution_history(key, limit=HISTORY_LIMIT)
     for record in history:  # newest first
-        evaluation = record.evaluation if record.status.value != PLANNED else None
-        target = getattr(evaluation, "target_materialization_data", None)
-        if (target.run_id if target is not None else record.run_id) == run_id:
+        if record.status.value == PLANNED:
+            judged = record.run_id  # only counted in the materializing run itself
+        else:
+            judged = _judged_run(instance, key.asset_key, record)
+        if judged == run_id:
             return record
+    return None
+
+
+def _judged_run(instance: dg.DagsterInstance, asset: dg.AssetKey, record) -> str | None:
+    """The run whose materialization of ``asset`` this finished check execution judged; None when
+    that cannot be known."""
+    producer = _producing_run(instance, asset, record.run_id)
+    if producer is not None:
+        return producer
+    # A check-only run: the IO manager loaded the latest materialization, and Dagster recorded
+    # the latest one when the verdict was stored. They are the same one unless the asset was
+    # materialized in between; the run's start bounds "in between" from below.
+    target = getattr(record.evaluation, "target_materialization_data", None)
+    started = getattr(instance.get_run_record_by_id(record.run_id), "start_time", None)
+    if target is None or started is None or record.event is None:
+        return None
+    during = AssetRecordsFilter(asset_key=asset, after_timestamp=started, before_timestamp=record.event.timestamp)
+    return None if instance.fetch_materializations(during, limit=1).records else target.run_id
+
+
+def _producing_run(instance: dg.DagsterInstance, asset: dg.AssetKey, run_id: str) -> str | None:
+    """The run whose value of ``asset`` a step of run ``run_id`` loaded when that value came from
+    the run itself: ``run_id`` if it materialized ``asset``, else its nearest re-executed ancestor
+    that did (a re-execution loads the outputs of steps it skipped from its parent). None for a
+    run that never produced it (it loaded the latest materialization)."""
+    seen = set()
+    while run_id is not None and run_id not in seen:
+        seen.add(run_id)
+        records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
+        if any(r.event_log_entry.dagster_event.asset_key == asset for r in records):
+            return run_id
+        run = instance.get_run_by_id(run_id)
+        run_id = run.parent_run_id if run is not None else None
     return None
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,11 +12,14 @@ from typing import Any
 import dagster as dg
 
 from cfrec_assets.defs.assets import ALL_ASSETS
+from cfrec_assets.defs.assets.deployment import GateClosedError, check_gate
 from cfrec_assets.defs.checks import ALL_CHECKS
 from cfrec_assets.defs.io_manager import LocalIOManager
 from cfrec_assets.defs.jobs import tune_svd
 from cfrec_assets.defs.resources import CatalogSource, DataStore, MovieLensSource, build_resources
 from cfrec_assets.defs.supabase_io import RatingsReader, SupabaseResource
+from cfrec_assets.pipeline.records import ModelMetrics, ModelVersion
+from cfrec_serving.storage import read_json
 from cfrec_testkit.movielens_fixtures import MovieLensFixture, write_movielens_fixture
 
 
@@ -108,6 +113,83 @@ UP_TO_COMBINED = [
 """What ``train_and_deploy`` runs: the study has its own job and tests."""
 
 
+class PausingIOManager(dg.IOManager):
+    """A graph env's IO manager that pauses one step: once the op named ``op`` has loaded its
+    first input, it sets ``paused`` and waits for ``resume``. Give it to one run only
+    (``env.materialize(..., resources={"io_manager": pausing})``) to run something else while
+    that run sits between loading a value and acting on it."""
+
+    def __init__(self, env: GraphEnv, op: str, timeout: float = 600):
+        self.inner = LocalIOManager(data_dir=str(env.data_dir))
+        self.op, self.timeout = op, timeout
+        self.paused, self.resume = threading.Event(), threading.Event()
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        self.inner.handle_output(context, obj)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        value = self.inner.load_input(context)
+        if context.op_def.name == self.op and not self.paused.is_set():
+            self.paused.set()
+            if not self.resume.wait(self.timeout):  # a guard against a hung test, not a schedule
+                raise TimeoutError(f"{self.op} was never resumed")
+        return value
+
+
+class RunThread(threading.Thread):
+    """``work()`` (a run) in a thread; ``result()`` joins it and returns what it returned or raised."""
+
+    def __init__(self, work: Callable[[], Any]):
+        super().__init__(daemon=True)
+        self._work, self._outcome = work, None
+
+    def run(self) -> None:
+        try:
+            self._outcome = (True, self._work())
+        except BaseException as error:  # handed to the caller by result()
+            self._outcome = (False, error)
+
+    def result(self, timeout: float = 600) -> Any:
+        self.join(timeout)
+        if self._outcome is None:
+            raise TimeoutError("the run in the thread did not finish")
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
+
+
+def interleave(
+    env: GraphEnv,
+    first: Callable[[dg.IOManager], Any],
+    first_pause: str,
+    second: Callable[[dg.IOManager], Any],
+    second_pause: str | None = None,
+) -> tuple[Any, Any]:
+    """Two runs on one instance in a forced order. ``first(io_manager)`` and ``second(io_manager)``
+    each run with the IO manager they are given. ``first`` starts and pauses once its step
+    ``first_pause`` has loaded its input; ``second`` then runs until its step ``second_pause`` has
+    (to its end when None); then ``first`` runs to its end, and then ``second``. Returns both
+    results."""
+    first_io, second_io = PausingIOManager(env, first_pause), PausingIOManager(env, second_pause or "")
+    first_run, second_run = RunThread(lambda: first(first_io)), RunThread(lambda: second(second_io))
+    try:
+        first_run.start()
+        if not first_io.paused.wait(first_io.timeout):
+            raise TimeoutError(f"the first run never reached {first_pause}")
+        second_run.start()
+        if second_pause is None:
+            second_run.join(second_io.timeout)
+        elif not second_io.paused.wait(second_io.timeout):
+            raise TimeoutError(f"the second run never reached {second_pause}")
+        first_io.resume.set()
+        first_result = first_run.result()
+    finally:  # never leave a run waiting
+        first_io.resume.set()
+        second_io.resume.set()
+    return first_result, second_run.result()
+
+
 def make_graph_env(tmp_path: Path, **fixture_kwargs) -> GraphEnv:
     kwargs = {"n_users": 60, "n_items": 80, "n_ratings": 2400, "seed": 3, **fixture_kwargs}
     return GraphEnv(
@@ -173,3 +255,31 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> dict[str, str]:
                 error = error.cause
             out[event.step_key] = " <- ".join(parts)
     return out
+
+
+def shipped(result: dg.ExecuteInProcessResult) -> tuple[ModelVersion, ModelMetrics]:
+    """The svd_model and cv_metrics records a run produced (what its deployed_model receives)."""
+    return (
+        ModelVersion(**read_json(Path(metadata(result, "svd_model")["path"]))),
+        ModelMetrics(**read_json(Path(metadata(result, "cv_metrics")["path"]))),
+    )
+
+
+def gate_refusal(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> str | None:
+    """Why the deployment gate refuses the model ``result`` trained (None: it would promote it)."""
+    try:
+        check_gate(instance, *shipped(result))
+    except GateClosedError as closed:
+        return str(closed)
+    return None
+
+
+def recorded_target(result: dg.ExecuteInProcessResult, check: str) -> str:
+    """The run whose materialization Dagster recorded as the target of ``check``'s evaluation in
+    ``result`` (the asset's latest one when the evaluation was stored)."""
+    [evaluation] = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == check
+    ]
+    return evaluation.target_materialization_data.run_id

@@ -22,6 +22,14 @@ class ServerState:
     gzip_bodies: dict[str, bytes] = field(default_factory=dict)
     # path -> Location of a 302 redirect
     redirects: dict[str, str] = field(default_factory=dict)
+    # path -> how many requests for it must have arrived before any is answered in full. Until
+    # then each is answered as a slow mirror would (headers at once, then one byte of the body
+    # every DRIP_SECONDS), so no client read timeout fires however long the others take to ask.
+    meet: dict[str, int] = field(default_factory=dict)
+    arrived: threading.Condition = field(default_factory=threading.Condition)
+
+
+DRIP_SECONDS = 5.0
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -36,7 +44,9 @@ class _Handler(SimpleHTTPRequestHandler):
         self.state.requests.append(self.path)
         self.state.authorizations.append(self.headers.get("Authorization"))
         name = self.path.lstrip("/")
-        if name in self.state.redirects:
+        if name in self.state.meet:
+            self._send_once_met(name)
+        elif name in self.state.redirects:
             self._send(b"", {"Location": self.state.redirects[name]}, status=302)
         elif name in self.state.gzip_bodies:
             self._send(self.state.gzip_bodies[name], {"Content-Encoding": "gzip"})
@@ -46,6 +56,27 @@ class _Handler(SimpleHTTPRequestHandler):
             self._send(Path(self.directory, name).read_bytes(), {})
         else:
             super().do_GET()
+
+    def _send_once_met(self, name: str) -> None:
+        body, arrived = Path(self.directory, name).read_bytes(), self.state.arrived
+        with arrived:
+            arrived.notify_all()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        sent = 0
+
+        def met() -> bool:
+            return self.state.requests.count(self.path) >= self.state.meet[name]
+
+        while sent < len(body) - 1:
+            with arrived:
+                if arrived.wait_for(met, timeout=DRIP_SECONDS):
+                    break
+            self.wfile.write(body[sent : sent + 1])
+            self.wfile.flush()
+            sent += 1
+        self.wfile.write(body[sent:])
 
     def _send(self, body: bytes, headers: dict[str, str], status: int = 200) -> None:
         """Send ``body`` (cut to ``truncate_to`` if set for the path, with the full length announced)."""
