@@ -16,6 +16,7 @@ from cfrec_testkit.graph import (
     check_results,
     failure_messages,
     gate_refusal,
+    graph_job,
     interleave,
     make_graph_env,
     materialized,
@@ -282,3 +283,33 @@ def test_check_only_run_that_overlapped_a_materialization_is_not_trusted_for_it(
     # A check-only run that nothing overlapped judges the latest value: its pass opens the gate.
     assert check_results(check_only()) == {"cv_rmse_under_ceiling": True}
     assert gate_refusal(instance, retrain) is None
+
+
+def test_reexecuted_check_judges_the_parent_runs_materialization(tmp_path: Path, monkeypatch) -> None:
+    env = make_graph_env(tmp_path)
+    for name, value in env.job_variables().items():
+        monkeypatch.setenv(name, value)
+    job = dg.reconstructable(graph_job)
+
+    def config(ops: dict) -> dict:
+        return {"ops": {**env.fixture_check_config(), **ops}}
+
+    with dg.instance_for_test() as instance:
+        first = dg.execute_job(job, instance, run_config=config(IMPOSSIBLE_CEILING))
+        assert not first.success and "deployed_model" not in materialized(first)
+        # Another retrain materializes cv_metrics after it, and fails the same check.
+        retrain = env.materialize(instance, selection=MODEL_ONLY, ops=IMPOSSIBLE_CEILING)
+        # The first run re-executed from failure with a looser ceiling: its check runs again on
+        # the first run's cv_metrics (a re-execution loads skipped steps' outputs from its parent).
+        again = dg.execute_job(
+            job,
+            instance,
+            run_config=config({}),
+            reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance),
+        )
+        assert recorded_target(again, "cv_rmse_under_ceiling") == retrain.run_id  # the trap is set
+        assert again.success, failure_messages(again)
+        assert metadata(again, "deployed_model")["version"] == metadata(first, "svd_model")["version"]
+        # The re-executed pass is the first run's: it does not reopen the gate for the retrain.
+        refusal = gate_refusal(instance, retrain)
+        assert refusal is not None and "cv_metrics:cv_rmse_under_ceiling failed: RMSE" in refusal, refusal

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,10 @@ class GraphEnv:
             supabase=self.supabase,
         )
 
+    def job_variables(self) -> dict[str, str]:
+        """The environment :func:`graph_job` builds this env's graph from."""
+        return {JOB_DATA_DIR: str(self.data_dir), JOB_MIRROR_URL: self.mirror.root.as_uri() + "/"}
+
     def fixture_check_config(self) -> dict:
         """The fixture is not the official release: tell the shape and coverage checks so."""
         ratings = self.mirror.ratings
@@ -100,6 +105,32 @@ class GraphEnv:
 
 
 WITHOUT_TUNING = dg.AssetSelection.all() - dg.AssetSelection.groups("tuning")
+JOB_DATA_DIR, JOB_MIRROR_URL = "CFREC_TESTKIT_DATA_DIR", "CFREC_TESTKIT_MIRROR_URL"
+
+
+def graph_job() -> dg.JobDefinition:
+    """Everything but the study as one in-process job, for ``dg.execute_job(dg.reconstructable(
+    graph_job), ...)`` (re-execution needs a job it can rebuild): the data dir and mirror are
+    those :meth:`GraphEnv.job_variables` put in the environment, Supabase and the catalog unset."""
+    data_dir, mirror_url = os.environ[JOB_DATA_DIR], os.environ[JOB_MIRROR_URL]
+    resources = build_resources(
+        {},
+        io_manager=LocalIOManager(data_dir=data_dir),
+        movielens=MovieLensSource(base_url=mirror_url),
+        store=DataStore(data_dir=data_dir),
+        catalog=CatalogSource(),
+        supabase=SupabaseResource(),
+    )
+    defs = dg.Definitions(
+        assets=ALL_ASSETS,
+        asset_checks=ALL_CHECKS,
+        jobs=[dg.define_asset_job("graph", selection=WITHOUT_TUNING)],
+        resources=resources,
+        executor=dg.in_process_executor,
+    )
+    return defs.resolve_job_def("graph")
+
+
 UP_TO_COMBINED = [
     "ml100k_raw",
     "ml_latest_raw",
