@@ -11,10 +11,10 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 .PHONY: venv materialize dev serve lint test bench clean
 
-$(VENV)/.installed: pyproject.toml testkit/pyproject.toml
+$(VENV)/.installed: pyproject.toml serving/pyproject.toml testkit/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]" -e ./testkit   # the test kit: tests and benches, not the wheel
+	$(PY) -m pip install -q -e "./serving[s3,pickle]" -e ".[dev]" -e ./testkit   # serving: the app's own distribution; testkit: tests and benches, not the wheel
 	touch $@
 
 venv: $(VENV)/.installed

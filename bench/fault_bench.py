@@ -45,20 +45,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfrec_assets.catalog import CatalogError, load_catalog_ids
-from cfrec_assets.checks import svd_artifacts_load_and_predict
-from cfrec_assets.deployment import DeploymentError, file_records, promote
-from cfrec_assets.downloads import MAX_ARCHIVE_BYTES, DownloadError, evict, fetch_archive, member_limit
-from cfrec_assets.movielens import ML100K_MEMBERS
-from cfrec_assets.records import ModelVersion
-from cfrec_assets.redact import redact_dsn_secrets, redact_url
-from cfrec_assets.schema import APP_RATING_COLUMNS, MANIFEST_FILE, MODEL_FILE, SERVING_FILE, VERSIONS_DIR
-from cfrec_assets.serving import ServingError, default_cache_dir, load_deployed, load_version
-from cfrec_assets.storage import sha256_file
-from cfrec_assets.supabase_io import SupabaseResource
-from cfrec_assets.supabase_io.table import validate_ratings
-from cfrec_assets.targets import open_target
-from cfrec_assets.watcher import DeployedModelWatcher
+from cfrec_assets.defs.checks import svd_artifacts_load_and_predict
+from cfrec_assets.defs.supabase_io import SupabaseResource
+from cfrec_assets.defs.supabase_io.table import validate_ratings
+from cfrec_assets.pipeline.catalog import CatalogError, load_catalog_ids
+from cfrec_assets.pipeline.downloads import MAX_ARCHIVE_BYTES, DownloadError, evict, fetch_archive, member_limit
+from cfrec_assets.pipeline.movielens_files import ML100K_MEMBERS
+from cfrec_assets.pipeline.records import ModelVersion
+from cfrec_assets.schema import APP_RATING_COLUMNS
+from cfrec_serving.artifacts import MANIFEST_FILE, MODEL_FILE, SERVING_FILE, VERSIONS_DIR
+from cfrec_serving.loader import ServingError, default_cache_dir, load_deployed, load_version
+from cfrec_serving.redact import redact_dsn_secrets, redact_url
+from cfrec_serving.storage import sha256_file
+from cfrec_serving.targets.folder import DeploymentError, file_records, promote
+from cfrec_serving.targets.target import open_target
+from cfrec_serving.watcher import DeployedModelWatcher
 from cfrec_testkit.hostile_artifacts import npz_with_member
 from cfrec_testkit.models import promote_version, version_name, write_model_version
 from cfrec_testkit.s3_server import s3_server
@@ -410,8 +411,8 @@ def sensor_future_and_backdated_ratings(tmp: Path) -> None:
 
     import dagster as dg
 
-    from cfrec_assets.sensors import build_retrain_sensor
-    from cfrec_assets.supabase_io import SupabasePostgresResource
+    from cfrec_assets.defs.sensors import build_retrain_sensor
+    from cfrec_assets.defs.supabase_io import SupabasePostgresResource
     from cfrec_testkit.postgres import create_ratings_table, insert_ratings, postgres_server
     from cfrec_testkit.postgrest import TEST_API_KEY, PostgrestSubsetServer
 
@@ -464,7 +465,7 @@ def alert_webhook_dripping(tmp: Path) -> None:
     """Headers, then a byte every 0.5 s forever: the delivery must give up at its 1 s deadline."""
     import dagster as dg
 
-    from cfrec_assets.alerts import deliver_alert
+    from cfrec_assets.defs.alerts import deliver_alert
     from cfrec_testkit.webhook import WebhookServer
 
     with dg.instance_for_test() as instance, WebhookServer(drip_seconds=0.5) as hook:
@@ -473,7 +474,7 @@ def alert_webhook_dripping(tmp: Path) -> None:
 
 
 def alert_scrub_s3_and_newline_secrets(tmp: Path) -> None:
-    from cfrec_assets.alerts import scrub
+    from cfrec_assets.defs.alerts import scrub
 
     environ = {
         "CFREC_S3_ACCESS_KEY_ID": "AKIAFAULTBENCH0001",
@@ -498,7 +499,7 @@ def dsn_raw_at_in_password(tmp: Path) -> None:
 
     import psycopg
 
-    from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseReadError
+    from cfrec_assets.defs.supabase_io import SupabasePostgresResource, SupabaseReadError
     from cfrec_testkit.postgres import create_ratings_table, insert_ratings, postgres_server
 
     records: list[str] = []
@@ -531,7 +532,7 @@ def botocore_debug_logs(tmp: Path) -> None:
     """The root logger at DEBUG (a developer's basicConfig): no access key id in any log line."""
     import logging
 
-    from cfrec_assets.object_store import S3Location, S3Store
+    from cfrec_serving.targets.s3_store import S3Location, S3Store
     from cfrec_testkit.s3_server import s3_server
 
     records: list[str] = []
@@ -571,9 +572,9 @@ def ml_latest_hostile_ids(tmp: Path) -> None:
     """Each hostile line, fed to ml_latest_raw itself: refused naming file and line, archive evicted."""
     import dagster as dg  # here, not at the top: the other cases' children need not import Dagster
 
-    from cfrec_assets.assets.movielens import MovieLensLatestConfig, ml_latest_raw
-    from cfrec_assets.movielens import MovieLensFormatError
-    from cfrec_assets.resources import DataStore, MovieLensSource
+    from cfrec_assets.defs.assets.movielens import MovieLensLatestConfig, ml_latest_raw
+    from cfrec_assets.defs.resources import DataStore, MovieLensSource
+    from cfrec_assets.pipeline.movielens_files import MovieLensFormatError
 
     def run(name: str, files: dict[str, bytes]) -> Path:
         mirror = tmp / "mirror" / name
@@ -693,7 +694,7 @@ def serving_npz_is_fifo(tmp: Path) -> None:
 
 
 def watcher_after_a_fifo_version(tmp: Path) -> None:
-    logging.getLogger("cfrec_assets.watcher").setLevel(logging.ERROR)  # its refusal warning would split the table
+    logging.getLogger("cfrec_serving.watcher").setLevel(logging.ERROR)  # its refusal warning would split the table
     serving = tmp / "serving"
     promote_version(write_model_version(tmp / "models", version_name(1), seed=1), serving)
     watcher = DeployedModelWatcher(serving, interval=3600).start()

@@ -51,22 +51,28 @@ import numpy as np
 import pandas as pd
 from benchlib import missing_movielens  # bench/ is sys.path[0] when a script here runs
 
-from cfrec_assets.assets import ALL_ASSETS
-from cfrec_assets.assets.model import CVConfig, SVDConfig, cv_metrics, svd_model
-from cfrec_assets.assets.movielens import MovieLensLatestConfig, ml100k_raw, ml_latest_raw, movie_titles, tmdb_links
-from cfrec_assets.assets.ratings import (
+from cfrec_assets.defs.assets import ALL_ASSETS
+from cfrec_assets.defs.assets.model import CVConfig, SVDConfig, cv_metrics, svd_model
+from cfrec_assets.defs.assets.movielens import (
+    MovieLensLatestConfig,
+    ml100k_raw,
+    ml_latest_raw,
+    movie_titles,
+    tmdb_links,
+)
+from cfrec_assets.defs.assets.ratings import (
     CombineConfig,
     SupabaseRatingsConfig,
     catalog_ids,
     combined_ratings,
     supabase_ratings,
 )
-from cfrec_assets.checks import ALL_CHECKS
-from cfrec_assets.deployment import promotion_of
-from cfrec_assets.io_manager import LocalIOManager
-from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, build_resources
-from cfrec_assets.supabase_io import SupabaseResource
-from cfrec_assets.training import SVDParams, cross_validate_svd, fit_svd
+from cfrec_assets.defs.checks import ALL_CHECKS
+from cfrec_assets.defs.io_manager import LocalIOManager
+from cfrec_assets.defs.resources import CatalogSource, DataStore, MovieLensSource, build_resources
+from cfrec_assets.defs.supabase_io import SupabaseResource
+from cfrec_assets.pipeline.promotion import promotion_of
+from cfrec_assets.pipeline.training import SVDParams, cross_validate_svd, fit_svd
 
 REPO = Path(__file__).resolve().parents[1]
 # The job factories below run again in every multiprocess step worker: they read these.

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfrec_assets import movielens
-from cfrec_assets.tmdb_mapping import MATCH_KINDS, build_tmdb_mapping, mapping_summary
+from cfrec_assets.pipeline import movielens_files as movielens
+from cfrec_assets.pipeline.tmdb_mapping import MATCH_KINDS, build_tmdb_mapping, mapping_summary
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -28,8 +28,8 @@ from benchlib import (  # bench/ is sys.path[0] when a script here runs
 )
 from serving_bench import train_on_real_data
 
-from cfrec_assets.serving import load_deployed
-from cfrec_assets.targets import open_target
+from cfrec_serving.loader import load_deployed
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.s3_server import s3_server
 
 

@@ -29,10 +29,10 @@ from benchlib import (  # bench/ is sys.path[0] when a script here runs
 )
 from serving_bench import train_on_real_data
 
-from cfrec_assets.deployment import file_records
-from cfrec_assets.preview import recommendation_rows
-from cfrec_assets.serving import load_version
-from cfrec_assets.supabase_io.recommendations import RecommendationsTable
+from cfrec_assets.defs.supabase_io.recommendations import RecommendationsTable
+from cfrec_assets.pipeline.preview import recommendation_rows
+from cfrec_serving.loader import load_version
+from cfrec_serving.targets.folder import file_records
 from cfrec_testkit.postgres import postgres_server
 
 TABLE_SQL = REPO / "deploy" / "user_recommendations.sql"

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from benchlib import missing_movielens, positive_int  # bench/ is sys.path[0] when a script here runs
 
-from cfrec_assets.sensors import DEFAULT_MIN_NEW_RATINGS
+from cfrec_assets.defs.sensors import DEFAULT_MIN_NEW_RATINGS
 from cfrec_testkit.dagster_dev import DagsterDev, dagster_dev, production_server, wait_for_code_locations
 from cfrec_testkit.postgres import create_ratings_table, insert_ratings, postgres_server, scratch_database
 from cfrec_testkit.postgrest import TEST_API_KEY, postgrest_process

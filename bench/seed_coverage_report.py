@@ -26,10 +26,10 @@ from benchlib import (  # bench/ is sys.path[0] when a script here runs
     print_preamble,
 )
 
-from cfrec_assets import movielens
-from cfrec_assets.combine import catalog_coverage, combine, empty_real_ratings, ml100k_seed, ml_latest_seed
-from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides, parse_title
-from cfrec_assets.training import SVDParams, cross_validate_svd, summarize_folds
+from cfrec_assets.pipeline import movielens_files as movielens
+from cfrec_assets.pipeline.combine import catalog_coverage, combine, empty_real_ratings, ml100k_seed, ml_latest_seed
+from cfrec_assets.pipeline.tmdb_mapping import build_tmdb_mapping, load_overrides, parse_title
+from cfrec_assets.pipeline.training import SVDParams, cross_validate_svd, summarize_folds
 
 
 def load(datasets: Path, scratch: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

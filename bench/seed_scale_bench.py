@@ -88,10 +88,10 @@ def generate(folder: Path, n_ratings: int, seed: int = 0) -> None:
 
 def child(size: int, cv: bool) -> dict:
     """Runs in a fresh process: every step at one size."""
-    from cfrec_assets.combine import combine, empty_real_ratings, ml_latest_seed
-    from cfrec_assets.memory import MemoryBudgetError, cross_validation_bytes, fit_bytes, require_memory
-    from cfrec_assets.movielens import parse_links, parse_ratings_csv
-    from cfrec_assets.training import SVDParams, cross_validate_svd, to_dataset
+    from cfrec_assets.pipeline.combine import combine, empty_real_ratings, ml_latest_seed
+    from cfrec_assets.pipeline.memory import MemoryBudgetError, cross_validation_bytes, fit_bytes, require_memory
+    from cfrec_assets.pipeline.movielens_files import parse_links, parse_ratings_csv
+    from cfrec_assets.pipeline.training import SVDParams, cross_validate_svd, to_dataset
 
     out: dict = {"size": size, "steps": {}}
     with tempfile.TemporaryDirectory(prefix="cfrec-scale-") as scratch:

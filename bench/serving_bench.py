@@ -43,14 +43,14 @@ import numpy as np
 import surprise
 from benchlib import missing_movielens, positive_int, timed  # bench/ is sys.path[0] when a script here runs
 
-from cfrec_assets import movielens
-from cfrec_assets.combine import combine_ratings, empty_real_ratings
-from cfrec_assets.deployment import promote, rollback
-from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
-from cfrec_assets.serving import DeployedModel, load_deployed, load_version
-from cfrec_assets.storage import sha256_file
-from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides
-from cfrec_assets.training import SVDParams, fit_svd, save_artifacts
+from cfrec_assets.pipeline import movielens_files as movielens
+from cfrec_assets.pipeline.combine import combine_ratings, empty_real_ratings
+from cfrec_assets.pipeline.tmdb_mapping import build_tmdb_mapping, load_overrides
+from cfrec_assets.pipeline.training import SVDParams, fit_svd, save_artifacts
+from cfrec_serving.artifacts import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
+from cfrec_serving.loader import DeployedModel, load_deployed, load_version
+from cfrec_serving.storage import sha256_file
+from cfrec_serving.targets.folder import promote, rollback
 
 REPO = Path(__file__).resolve().parents[1]
 AGREEMENT_SAMPLE = 200
@@ -236,7 +236,7 @@ def load_pickles(serving: Path) -> DeployedModel:
 _CHILD = """
 import json, sys
 from pathlib import Path
-from cfrec_assets.serving import load_deployed, load_version
+from cfrec_serving.loader import load_deployed, load_version
 
 def rss(field):
     return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(field)) / 1024

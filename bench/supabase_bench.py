@@ -26,8 +26,8 @@ import numpy as np
 import psycopg
 from benchlib import positive_int, timed  # bench/ is sys.path[0] when a script here runs
 
-from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseResource
-from cfrec_assets.supabase_io.table import validate_ratings
+from cfrec_assets.defs.supabase_io import SupabasePostgresResource, SupabaseResource
+from cfrec_assets.defs.supabase_io.table import validate_ratings
 from cfrec_testkit.postgres import create_ratings_table, insert_ratings, postgres_server
 from cfrec_testkit.postgrest import TEST_API_KEY, postgrest_process
 

@@ -48,9 +48,9 @@ import pandas as pd
 from benchlib import missing_movielens, timed
 from joblib import Parallel, delayed
 
-from cfrec_assets.combine import combine_ratings, empty_real_ratings
-from cfrec_assets.downloads import safe_extract
-from cfrec_assets.movielens import (
+from cfrec_assets.pipeline.combine import combine_ratings, empty_real_ratings
+from cfrec_assets.pipeline.downloads import safe_extract
+from cfrec_assets.pipeline.movielens_files import (
     ML100K_MEMBERS,
     ML_LATEST_MEMBERS,
     parse_links,
@@ -58,9 +58,9 @@ from cfrec_assets.movielens import (
     parse_u_data,
     parse_u_item,
 )
-from cfrec_assets.tmdb_mapping import build_tmdb_mapping, load_overrides
-from cfrec_assets.training import SVDParams, cross_validate_svd, fit_svd, summarize_folds
-from cfrec_assets.tuning import (
+from cfrec_assets.pipeline.tmdb_mapping import build_tmdb_mapping, load_overrides
+from cfrec_assets.pipeline.training import SVDParams, cross_validate_svd, fit_svd, summarize_folds
+from cfrec_assets.pipeline.tuning_study import (
     FoldPool,
     TuningBounds,
     cv_rmse,

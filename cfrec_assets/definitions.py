@@ -5,12 +5,12 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from cfrec_assets.alerts import alert_sensor_from_env
-from cfrec_assets.assets import ALL_ASSETS, OPT_IN_ASSETS
-from cfrec_assets.checks import ALL_CHECKS
-from cfrec_assets.jobs import ALL_JOBS, ALL_SCHEDULES
-from cfrec_assets.resources import build_resources
-from cfrec_assets.sensors import retrain_sensor_from_env
+from cfrec_assets.defs.alerts import alert_sensor_from_env
+from cfrec_assets.defs.assets import ALL_ASSETS, OPT_IN_ASSETS
+from cfrec_assets.defs.checks import ALL_CHECKS
+from cfrec_assets.defs.jobs import ALL_JOBS, ALL_SCHEDULES
+from cfrec_assets.defs.resources import build_resources
+from cfrec_assets.defs.sensors import retrain_sensor_from_env
 
 
 def assets_from_env(environ: Mapping[str, str] = os.environ) -> list:

@@ -12,8 +12,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cfrec_assets.redact import redact_dsn_secrets, redact_secret, redact_url, redact_urls_in, split_credentials
-from cfrec_assets.schema import DEFAULT_DATA_DIR, ENV_DATA_DIR, ENV_SERVING_DIR
+from cfrec_serving.artifacts import DEFAULT_DATA_DIR, ENV_DATA_DIR, ENV_SERVING_DIR
+from cfrec_serving.redact import redact_dsn_secrets, redact_secret, redact_url, redact_urls_in, split_credentials
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cfrec_assets.alerts import build_alert_sensor, deliver_alert
-from cfrec_assets.assets import ALL_ASSETS
-from cfrec_assets.checks import ALL_CHECKS
-from cfrec_assets.resources import MovieLensSource
+from cfrec_assets.defs.alerts import build_alert_sensor, deliver_alert
+from cfrec_assets.defs.assets import ALL_ASSETS
+from cfrec_assets.defs.checks import ALL_CHECKS
+from cfrec_assets.defs.resources import MovieLensSource
 from cfrec_testkit.graph import make_graph_env
 from cfrec_testkit.postgres import free_loopback_port
 from cfrec_testkit.webhook import WebhookServer

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfrec_assets.catalog import CatalogError, load_catalog_ids
+from cfrec_assets.pipeline.catalog import CatalogError, load_catalog_ids
 
 
 class Exploit:

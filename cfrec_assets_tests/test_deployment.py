@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cfrec_assets import deployment, storage
-from cfrec_assets.deployment import (
+from cfrec_serving import storage
+from cfrec_serving.targets import folder as deployment
+from cfrec_serving.targets.folder import (
     DeploymentError,
     deploy_lock,
     list_versions,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cfrec_assets.downloads import DownloadError, archive_url, fetch_archive, safe_extract, sha256_file
+from cfrec_assets.pipeline.downloads import DownloadError, archive_url, fetch_archive, safe_extract, sha256_file
 from cfrec_testkit.http_server import FolderServer
 from cfrec_testkit.movielens_fixtures import write_zip
 

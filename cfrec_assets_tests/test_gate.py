@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cfrec_assets.assets import ALL_ASSETS
-from cfrec_assets.checks import ALL_CHECKS, svd_artifacts_load_and_predict
-from cfrec_assets.deployment import read_manifest
+from cfrec_assets.defs.assets import ALL_ASSETS
+from cfrec_assets.defs.checks import ALL_CHECKS, svd_artifacts_load_and_predict
+from cfrec_serving.targets.folder import read_manifest
 from cfrec_testkit.graph import (
     check_results,
     failure_messages,

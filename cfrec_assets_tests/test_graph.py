@@ -10,10 +10,10 @@ import joblib
 import pytest
 
 from cfrec_assets.definitions import defs
-from cfrec_assets.deployment import read_manifest
-from cfrec_assets.redact import redact_url
-from cfrec_assets.resources import CatalogSource
-from cfrec_assets.serving import load_deployed
+from cfrec_assets.defs.resources import CatalogSource
+from cfrec_serving.loader import load_deployed
+from cfrec_serving.redact import redact_url
+from cfrec_serving.targets.folder import read_manifest
 from cfrec_testkit.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest
 
 ASSETS = {

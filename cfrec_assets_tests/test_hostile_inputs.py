@@ -26,7 +26,7 @@ import joblib
 import numpy as np
 import pytest
 
-from cfrec_assets.catalog import (
+from cfrec_assets.pipeline.catalog import (
     MAX_CATALOG_BYTES,
     MAX_CONTAINERS,
     MAX_DEPTH,
@@ -35,17 +35,16 @@ from cfrec_assets.catalog import (
     CatalogError,
     load_catalog_ids,
 )
-from cfrec_assets.deployment import (
-    MAX_JSON_BYTES,
-    MAX_JSON_DEPTH,
-    DeploymentError,
-    list_versions,
-    parse_json_object,
-    promote,
+from cfrec_assets.pipeline.downloads import (
+    MAX_ARCHIVE_BYTES,
+    DownloadError,
+    evict,
+    fetch_archive,
+    member_limit,
+    safe_extract,
 )
-from cfrec_assets.downloads import MAX_ARCHIVE_BYTES, DownloadError, evict, fetch_archive, member_limit, safe_extract
-from cfrec_assets.movielens import ML100K_MEMBERS
-from cfrec_assets.redact import (
+from cfrec_assets.pipeline.movielens_files import ML100K_MEMBERS
+from cfrec_serving.redact import (
     REDACTED,
     dsn_password,
     redact_dsn_secrets,
@@ -53,7 +52,15 @@ from cfrec_assets.redact import (
     redact_url_and_query,
     split_credentials,
 )
-from cfrec_assets.storage import sha256_file
+from cfrec_serving.storage import sha256_file
+from cfrec_serving.targets.folder import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    DeploymentError,
+    list_versions,
+    parse_json_object,
+    promote,
+)
 from cfrec_testkit.hostile_artifacts import call_unless_blocked_on
 from cfrec_testkit.http_server import FolderServer
 from cfrec_testkit.models import promote_version, write_model_version

@@ -13,12 +13,12 @@ import dagster as dg
 import psycopg
 import pytest
 
-from cfrec_assets.assets import ALL_ASSETS
-from cfrec_assets.checks import ALL_CHECKS, svd_artifacts_load_and_predict
-from cfrec_assets.deployment import read_manifest
-from cfrec_assets.resources import CatalogSource
-from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseResource
-from cfrec_assets.targets import LocalTarget
+from cfrec_assets.defs.assets import ALL_ASSETS
+from cfrec_assets.defs.checks import ALL_CHECKS, svd_artifacts_load_and_predict
+from cfrec_assets.defs.resources import CatalogSource
+from cfrec_assets.defs.supabase_io import SupabasePostgresResource, SupabaseResource
+from cfrec_serving.targets.folder import read_manifest
+from cfrec_serving.targets.target import LocalTarget
 from cfrec_testkit.graph import (
     UP_TO_COMBINED,
     check_results,
@@ -217,7 +217,7 @@ def test_planted_secrets_never_reach_the_instance_after_failing_runs(tmp_path: P
     instance stored (run and event databases, logs, metadata) is searched for every spelling."""
     from urllib.parse import quote
 
-    from cfrec_assets.resources import MovieLensSource
+    from cfrec_assets.defs.resources import MovieLensSource
     from cfrec_testkit.postgres import free_loopback_port
 
     env = make_graph_env(tmp_path)

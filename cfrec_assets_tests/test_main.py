@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cfrec_assets.deployment import promote
-from cfrec_assets.serving import load_deployed
+from cfrec_serving.loader import load_deployed
+from cfrec_serving.targets.folder import promote
 from cfrec_testkit.models import TinyModelVersion, version_name, write_model_version
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

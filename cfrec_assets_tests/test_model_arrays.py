@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfrec_assets.deployment import promote
-from cfrec_assets.model_arrays import ModelArrays, ModelArraysError, read_model_arrays
-from cfrec_assets.serving import ArtifactVerificationError, load_deployed, load_version
-from cfrec_assets.training import SVDParams, fit_svd, save_artifacts
+from cfrec_assets.pipeline.training import SVDParams, fit_svd, save_artifacts
+from cfrec_serving.loader import ArtifactVerificationError, load_deployed, load_version
+from cfrec_serving.model_arrays import ModelArrays, ModelArraysError, read_model_arrays
+from cfrec_serving.targets.folder import promote
 from cfrec_testkit.hostile_artifacts import npz_with_member
 from cfrec_testkit.models import make_ratings_frame, train_tiny_svd
 from cfrec_testkit.shared_data import real_movielens_or_skip

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from cfrec_assets.movielens import MovieLensFormatError, parse_links, parse_movies, parse_u_data, parse_u_item
+from cfrec_assets.pipeline.movielens_files import (
+    MovieLensFormatError,
+    parse_links,
+    parse_movies,
+    parse_u_data,
+    parse_u_item,
+)
 
 GENRES = "|0" * 19
 

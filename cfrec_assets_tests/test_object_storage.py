@@ -10,15 +10,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cfrec_assets.deployment import DeploymentError
-from cfrec_assets.serving import (
+from cfrec_serving.loader import (
     ArtifactVerificationError,
     ModelCacheError,
     NoDeployedModelError,
     current_version,
     load_deployed,
 )
-from cfrec_assets.targets import open_target
+from cfrec_serving.targets.folder import DeploymentError
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.graph import failure_messages, make_graph_env, metadata
 from cfrec_testkit.models import version_name, write_model_version
 from cfrec_testkit.s3_server import FaultyProxy, s3_server
@@ -215,7 +215,7 @@ def test_graph_promotes_to_the_bucket_without_leaking_the_secret(server, url, tm
     env = make_graph_env(tmp_path)
     for name, value in server.env(url).items():
         monkeypatch.setenv(name, value)
-    from cfrec_assets.resources import build_resources
+    from cfrec_assets.defs.resources import build_resources
 
     serving = build_resources()["serving"]
     with dg.instance_for_test() as instance:
@@ -234,7 +234,7 @@ def test_graph_promotes_to_the_bucket_without_leaking_the_secret(server, url, tm
 def test_watcher_follows_the_bucket(server, url, tmp_path):
     from functools import partial
 
-    from cfrec_assets.watcher import DeployedModelWatcher
+    from cfrec_serving.watcher import DeployedModelWatcher
 
     target = open_target(url, **server.settings())
     first = promote_tiny(target, tmp_path / "models", 13)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from cfrec_assets.checks import ALL_CHECKS
-from cfrec_assets.deployment import list_versions, read_manifest
+from cfrec_assets.defs.checks import ALL_CHECKS
+from cfrec_serving.targets.folder import list_versions, read_manifest
 from cfrec_testkit.dagster_dev import REPO_ROOT
 from cfrec_testkit.graph import make_graph_env, tree_digest
 

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from cfrec_assets.preview import NEW_USER, preview_users, recommendations_table
-from cfrec_assets.serving import DeployedModel
+from cfrec_assets.pipeline.preview import NEW_USER, preview_users, recommendations_table
+from cfrec_serving.loader import DeployedModel
 from cfrec_testkit.models import make_ratings_frame, train_tiny_svd
 
 TITLES = pd.DataFrame({"tmdb_id": [107, 114], "title": ["Toy Story", "A | B"], "year": [1995, 2001]})

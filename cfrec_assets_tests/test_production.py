@@ -17,9 +17,9 @@ import dagster as dg
 import psycopg
 import pytest
 
-from cfrec_assets.deployment import list_versions, read_manifest, verification_problems, version_dir
-from cfrec_assets.run_launcher import worker_pid
-from cfrec_assets.serving import load_deployed
+from cfrec_assets.defs.run_launcher import worker_pid
+from cfrec_serving.loader import load_deployed
+from cfrec_serving.targets.folder import list_versions, read_manifest, verification_problems, version_dir
 from cfrec_testkit.dagster_dev import DagsterDev, production_server, wait_for_code_locations
 from cfrec_testkit.graph import make_graph_env
 from cfrec_testkit.postgres import PostgresServer, scratch_database

@@ -7,7 +7,7 @@ import math
 import pytest
 from surprise import Prediction
 
-from cfrec_assets.ranking import ranking_metrics
+from cfrec_assets.pipeline.ranking import ranking_metrics
 
 
 def predictions(user: str, pairs: list[tuple[float, float]]) -> list[Prediction]:

@@ -6,12 +6,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from cfrec_assets.assets import ALL_ASSETS
-from cfrec_assets.checks import ALL_CHECKS
-from cfrec_assets.io_manager import LocalIOManager
-from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, build_resources
-from cfrec_assets.serving import load_deployed
-from cfrec_assets.supabase_io import SupabaseResource
+from cfrec_assets.defs.assets import ALL_ASSETS
+from cfrec_assets.defs.checks import ALL_CHECKS
+from cfrec_assets.defs.io_manager import LocalIOManager
+from cfrec_assets.defs.resources import CatalogSource, DataStore, MovieLensSource, build_resources
+from cfrec_assets.defs.supabase_io import SupabaseResource
+from cfrec_serving.loader import load_deployed
 from cfrec_testkit.graph import WITHOUT_TUNING, check_results, materialized, metadata
 from cfrec_testkit.shared_data import real_movielens_or_skip
 

@@ -9,7 +9,7 @@ import time
 import dagster as dg
 from dagster._core.events import EngineEventData
 
-from cfrec_assets.run_launcher import LocalRunLauncher, process_alive, worker_pid
+from cfrec_assets.defs.run_launcher import LocalRunLauncher, process_alive, worker_pid
 
 
 @dg.asset

@@ -9,11 +9,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from cfrec_assets.assets.movielens import _members
-from cfrec_assets.assets.ratings import chosen_seeds
-from cfrec_assets.combine import catalog_coverage, ml_latest_seed, uncovered_films
-from cfrec_assets.memory import MemoryBudgetError, available_bytes, cross_validation_bytes, require_memory
-from cfrec_assets.movielens import (
+from cfrec_assets.defs.assets.movielens import _members
+from cfrec_assets.defs.assets.ratings import chosen_seeds
+from cfrec_assets.defs.resources import CatalogSource
+from cfrec_assets.defs.supabase_io import SupabasePostgresResource
+from cfrec_assets.pipeline.combine import catalog_coverage, ml_latest_seed, uncovered_films
+from cfrec_assets.pipeline.memory import MemoryBudgetError, available_bytes, cross_validation_bytes, require_memory
+from cfrec_assets.pipeline.movielens_files import (
     _SURELY_VALID,
     ML100K_ARCHIVE,
     ML100K_MEMBERS,
@@ -24,8 +26,6 @@ from cfrec_assets.movielens import (
     parse_movies,
     parse_ratings_csv,
 )
-from cfrec_assets.resources import CatalogSource
-from cfrec_assets.supabase_io import SupabasePostgresResource
 from cfrec_testkit.graph import UP_TO_COMBINED, failure_messages, make_graph_env, metadata
 from cfrec_testkit.movielens_fixtures import write_zip
 from cfrec_testkit.postgres import insert_ratings

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from cfrec_assets.definitions import defs
-from cfrec_assets.deployment import read_manifest
-from cfrec_assets.sensors import RETRAIN_SELECTION, build_retrain_sensor
-from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseResource
+from cfrec_assets.defs.sensors import RETRAIN_SELECTION, build_retrain_sensor
+from cfrec_assets.defs.supabase_io import SupabasePostgresResource, SupabaseResource
+from cfrec_serving.targets.folder import read_manifest
 from cfrec_testkit.graph import make_graph_env, metadata
 from cfrec_testkit.postgres import insert_ratings
 from cfrec_testkit.postgrest import TEST_API_KEY

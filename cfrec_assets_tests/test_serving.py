@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from surprise import SVD, BaselineOnly
 
-from cfrec_assets.serving import (
+from cfrec_serving.loader import (
     ArtifactVerificationError,
     DeployedModel,
     NoDeployedModelError,

@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
-from cfrec_assets import movielens, resources, sensors
-from cfrec_assets.assets import ratings
+from cfrec_assets.defs import resources, sensors
+from cfrec_assets.defs.assets import ratings
+from cfrec_assets.pipeline import movielens_files as movielens
 from cfrec_assets.settings import BY_NAME, SETTINGS, scrub
 
 REPO = Path(__file__).resolve().parents[1]

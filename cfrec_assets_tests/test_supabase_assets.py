@@ -8,9 +8,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from cfrec_assets.deployment import read_manifest
-from cfrec_assets.resources import CatalogSource
-from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseResource
+from cfrec_assets.defs.resources import CatalogSource
+from cfrec_assets.defs.supabase_io import SupabasePostgresResource, SupabaseResource
+from cfrec_serving.targets.folder import read_manifest
 from cfrec_testkit.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest
 from cfrec_testkit.postgres import create_catalog_table, insert_ratings
 from cfrec_testkit.postgrest import TEST_API_KEY

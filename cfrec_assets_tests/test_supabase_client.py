@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from cfrec_assets.redact import redact_dsn_secrets
-from cfrec_assets.supabase_io import SupabasePostgresResource, SupabaseReadError, SupabaseResource
-from cfrec_assets.supabase_io.table import DROP_REASONS, catalog_ids_from_values, validate_ratings
+from cfrec_assets.defs.supabase_io import SupabasePostgresResource, SupabaseReadError, SupabaseResource
+from cfrec_assets.defs.supabase_io.table import DROP_REASONS, catalog_ids_from_values, validate_ratings
+from cfrec_serving.redact import redact_dsn_secrets
 from cfrec_testkit.postgres import (
     PostgresServer,
     create_catalog_table,

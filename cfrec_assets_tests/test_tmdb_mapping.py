@@ -7,8 +7,9 @@ import zipfile
 import pandas as pd
 import pytest
 
-from cfrec_assets import movielens, tmdb_mapping
-from cfrec_assets.tmdb_mapping import (
+from cfrec_assets.pipeline import movielens_files as movielens
+from cfrec_assets.pipeline import tmdb_mapping
+from cfrec_assets.pipeline.tmdb_mapping import (
     MAPPED_KINDS,
     MATCH_KINDS,
     build_tmdb_mapping,

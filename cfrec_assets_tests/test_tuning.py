@@ -13,11 +13,11 @@ import optuna
 import pandas as pd
 import pytest
 
-from cfrec_assets import tuning
-from cfrec_assets.assets.tuning import BoundsConfig, FloatRange, IntRange, TuningConfig, svd_tuning
-from cfrec_assets.resources import DataStore
-from cfrec_assets.training import SVDParams, fit_svd
-from cfrec_assets.tuning import (
+from cfrec_assets.defs.assets.tuning import BoundsConfig, FloatRange, IntRange, TuningConfig, svd_tuning
+from cfrec_assets.defs.resources import DataStore
+from cfrec_assets.pipeline import tuning_study as tuning
+from cfrec_assets.pipeline.training import SVDParams, fit_svd
+from cfrec_assets.pipeline.tuning_study import (
     TuningBounds,
     TuningResult,
     evaluate_on_heldout,

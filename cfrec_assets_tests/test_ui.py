@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import pytest
 
-from cfrec_assets.assets import ALL_ASSETS
-from cfrec_assets.checks import ALL_CHECKS
-from cfrec_assets.deployment import read_manifest
+from cfrec_assets.defs.assets import ALL_ASSETS
+from cfrec_assets.defs.checks import ALL_CHECKS
+from cfrec_serving.targets.folder import read_manifest
 from cfrec_testkit.dagster_dev import REPO_ROOT, DagsterDev, dagster_dev, wait_for_code_locations
 from cfrec_testkit.shared_data import real_movielens_or_skip
 

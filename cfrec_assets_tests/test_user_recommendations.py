@@ -8,12 +8,12 @@ import dagster as dg
 import psycopg
 import pytest
 
-from cfrec_assets.assets import ALL_ASSETS, user_recommendations
-from cfrec_assets.checks import ALL_CHECKS
 from cfrec_assets.definitions import assets_from_env
-from cfrec_assets.preview import app_users, recommendation_rows
-from cfrec_assets.serving import DeployedModel
-from cfrec_assets.supabase_io.recommendations import RecommendationsTable, RecommendationsWriteError
+from cfrec_assets.defs.assets import ALL_ASSETS, user_recommendations
+from cfrec_assets.defs.checks import ALL_CHECKS
+from cfrec_assets.defs.supabase_io.recommendations import RecommendationsTable, RecommendationsWriteError
+from cfrec_assets.pipeline.preview import app_users, recommendation_rows
+from cfrec_serving.loader import DeployedModel
 from cfrec_testkit.graph import WITHOUT_TUNING, failure_messages, make_graph_env, metadata
 from cfrec_testkit.models import make_ratings_frame, promote_version, train_tiny_svd, version_name, write_model_version
 from cfrec_testkit.postgres import scratch_database

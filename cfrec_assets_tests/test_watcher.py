@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cfrec_assets.serving import NoDeployedModelError
-from cfrec_assets.watcher import DeployedModelWatcher
+from cfrec_serving.loader import NoDeployedModelError
+from cfrec_serving.watcher import DeployedModelWatcher
 from cfrec_testkit.hostile_artifacts import call_unless_blocked_on
 from cfrec_testkit.models import promote_version, version_name, write_model_version
 
@@ -47,7 +47,7 @@ def test_bad_new_version_is_refused_and_the_old_one_keeps_serving(tmp_path):
     loads = []
 
     def counting_load(target):
-        from cfrec_assets.serving import load_deployed
+        from cfrec_serving.loader import load_deployed
 
         loads.append(target)
         return load_deployed(target)

@@ -9,11 +9,11 @@ from typing import Any
 
 import dagster as dg
 
-from cfrec_assets.assets import ALL_ASSETS
-from cfrec_assets.checks import ALL_CHECKS
-from cfrec_assets.io_manager import LocalIOManager
-from cfrec_assets.resources import CatalogSource, DataStore, MovieLensSource, build_resources
-from cfrec_assets.supabase_io import RatingsReader, SupabaseResource
+from cfrec_assets.defs.assets import ALL_ASSETS
+from cfrec_assets.defs.checks import ALL_CHECKS
+from cfrec_assets.defs.io_manager import LocalIOManager
+from cfrec_assets.defs.resources import CatalogSource, DataStore, MovieLensSource, build_resources
+from cfrec_assets.defs.supabase_io import RatingsReader, SupabaseResource
 from cfrec_testkit.movielens_fixtures import MovieLensFixture, write_movielens_fixture
 
 

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 from surprise import SVD, Dataset, Reader, Trainset
 
-from cfrec_assets.model_arrays import ModelArrays, write_model_arrays
-from cfrec_assets.schema import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, RATING_SCALE, SERVING_FILE, TRAINSET_FILE
+from cfrec_assets.schema import RATING_SCALE
+from cfrec_serving.artifacts import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
+from cfrec_serving.model_arrays import ModelArrays, write_model_arrays
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def promote_version(
     version: TinyModelVersion, serving_dir: Path, trained_at: str = "2026-11-26T07:15:00+00:00"
 ) -> Path:
     """Promote a tiny version into ``serving_dir`` (checked against its sha256s); return the folder."""
-    from cfrec_assets.deployment import promote
+    from cfrec_serving.targets.folder import promote
 
     promote(
         version.path,

@@ -6,7 +6,7 @@ laid out (``ml-100k/...``, ``ml-latest-small/...``). Nothing is copied from Movi
 are well-known films typed here or invented, and every id is invented.
 
 The first items are :data:`TIER_CASES`, one or more per rule of
-:mod:`cfrec_assets.tmdb_mapping` (every tier and every refusal), each with its expected result;
+:mod:`cfrec_assets.pipeline.tmdb_mapping` (every tier and every refusal), each with its expected result;
 the rest are invented films that match exactly. ml-latest ids are deranged so that joining the
 two releases by number always lands on a different film, as it does with the real data.
 """
@@ -198,7 +198,7 @@ DECOY_FILMS = ("Jumanji (1995)", "Grumpier Old Men (1995)", "Waiting to Exhale (
 
 @dataclass(frozen=True)
 class ExpectedItem:
-    """What :func:`cfrec_assets.tmdb_mapping.build_tmdb_mapping` must return for one item."""
+    """What :func:`cfrec_assets.pipeline.tmdb_mapping.build_tmdb_mapping` must return for one item."""
 
     item_id: int
     case: str

@@ -1,0 +1,144 @@
+"""Command line access to the deployed model.
+
+    python -m cfrec_assets recommend --user ml_196 -n 10
+    python -m cfrec_assets predict --user ml_196 --movie 862
+    python -m cfrec_assets deployments
+
+``recommend`` and ``predict`` name each film ("Toy Story (1995)") next to its TMDB id when the
+model artifact has its title (films only the app's users rated show the id alone).
+Every command takes ``--serving-dir`` (a folder or ``s3://bucket/prefix`` with ``CFREC_S3_*`` from
+the environment; default: ``$CFREC_SERVING_URL``, ``$CFREC_SERVING_DIR``, else
+``$CFREC_DATA_DIR/serving``, else ``data/serving``, as the pipeline resolves it) and ``--json``. Exit codes: 0 ok, 1 nothing deployed,
+2 usage error, 3 the deployment failed verification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+EXIT_NOT_DEPLOYED = 1
+EXIT_VERIFICATION_FAILED = 3
+
+
+def default_serving_dir() -> str:
+    import os
+
+    from cfrec_serving.artifacts import serving_dir_from_env
+
+    return os.environ.get("CFREC_SERVING_URL") or str(serving_dir_from_env())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--serving-dir",
+        default=default_serving_dir(),
+        help="serving directory holding manifest.json (default: $CFREC_SERVING_DIR, $CFREC_DATA_DIR/serving or data/serving)",
+    )
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    parser = argparse.ArgumentParser(prog="python -m cfrec_assets", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    recommend = commands.add_parser("recommend", parents=[common], help="top-N movies for a user")
+    recommend.add_argument("--user", required=True, help="user id, e.g. ml_196 or an app uuid")
+    recommend.add_argument("-n", type=_positive_int, default=10, help="how many movies (default: %(default)s)")
+    recommend.add_argument("--include-seen", action="store_true", help="keep movies the user already rated")
+    predict = commands.add_parser("predict", parents=[common], help="predicted rating of one movie")
+    predict.add_argument("--user", required=True, help="user id")
+    predict.add_argument("--movie", required=True, type=int, help="TMDB id of the movie")
+    commands.add_parser("deployments", parents=[common], help="list deployed versions, marking the current one")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Imported late so --help stays fast and usage errors need no numpy/surprise.
+    from cfrec_serving.loader import ArtifactVerificationError, NoDeployedModelError
+    from cfrec_serving.targets.folder import DeploymentError
+
+    try:
+        output = _COMMANDS[args.command](args)
+    except NoDeployedModelError as error:
+        return _fail(f"{error}. Promote a model first (the deployed_model asset).", EXIT_NOT_DEPLOYED)
+    except (ArtifactVerificationError, DeploymentError) as error:
+        return _fail(f"refusing to serve: {error}", EXIT_VERIFICATION_FAILED)
+    print(json.dumps(output[0], indent=2) if args.json else output[1])
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> tuple[Any, str]:
+    from cfrec_serving.loader import load_deployed
+
+    model = load_deployed(args.serving_dir)
+    result = model.recommend(args.user, args.n, exclude_seen=not args.include_seen)
+    titles = [model.describe(item) for item in result.items]
+    lines = [f"Top {len(result.items)} movies for {result.user_id} (model {result.model_version})"]
+    if result.fallback:
+        lines.append(f"note: {result.fallback}: not in the model, showing the best-rated movies overall")
+    lines += [
+        f"{rank:>3}. {score:.2f}  tmdb {item:<8} {title}".rstrip()
+        for rank, (item, score, title) in enumerate(zip(result.items, result.scores, titles), start=1)
+    ]
+    return {**result.to_dict(), "titles": titles}, "\n".join(lines)
+
+
+def _predict(args: argparse.Namespace) -> tuple[Any, str]:
+    from cfrec_serving.loader import load_deployed
+
+    model = load_deployed(args.serving_dir)
+    result = model.predict(args.user, args.movie)
+    title = model.describe(result.tmdb_id)
+    named = f"tmdb {result.tmdb_id}" + (f" {title}" if title else "")
+    text = f"{result.user_id} -> {named}: predicted {result.rating:.2f} (model {model.version})"
+    if result.fallback:
+        text += f"\nnote: fallback {result.fallback}"
+    return {**asdict(result), "title": title, "model_version": model.version}, text
+
+
+def _deployments(args: argparse.Namespace) -> tuple[Any, str]:
+    from cfrec_serving.loader import open_target_from_env
+
+    target = open_target_from_env(args.serving_dir)  # a folder, or s3://… with CFREC_S3_* from env
+    manifest = target.read_manifest()
+    versions = target.list_versions()
+    if manifest is None and not versions:
+        from cfrec_serving.loader import NoDeployedModelError
+
+        raise NoDeployedModelError(f"no model is deployed in {args.serving_dir} (no manifest.json)")
+    lines = [f"{'':2}{'version':<28} {'trained_at':<26} {'rmse_mean':>9}"]
+    for entry in versions:
+        marker = "* " if entry["current"] else "  "
+        if "error" in entry:
+            lines.append(f"{marker}{entry['version']:<28} unreadable: {entry['error']}")
+            continue
+        rmse = entry.get("metrics", {}).get("rmse_mean")
+        rmse_text = f"{rmse:.4f}" if isinstance(rmse, (int, float)) else "-"
+        lines.append(f"{marker}{entry['version']:<28} {entry.get('trained_at', '?'):<26} {rmse_text:>9}")
+    current = manifest["version"] if manifest else None
+    previous = manifest.get("previous_version") if manifest else None
+    lines.append(f"current: {current or 'none'}" + (f" (previous: {previous})" if previous else ""))
+    return {"current": current, "manifest": manifest, "versions": versions}, "\n".join(lines)
+
+
+_COMMANDS = {"recommend": _recommend, "predict": _predict, "deployments": _deployments}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
