@@ -1,6 +1,6 @@
-"""The deployment asset: promotes a checked model version to the serving directory, or rolls back."""
+"""The deployment asset: promotes a checked model version to the serving target (a folder or a
+bucket), or rolls back."""
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,10 +15,6 @@ from cfrec_assets.pipeline.records import Deployment, ModelMetrics, ModelVersion
 from cfrec_serving.loader import load_deployed
 
 GROUP = "deployment"
-# Stale when the served model is older than this. With the retrain sensor's one-day maximum
-# age, a model older than two days means retrains failed, or the app received no rating at all
-# for two days; either is worth a look (README "Say when it is stale or broken").
-FRESHNESS_HOURS = float(os.environ.get("CFREC_FRESHNESS_HOURS", "48"))
 MODEL_KEY, METRICS_KEY = dg.AssetKey("svd_model"), dg.AssetKey("cv_metrics")
 
 
@@ -47,13 +43,13 @@ def check_gate(instance: dg.DagsterInstance, model: ModelVersion, metrics: Model
         raise GateClosedError("refusing to promote: " + "; ".join(problems))
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds={"python"},
-    freshness_policy=dg.FreshnessPolicy.time_window(
-        fail_window=timedelta(hours=FRESHNESS_HOURS), warn_window=timedelta(hours=FRESHNESS_HOURS / 2)
-    ),
-)
+def deployment_freshness(hours: float) -> dg.FreshnessPolicy:
+    """Stale (failing) when the served model is older than ``hours``, a warning from half of it.
+    ``definitions`` applies it with ``CFREC_FRESHNESS_HOURS`` (README "Running in production")."""
+    return dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=hours), warn_window=timedelta(hours=hours / 2))
+
+
+@dg.asset(group_name=GROUP, kinds={"python"})
 def deployed_model(
     context: dg.AssetExecutionContext,
     config: DeployConfig,

@@ -1,12 +1,12 @@
 """Rating assets: the app's catalog, the app's own ratings, and the combined training table."""
 
-import os
 from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from cfrec_assets import settings
 from cfrec_assets.defs.resources import CatalogSource
 from cfrec_assets.defs.supabase_io import RatingsReader, SupabaseReadError
 from cfrec_assets.pipeline.catalog import load_catalog_ids, normalize_ids
@@ -23,7 +23,6 @@ from cfrec_assets.pipeline.combine import (
 from cfrec_assets.pipeline.records import Catalog, MovieLens100K, MovieLensLatest
 from cfrec_assets.schema import (
     APP_RATING_COLUMNS,
-    DEFAULT_SEEDS,
     SEED_ML100K,
     SEED_ML_LATEST,
     SEEDS,
@@ -142,9 +141,10 @@ def supabase_ratings(
 
 
 class CombineConfig(dg.Config):
-    seeds: str = os.environ.get("CFREC_SEEDS", DEFAULT_SEEDS)
-    """Seed ratings trained on besides the app's, comma-separated: ``ml100k`` (default),
-    ``ml-latest`` (the ml_latest_raw release), both, or ``none`` (app ratings only: a mature app)."""
+    seeds: str | None = None
+    """Seed ratings trained on besides the app's, comma-separated: ``ml100k``, ``ml-latest`` (the
+    ml_latest_raw release), both, or ``none`` (app ratings only: a mature app). Unset: ``CFREC_SEEDS``
+    as the run's environment sets it, else ``ml100k``."""
     max_seed_ratings: int | None = None
     """Cap on seed ratings (after the catalog filter): whole seed users in a seeded random order
     until the cap, so ml-32m fits a machine whose memory pre-check refuses all of it. App ratings
@@ -179,7 +179,7 @@ def combined_ratings(
     dropped and counted by reason; the latest rating per (user, movie) wins; rows are sorted by
     user then movie. Metadata compares every seed's coverage of the catalog, chosen or not.
     """
-    seeds = chosen_seeds(config.seeds)
+    seeds = chosen_seeds(settings.SEEDS.read() if config.seeds is None else config.seeds)
     dropped: Counter[str] = Counter()
     parts = {}
     if SEED_ML100K in seeds:
