@@ -44,7 +44,7 @@ import surprise
 from benchlib import missing_movielens, positive_int, timed  # bench/ is sys.path[0] when a script here runs
 
 from cfrec_assets.pipeline import movielens_files as movielens
-from cfrec_assets.pipeline.combine import combine_ratings, empty_real_ratings
+from cfrec_assets.pipeline.combine import combine_ratings, empty_app_ratings
 from cfrec_assets.pipeline.tmdb_mapping import build_tmdb_mapping, load_overrides
 from cfrec_assets.pipeline.training import SVDParams, fit_svd, save_artifacts
 from cfrec_serving.artifacts import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
@@ -82,7 +82,7 @@ def train_on_real_data(datasets: Path, scratch: Path) -> tuple[Path, dict]:
         movielens.parse_movies(folder / "ml-latest-small/movies.csv"),
         load_overrides(),
     )
-    combined, _ = combine_ratings(ratings, mapping, empty_real_ratings())
+    combined, _ = combine_ratings(ratings, mapping, empty_app_ratings())
     algo, trainset, fit_seconds = fit_svd(combined, SVDParams())
     save_artifacts(algo, trainset, combined, scratch / "models", "trained")
     info = {"ratings": len(combined), "users": trainset.n_users, "movies": trainset.n_items, "fit_seconds": fit_seconds}

@@ -48,7 +48,7 @@ import pandas as pd
 from benchlib import missing_movielens, timed
 from joblib import Parallel, delayed
 
-from cfrec_assets.pipeline.combine import combine_ratings, empty_real_ratings
+from cfrec_assets.pipeline.combine import combine_ratings, empty_app_ratings
 from cfrec_assets.pipeline.downloads import safe_extract
 from cfrec_assets.pipeline.movielens_files import (
     ML100K_MEMBERS,
@@ -82,7 +82,7 @@ def combined_table(movielens: Path, work: Path) -> pd.DataFrame:
     items = parse_u_item(ml["ml-100k/u.item"])
     links, movies = parse_links(latest["ml-latest-small/links.csv"]), parse_movies(latest["ml-latest-small/movies.csv"])
     mapping = build_tmdb_mapping(items, links, movies, load_overrides())
-    combined, _ = combine_ratings(parse_u_data(ml["ml-100k/u.data"]), mapping, empty_real_ratings(), None)
+    combined, _ = combine_ratings(parse_u_data(ml["ml-100k/u.data"]), mapping, empty_app_ratings(), None)
     return combined
 
 

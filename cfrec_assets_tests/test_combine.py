@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cfrec_assets.pipeline.combine import combine_ratings, empty_real_ratings
+from cfrec_assets.pipeline.combine import combine_ratings, empty_app_ratings
 
 
 def ml(rows):
@@ -28,7 +28,7 @@ MAPPING = pd.DataFrame(
 
 
 def test_movielens_users_prefixed_items_mapped_and_unmapped_dropped() -> None:
-    out, dropped = combine_ratings(ml([[7, 1, 5, 100], [7, 3, 4, 100], [3, 2, 2, 50]]), MAPPING, empty_real_ratings())
+    out, dropped = combine_ratings(ml([[7, 1, 5, 100], [7, 3, 4, 100], [3, 2, 2, 50]]), MAPPING, empty_app_ratings())
     assert out[["user_id", "tmdb_id", "rating", "source"]].values.tolist() == [
         ["ml_3", 710, 2.0, "movielens"],
         ["ml_7", 862, 5.0, "movielens"],

@@ -188,7 +188,7 @@ def test_malformed_inputs_are_refused_with_clear_errors(frames):
     items, links, movies = frames
     with pytest.raises(ValueError, match=r"items is missing columns \['imdb_url'\]"):
         build_tmdb_mapping(items.drop(columns="imdb_url"), links, movies, no_overrides())
-    with pytest.raises(ValueError, match="links has duplicate movieId"):
+    with pytest.raises(ValueError, match="links has duplicate movie_id"):
         build_tmdb_mapping(items, pd.concat([links, links.head(1)]), movies, no_overrides())
     with pytest.raises(ValueError, match="items has duplicate item_id"):
         build_tmdb_mapping(pd.concat([items, items.head(1)]), links, movies, no_overrides())

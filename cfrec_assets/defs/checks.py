@@ -18,7 +18,7 @@ from cfrec_assets.defs.gate import materialization_metadata
 from cfrec_assets.defs.resources import DataStore, ServingTargetResource
 from cfrec_assets.pipeline.records import Catalog, ModelMetrics, ModelVersion, MovieLens100K, MovieLensLatest
 from cfrec_assets.pipeline.tmdb_mapping import mapping_summary
-from cfrec_assets.schema import RATING_MAX, RATING_MIN, TRAINING_RATINGS_FILE
+from cfrec_assets.schema import APP_RATINGS_COUNT, RATING_MAX, RATING_MIN, TRAINING_RATINGS_FILE
 from cfrec_serving.artifacts import PICKLE_FILES
 from cfrec_serving.loader import ArtifactVerificationError, load_version
 from cfrec_serving.targets.folder import verification_problems
@@ -31,7 +31,7 @@ def _result(passed: bool, description: str, **metadata) -> dg.AssetCheckResult:
 
 
 class DatasetShapeConfig(dg.Config):
-    """The official MovieLens 100K release."""
+    """The official ML-100K release."""
 
     ratings: int = 100_000
     users: int = 943
@@ -124,7 +124,7 @@ def supabase_rows_mostly_valid(
     meta = materialization_metadata(context.instance, dg.AssetKey("supabase_ratings"), context.run.run_id)
     rows_read, share = meta.get("rows_read", 0), meta.get("dropped_share", 0.0)
     champion = serving.open(store.serving_dir).read_manifest()
-    champion_had_app = bool(champion and champion["counts"].get("real_ratings", 0))
+    champion_had_app = bool(champion and champion["counts"].get(APP_RATINGS_COUNT, 0))
     passed = not rows_read or share <= config.max_dropped_share
     verdict = (
         f"{share:.1%} of {rows_read} app rows dropped (limit {config.max_dropped_share:.0%})"
@@ -168,7 +168,7 @@ def combined_ratings_are_valid(
     else:  # no catalog: every id must still come from a mapping, a release's links or the app's ratings
         known = (
             set(tmdb_links["tmdb_id"].dropna().astype("int64"))
-            | set(ml_latest_raw.links["tmdbId"].dropna().astype("int64"))
+            | set(ml_latest_raw.links["tmdb_id"].dropna().astype("int64"))
             | set(supabase_ratings["tmdb_id"].astype("int64"))
         )
     phantom = sorted(set(ratings["tmdb_id"].tolist()) - known)
@@ -255,19 +255,19 @@ def challenger_no_worse_than_champion(
     """Against the deployed champion: RMSE no worse than its RMSE plus a tolerance, and trained
     on at least as many app (Supabase) ratings, so an outage can never ship a model that forgot
     the app's users."""
-    rmse, real = cv_metrics.summary["rmse_mean"], cv_metrics.real_ratings
+    rmse, app = cv_metrics.summary["rmse_mean"], cv_metrics.real_ratings
     champion = serving.open(store.serving_dir).read_manifest()
     if champion is None:
         return _result(True, "no champion deployed yet: nothing to compare with", version=cv_metrics.version)
     champ_rmse = champion["metrics"].get("rmse_mean")
-    champ_real = champion["counts"].get("real_ratings", 0)
+    champ_app = champion["counts"].get(APP_RATINGS_COUNT, 0)
     problems = []
     if champ_rmse is not None and not rmse <= champ_rmse + config.champion_tolerance:  # NaN fails
         problems.append(f"RMSE {rmse:.4f} > champion {champ_rmse:.4f} + {config.champion_tolerance}")
-    if real < champ_real:
-        problems.append(f"trained on {real} app ratings, fewer than the champion's {champ_real}")
+    if app < champ_app:
+        problems.append(f"trained on {app} app ratings, fewer than the champion's {champ_app}")
     verdict = "; ".join(problems) or (
-        f"RMSE {rmse:.4f} vs champion {champion['version']} {champ_rmse}; {real} app ratings vs {champ_real}"
+        f"RMSE {rmse:.4f} vs champion {champion['version']} {champ_rmse}; {app} app ratings vs {champ_app}"
     )
     return _result(
         not problems,
@@ -275,8 +275,8 @@ def challenger_no_worse_than_champion(
         champion_version=champion["version"],
         **({"champion_rmse": champ_rmse} if champ_rmse is not None else {}),
         challenger_rmse=rmse,
-        champion_real_ratings=champ_real,
-        challenger_real_ratings=real,
+        champion_real_ratings=champ_app,  # metadata keys: "real" predates the name "app" (schema.APP_RATINGS_COUNT)
+        challenger_real_ratings=app,
     )
 
 

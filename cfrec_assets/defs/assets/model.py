@@ -12,6 +12,7 @@ import pandas as pd
 from cfrec_assets.defs.resources import DataStore
 from cfrec_assets.pipeline.memory import cross_validation_bytes, fit_bytes, require_memory
 from cfrec_assets.pipeline.preview import recommendations_table
+from cfrec_assets.pipeline.ranking import DEFAULT_K
 from cfrec_assets.pipeline.records import ModelMetrics, ModelVersion
 from cfrec_assets.pipeline.training import (
     SVDParams,
@@ -22,7 +23,7 @@ from cfrec_assets.pipeline.training import (
     summarize_folds,
 )
 from cfrec_assets.pipeline.tuning_study import TuningResult, params_for_training
-from cfrec_assets.schema import SEED_SVD_PARAMS, SOURCE_APP, TRAINING_POOL, TRAINING_RATINGS_FILE
+from cfrec_assets.schema import APP_RATINGS_COUNT, SEED_SVD_PARAMS, SOURCE_APP, TRAINING_POOL, TRAINING_RATINGS_FILE
 from cfrec_serving.loader import load_version
 
 GROUP = "model"
@@ -100,7 +101,7 @@ def svd_model(
     files = save_artifacts(algo, trainset, ratings, store.models_dir, version, movie_titles)
     counts = {
         "ratings": len(ratings),
-        "real_ratings": int((ratings["source"] == SOURCE_APP).sum()),
+        APP_RATINGS_COUNT: int((ratings["source"] == SOURCE_APP).sum()),
         "users": trainset.n_users,
         "movies": trainset.n_items,
     }
@@ -115,7 +116,7 @@ def svd_model(
         tuning_version=tuning_version,
     )
     context.log.info(
-        f"trained version {version} in {fit_seconds:.1f}s on {len(ratings)} ratings ({counts['real_ratings']} from the app)"
+        f"trained version {version} in {fit_seconds:.1f}s on {len(ratings)} ratings ({counts[APP_RATINGS_COUNT]} from the app)"
     )
     return dg.Output(
         record,
@@ -145,8 +146,8 @@ class CVConfig(dg.Config):
     """Folds fitted in parallel (joblib processes); -1 uses every core, 1 runs them in this
     process. Two cores fit 3 folds in 0.56x the serial time (bench/graph_bench.py)."""
     seed: int = 42
-    k: int = 10
-    """Cut-off for precision@k and NDCG@k (relevant = held-out rating >= 4)."""
+    k: int = DEFAULT_K
+    """Cut-off for precision@k and NDCG@k (relevant: a held-out rating >= ``ranking.RELEVANCE_THRESHOLD``)."""
     memory_budget_bytes: int | None = None
     """Memory the folds may use together (default: what the machine has available)."""
 
@@ -178,7 +179,8 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
         run_id=run_id_of(context),
         n_folds=config.n_folds,
         summary=summary,
-        real_ratings=svd_model.counts["real_ratings"],
+        real_ratings=svd_model.counts[APP_RATINGS_COUNT],
+        k=config.k,
         folds=folds,
     )
     return dg.Output(
@@ -187,7 +189,7 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
             "version": svd_model.version,
             "n_folds": config.n_folds,
             "ratings": len(ratings),
-            "real_ratings": metrics.real_ratings,
+            APP_RATINGS_COUNT: metrics.real_ratings,
             **summary,
             **per_fold,
             "recommendations_preview": dg.MetadataValue.md(recommendations_table(challenger)),
