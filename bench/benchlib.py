@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shlex
 import time
 from collections.abc import Callable
@@ -46,7 +47,12 @@ def add_datasets_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", type=Path, default=default)
 
 
-def print_preamble(script: str, argv: list[str]) -> None:
-    """The machine's load and the command that reproduces this run, for notes."""
-    print(f"machine: {os.cpu_count()} cores, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+def print_preamble(script: str, argv: list[str], **versions: str) -> None:
+    """The machine's load, the versions the numbers depend on (Python, plus ``versions``: e.g.
+    ``dagster=dg.__version__``) and the command that reproduces this run, for notes."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    shown = ", ".join(
+        f"{name} {version}" for name, version in {"Python": platform.python_version(), **versions}.items()
+    )
+    print(f"machine: {os.cpu_count()} cores, load average {load}; {shown}")
     print(f"reproduce: cd {shlex.quote(str(REPO))} && .venv/bin/python {shlex.join([f'bench/{script}', *argv])}")

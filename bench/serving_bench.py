@@ -25,9 +25,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -41,7 +38,13 @@ from pathlib import Path
 import joblib
 import numpy as np
 import surprise
-from benchlib import missing_movielens, positive_int, timed  # bench/ is sys.path[0] when a script here runs
+from benchlib import (  # bench/ is sys.path[0] when a script here runs
+    add_datasets_argument,
+    missing_movielens,
+    positive_int,
+    print_preamble,
+    timed,
+)
 
 from cfrec_assets.pipeline import movielens_files as movielens
 from cfrec_assets.pipeline.combine import combine_ratings, empty_app_ratings
@@ -52,7 +55,6 @@ from cfrec_serving.loader import DeployedModel, load_deployed, load_version
 from cfrec_serving.storage import sha256_file
 from cfrec_serving.targets.folder import promote, rollback
 
-REPO = Path(__file__).resolve().parents[1]
 AGREEMENT_SAMPLE = 200
 
 
@@ -266,25 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs per measurement (median reported)")
     parser.add_argument("--n", type=positive_int, default=10, help="recommendations per user")
-    parser.add_argument(
-        "--datasets", type=Path, default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets")
-    )
+    add_datasets_argument(parser)
     args = parser.parse_args(argv)
     datasets = args.datasets / "movielens"
     if problem := missing_movielens(args.datasets):
         print(problem, file=sys.stderr)
         return 2
 
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(
-        f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}, "
-        f"surprise {surprise.__version__}, numpy {np.__version__}"
-    )
-    print(
-        "reproduce: cd "
-        + shlex.quote(str(REPO))
-        + " && .venv/bin/python "
-        + shlex.join(["bench/serving_bench.py", *sys.argv[1:]])
+    print_preamble(
+        "serving_bench.py", sys.argv[1:] if argv is None else argv, surprise=surprise.__version__, numpy=np.__version__
     )
     with tempfile.TemporaryDirectory(prefix="cfrec-serving-bench-") as scratch:
         version, info = train_on_real_data(datasets, Path(scratch))

@@ -45,7 +45,13 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-from benchlib import missing_movielens, timed
+from benchlib import (  # bench/ is sys.path[0] when a script here runs
+    add_datasets_argument,
+    missing_movielens,
+    positive_int,
+    print_preamble,
+    timed,
+)
 from joblib import Parallel, delayed
 
 from cfrec_assets.pipeline.combine import combine_ratings, empty_app_ratings
@@ -71,7 +77,6 @@ from cfrec_assets.pipeline.tuning_study import (
     tune,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 SEED = 42
 
 
@@ -202,20 +207,20 @@ def seed_vs_tuned(ratings: pd.DataFrame, work: Path, args: argparse.Namespace) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO.parent / "shared" / "datasets")
-    parser.add_argument("--datasets", type=Path, default=default)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=100)
+    add_datasets_argument(parser)
+    parser.add_argument("--repeat", type=positive_int, default=3)
+    parser.add_argument("--trials", type=positive_int, default=100)
     parser.add_argument("--timeout", type=float, default=170.0)
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--folds", type=positive_int, default=5)
     parser.add_argument("--skip-parallel", action="store_true")
     parser.add_argument("--skip-study", action="store_true")
-    parser.add_argument("--parallel-trials", type=int, default=8)
+    parser.add_argument("--parallel-trials", type=positive_int, default=8)
     args = parser.parse_args(argv)
     movielens = args.datasets / "movielens"
     if problem := missing_movielens(args.datasets):
         print(problem, file=sys.stderr)
         return 2
+    print_preamble("tuning_bench.py", sys.argv[1:] if argv is None else argv, optuna=optuna.__version__)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="cfrec-tuning-bench-") as tmp:
         work = Path(tmp)
