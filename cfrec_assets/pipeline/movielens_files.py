@@ -52,9 +52,9 @@ def check_release(release: str) -> str:
     return release
 
 
+# The default release's archive, and its members (ratings.csv, movies.csv, links.csv).
 ML_LATEST_ARCHIVE = ml_latest_archive(DEFAULT_ML_LATEST_RELEASE)
 ML_LATEST_MEMBERS = ml_latest_members(DEFAULT_ML_LATEST_RELEASE)
-"""The default release's archive and members (ratings.csv, movies.csv, links.csv)."""
 
 
 U_ITEM_GENRES = (

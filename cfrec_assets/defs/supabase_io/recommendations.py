@@ -3,8 +3,8 @@
 One transaction: lock the table against other writers (readers are not blocked), delete the
 previous set, COPY the new one, commit. A reader sees the old complete set until the commit and
 the new complete set after it, never a mix or an empty table; any failure rolls back to the old
-rows. The table's SQL and its row-level-security policy are in README.md ("Recommendations in
-Supabase"). Postgres only: PostgREST cannot replace a table's rows in one transaction.
+rows. The table's SQL and its row-level-security policy are in ``deploy/user_recommendations.sql``.
+Postgres only: PostgREST cannot replace a table's rows in one transaction.
 """
 
 from __future__ import annotations

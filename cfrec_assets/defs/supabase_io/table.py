@@ -122,7 +122,7 @@ class NewRatings(NamedTuple):
 class RatingsReader(RatingsTableSettings):
     """What the graph and the sensor need from a reader; ``rest`` and ``postgres`` implement it.
 
-    ``definitions`` picks one at load time (``ratings_reader`` in resources.py), so the asset and
+    ``definitions`` picks one at load time (``resources.ratings_reader``), so the asset and
     the sensor always read the same way.
     """
 
