@@ -6,6 +6,7 @@ import argparse
 import os
 import platform
 import shlex
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,19 @@ def add_datasets_argument(parser: argparse.ArgumentParser) -> None:
     """``--datasets DIR`` holding ``movielens/*.zip`` (default: $CFREC_SHARED_DATASETS or ../shared/datasets)."""
     default = Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets")
     parser.add_argument("--datasets", type=Path, default=default)
+
+
+def parse_real_data_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None, script: str, **versions: str
+) -> argparse.Namespace:
+    """What every bench on the real MovieLens zips does first: parse ``argv`` with ``--datasets``
+    added, stop with exit code 2 when the zips are missing, and print the preamble."""
+    add_datasets_argument(parser)
+    args = parser.parse_args(argv)
+    if problem := missing_movielens(args.datasets):
+        parser.exit(2, problem + "\n")
+    print_preamble(script, sys.argv[1:] if argv is None else argv, **versions)
+    return args
 
 
 def print_preamble(script: str, argv: list[str], **versions: str) -> None:

@@ -48,10 +48,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 from benchlib import (  # bench/ is sys.path[0] when a script here runs
-    add_datasets_argument,
-    missing_movielens,
+    parse_real_data_args,
     positive_int,
-    print_preamble,
 )
 
 from cfrec_assets.defs.assets import ALL_ASSETS
@@ -352,19 +350,11 @@ def graph(modes: GraphModes, repeat: int, names: tuple[str, ...]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=positive_int, default=3)
-    add_datasets_argument(parser)
     parser.add_argument("--skip-multiprocess", action="store_true", help="the slowest mode (~1-2 min a run)")
     parser.add_argument("--skip-svd-order", action="store_true")
     parser.add_argument("--skip-cv-jobs", action="store_true")
-    args = parser.parse_args(argv)
-
-    folder = (args.datasets / "movielens").resolve()
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
-    base_url = folder.as_uri() + "/"
-
-    print_preamble("graph_bench.py", sys.argv[1:] if argv is None else argv, dagster=dg.__version__)
+    args = parse_real_data_args(parser, argv, "graph_bench.py", dagster=dg.__version__)
+    base_url = (args.datasets / "movielens").resolve().as_uri() + "/"
 
     with tempfile.TemporaryDirectory(prefix="cfrec-graph-bench-") as tmp, ExitStack() as stack:
         root = Path(tmp)

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 from benchlib import (  # bench/ is sys.path[0] when a script here runs
-    add_datasets_argument,
-    missing_movielens,
-    print_preamble,
+    parse_real_data_args,
     timed,
 )
 
@@ -29,14 +27,8 @@ from cfrec_assets.pipeline.tmdb_mapping import MATCH_KINDS, build_tmdb_mapping, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_datasets_argument(parser)
     parser.add_argument("--show", nargs="*", default=[], choices=MATCH_KINDS, help="list the items of these kinds")
-    args = parser.parse_args(argv)
-
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
-    print_preamble("mapping_report.py", sys.argv[1:] if argv is None else argv)
+    args = parse_real_data_args(parser, argv, "mapping_report.py")
     folder = args.datasets / "movielens"
     archives = (folder / movielens.ML100K_ARCHIVE, folder / movielens.ML_LATEST_ARCHIVE)
     with tempfile.TemporaryDirectory() as scratch:

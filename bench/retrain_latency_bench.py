@@ -31,10 +31,8 @@ import numpy as np
 import pandas as pd
 from benchlib import (  # bench/ is sys.path[0] when a script here runs
     REPO,
-    add_datasets_argument,
-    missing_movielens,
+    parse_real_data_args,
     positive_int,
-    print_preamble,
 )
 
 from cfrec_assets.defs.sensors import DEFAULT_MIN_NEW_RATINGS
@@ -201,13 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=positive_int, default=15, help="CFREC_RETRAIN_INTERVAL_SECONDS")
     parser.add_argument("--min-new-ratings", type=positive_int, default=DEFAULT_MIN_NEW_RATINGS)
     parser.add_argument("--dev", action="store_true", help="dg dev on SQLite instead of the production server")
-    add_datasets_argument(parser)
-    args = parser.parse_args(argv)
+    args = parse_real_data_args(parser, argv, "retrain_latency_bench.py", dagster=dg.__version__)
     movielens = args.datasets / "movielens"
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
-    print_preamble("retrain_latency_bench.py", sys.argv[1:] if argv is None else argv, dagster=dg.__version__)
     server = "dg dev (SQLite)" if args.dev else "deploy/serve.sh (PostgreSQL, queued runs)"
     print(f"server: {server}")
     report(run(args.samples, args.interval, args.min_new_ratings, movielens, args.dev), args.interval)

@@ -21,9 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 from benchlib import (  # bench/ is sys.path[0] when a script here runs
-    add_datasets_argument,
-    missing_movielens,
-    print_preamble,
+    parse_real_data_args,
 )
 
 from cfrec_assets.pipeline import movielens_files as movielens
@@ -53,13 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog-size", type=int, default=260)
     parser.add_argument("--years", default="2010-2018")
-    add_datasets_argument(parser)
-    args = parser.parse_args(argv)
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
+    args = parse_real_data_args(parser, argv, "seed_coverage_report.py")
     first, last = (int(y) for y in args.years.split("-"))
-    print_preamble("seed_coverage_report.py", sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="cfrec-coverage-") as scratch:
         ml100k, latest, films = load(args.datasets / "movielens", Path(scratch))
     films = films.dropna(subset=["tmdb_id"]).assign(

@@ -39,10 +39,8 @@ import joblib
 import numpy as np
 import surprise
 from benchlib import (  # bench/ is sys.path[0] when a script here runs
-    add_datasets_argument,
-    missing_movielens,
+    parse_real_data_args,
     positive_int,
-    print_preamble,
     timed,
 )
 
@@ -268,16 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs per measurement (median reported)")
     parser.add_argument("--n", type=positive_int, default=10, help="recommendations per user")
-    add_datasets_argument(parser)
-    args = parser.parse_args(argv)
+    args = parse_real_data_args(parser, argv, "serving_bench.py", surprise=surprise.__version__, numpy=np.__version__)
     datasets = args.datasets / "movielens"
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
-
-    print_preamble(
-        "serving_bench.py", sys.argv[1:] if argv is None else argv, surprise=surprise.__version__, numpy=np.__version__
-    )
     with tempfile.TemporaryDirectory(prefix="cfrec-serving-bench-") as scratch:
         version, info = train_on_real_data(datasets, Path(scratch))
         print(

@@ -46,10 +46,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 from benchlib import (  # bench/ is sys.path[0] when a script here runs
-    add_datasets_argument,
-    missing_movielens,
+    parse_real_data_args,
     positive_int,
-    print_preamble,
     timed,
 )
 from joblib import Parallel, delayed
@@ -207,7 +205,6 @@ def seed_vs_tuned(ratings: pd.DataFrame, work: Path, args: argparse.Namespace) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_datasets_argument(parser)
     parser.add_argument("--repeat", type=positive_int, default=3)
     parser.add_argument("--trials", type=positive_int, default=100)
     parser.add_argument("--timeout", type=float, default=170.0)
@@ -215,12 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-parallel", action="store_true")
     parser.add_argument("--skip-study", action="store_true")
     parser.add_argument("--parallel-trials", type=positive_int, default=8)
-    args = parser.parse_args(argv)
+    args = parse_real_data_args(parser, argv, "tuning_bench.py", optuna=optuna.__version__)
     movielens = args.datasets / "movielens"
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
-    print_preamble("tuning_bench.py", sys.argv[1:] if argv is None else argv, optuna=optuna.__version__)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="cfrec-tuning-bench-") as tmp:
         work = Path(tmp)
