@@ -6,8 +6,9 @@ type; the pipeline's, the production instance's and the deploy scripts' are decl
 :data:`SETTINGS` lists both (the scrubber and the tests use the whole list).
 
 Nothing is read at import. ``build_resources``, the sensor, alert and schedule factories and
-``definitions.build_defs`` read their settings when the code location loads, the CLI when it
-parses, each through :meth:`Setting.read` and the readers below; :func:`scrub` looks the secrets
+``definitions.build_defs`` read their settings when the code location loads (``combined_ratings``
+reads ``CFREC_SEEDS`` when its run starts, as ``dg.EnvVar`` resolves), the CLI when it parses,
+each through :meth:`Setting.read` and the readers below; :func:`scrub` looks the secrets
 up in the environment it is given each time it runs, so alerts and driver errors hide what is set
 *now*. A variable set to nothing counts as unset.
 """
