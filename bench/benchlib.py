@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shlex
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +48,25 @@ def add_datasets_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", type=Path, default=default)
 
 
-def print_preamble(script: str, argv: list[str]) -> None:
-    """The machine's load and the command that reproduces this run, for notes."""
-    print(f"machine: {os.cpu_count()} cores, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+def parse_real_data_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None, script: str, **versions: str
+) -> argparse.Namespace:
+    """What every bench on the real MovieLens zips does first: parse ``argv`` with ``--datasets``
+    added, stop with exit code 2 when the zips are missing, and print the preamble."""
+    add_datasets_argument(parser)
+    args = parser.parse_args(argv)
+    if problem := missing_movielens(args.datasets):
+        parser.exit(2, problem + "\n")
+    print_preamble(script, sys.argv[1:] if argv is None else argv, **versions)
+    return args
+
+
+def print_preamble(script: str, argv: list[str], **versions: str) -> None:
+    """The machine's load, the versions the numbers depend on (Python, plus ``versions``: e.g.
+    ``dagster=dg.__version__``) and the command that reproduces this run, for notes."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    shown = ", ".join(
+        f"{name} {version}" for name, version in {"Python": platform.python_version(), **versions}.items()
+    )
+    print(f"machine: {os.cpu_count()} cores, load average {load}; {shown}")
     print(f"reproduce: cd {shlex.quote(str(REPO))} && .venv/bin/python {shlex.join([f'bench/{script}', *argv])}")

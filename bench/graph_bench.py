@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
 import shutil
 import statistics
 import sys
@@ -49,7 +47,10 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
-from benchlib import missing_movielens  # bench/ is sys.path[0] when a script here runs
+from benchlib import (  # bench/ is sys.path[0] when a script here runs
+    parse_real_data_args,
+    positive_int,
+)
 
 from cfrec_assets.defs.assets import ALL_ASSETS
 from cfrec_assets.defs.assets.model import CVConfig, SVDConfig, cv_metrics, svd_model
@@ -74,7 +75,6 @@ from cfrec_assets.defs.supabase_io import SupabaseResource
 from cfrec_assets.pipeline.promotion import promotion_of
 from cfrec_assets.pipeline.training import SVDParams, cross_validate_svd, fit_svd
 
-REPO = Path(__file__).resolve().parents[1]
 # The job factories below run again in every multiprocess step worker: they read these.
 ENV_DATA_DIR = "CFREC_BENCH_DATA_DIR"
 ENV_BASE_URL = "CFREC_BENCH_BASE_URL"
@@ -345,38 +345,14 @@ def graph(modes: GraphModes, repeat: int, names: tuple[str, ...]) -> None:
     print("\nbaseline by asset (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
 
 
-def _default_datasets() -> Path:
-    return Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--datasets", type=Path, default=_default_datasets())
+    parser.add_argument("--repeat", type=positive_int, default=3)
     parser.add_argument("--skip-multiprocess", action="store_true", help="the slowest mode (~1-2 min a run)")
     parser.add_argument("--skip-svd-order", action="store_true")
     parser.add_argument("--skip-cv-jobs", action="store_true")
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-
-    folder = (args.datasets / "movielens").resolve()
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
-    base_url = folder.as_uri() + "/"
-
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(
-        f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}, "
-        f"dagster {dg.__version__}"
-    )
-    print(
-        "reproduce: cd "
-        + shlex.quote(str(REPO))
-        + " && .venv/bin/python "
-        + shlex.join(["bench/graph_bench.py", *(argv if argv is not None else sys.argv[1:])])
-    )
+    args = parse_real_data_args(parser, argv, "graph_bench.py", dagster=dg.__version__)
+    base_url = (args.datasets / "movielens").resolve().as_uri() + "/"
 
     with tempfile.TemporaryDirectory(prefix="cfrec-graph-bench-") as tmp, ExitStack() as stack:
         root = Path(tmp)

@@ -10,37 +10,27 @@ into a temporary folder that is removed afterwards; nothing is written to the re
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
 import pandas as pd
+from benchlib import (  # bench/ is sys.path[0] when a script here runs
+    parse_real_data_args,
+    timed,
+)
 
 from cfrec_assets.pipeline import movielens_files as movielens
 from cfrec_assets.pipeline.tmdb_mapping import MATCH_KINDS, build_tmdb_mapping, mapping_summary
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _default_datasets() -> Path:
-    return Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", type=Path, default=_default_datasets())
     parser.add_argument("--show", nargs="*", default=[], choices=MATCH_KINDS, help="list the items of these kinds")
-    args = parser.parse_args(argv)
-
+    args = parse_real_data_args(parser, argv, "mapping_report.py")
     folder = args.datasets / "movielens"
     archives = (folder / movielens.ML100K_ARCHIVE, folder / movielens.ML_LATEST_ARCHIVE)
-    missing = [str(a) for a in archives if not a.is_file()]
-    if missing:
-        print(f"MovieLens zips not found: {missing}", file=sys.stderr)
-        return 2
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(scratch)
         for archive, members in zip(archives, (movielens.ML100K_MEMBERS, movielens.ML_LATEST_MEMBERS)):
@@ -51,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         links = movielens.parse_links(target / "ml-latest-small/links.csv")
         movies = movielens.parse_movies(target / "ml-latest-small/movies.csv")
 
-    started = time.perf_counter()
-    mapping = build_tmdb_mapping(items, links, movies)
-    seconds = time.perf_counter() - started
+    [seconds], mapping = timed(lambda: build_tmdb_mapping(items, links, movies), repeat=1)
     summary = mapping_summary(mapping, ratings)
 
     print(f"mapping built in {seconds:.2f} s")

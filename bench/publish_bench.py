@@ -20,10 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchlib import (  # bench/ is sys.path[0] when a script here runs
-    add_datasets_argument,
-    missing_movielens,
+    parse_real_data_args,
     positive_int,
-    print_preamble,
     timed,
 )
 from serving_bench import train_on_real_data
@@ -56,12 +54,7 @@ def bench_target(name: str, target, source: Path, repeat: int, cache: Path) -> d
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=positive_int, default=5)
-    add_datasets_argument(parser)
-    args = parser.parse_args(argv)
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
-    print_preamble("publish_bench.py", sys.argv[1:])
+    args = parse_real_data_args(parser, argv, "publish_bench.py")
     with tempfile.TemporaryDirectory(prefix="cfrec-publish-bench-") as scratch, s3_server() as server:
         scratch = Path(scratch)
         version, info = train_on_real_data(args.datasets / "movielens", scratch)

@@ -21,10 +21,8 @@ from pathlib import Path
 import psycopg
 from benchlib import (  # bench/ is sys.path[0] when a script here runs
     REPO,
-    add_datasets_argument,
-    missing_movielens,
+    parse_real_data_args,
     positive_int,
-    print_preamble,
     timed,
 )
 from serving_bench import train_on_real_data
@@ -42,12 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=positive_int, default=5)
     parser.add_argument("--n", type=positive_int, default=10)
-    add_datasets_argument(parser)
-    args = parser.parse_args(argv)
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
-    print_preamble("recommendations_bench.py", sys.argv[1:])
+    args = parse_real_data_args(parser, argv, "recommendations_bench.py")
     with tempfile.TemporaryDirectory(prefix="cfrec-recs-bench-") as scratch, postgres_server() as server:
         version, _ = train_on_real_data(args.datasets / "movielens", Path(scratch))
         model = load_version(version, file_records(version), {"version": version.name})

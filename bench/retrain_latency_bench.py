@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -31,14 +29,17 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
-from benchlib import missing_movielens, positive_int  # bench/ is sys.path[0] when a script here runs
+from benchlib import (  # bench/ is sys.path[0] when a script here runs
+    REPO,
+    parse_real_data_args,
+    positive_int,
+)
 
 from cfrec_assets.defs.sensors import DEFAULT_MIN_NEW_RATINGS
 from cfrec_testkit.dagster_dev import DagsterDev, dagster_dev, production_server, wait_for_code_locations
 from cfrec_testkit.postgres import create_ratings_table, insert_ratings, postgres_server, scratch_database
 from cfrec_testkit.postgrest import TEST_API_KEY, postgrest_process
 
-REPO = Path(__file__).resolve().parents[1]
 SENSOR_NAME = "supabase_ratings_sensor"
 EXTRA_RATINGS = 5
 RUN_TIMEOUT_SECONDS = 900
@@ -198,19 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=positive_int, default=15, help="CFREC_RETRAIN_INTERVAL_SECONDS")
     parser.add_argument("--min-new-ratings", type=positive_int, default=DEFAULT_MIN_NEW_RATINGS)
     parser.add_argument("--dev", action="store_true", help="dg dev on SQLite instead of the production server")
-    parser.add_argument(
-        "--datasets",
-        type=Path,
-        default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets"),
-    )
-    args = parser.parse_args(argv)
+    args = parse_real_data_args(parser, argv, "retrain_latency_bench.py", dagster=dg.__version__)
     movielens = args.datasets / "movielens"
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"machine: {os.cpu_count()} cores, load {load}; Python {platform.python_version()}, dagster {dg.__version__}")
-    print("reproduce: cd " + shlex.quote(str(REPO)) + " && .venv/bin/python " + shlex.join(sys.argv))
     server = "dg dev (SQLite)" if args.dev else "deploy/serve.sh (PostgreSQL, queued runs)"
     print(f"server: {server}")
     report(run(args.samples, args.interval, args.min_new_ratings, movielens, args.dev), args.interval)

@@ -21,15 +21,14 @@ from pathlib import Path
 
 import pandas as pd
 from benchlib import (  # bench/ is sys.path[0] when a script here runs
-    add_datasets_argument,
-    missing_movielens,
-    print_preamble,
+    parse_real_data_args,
 )
 
 from cfrec_assets.pipeline import movielens_files as movielens
-from cfrec_assets.pipeline.combine import catalog_coverage, combine, empty_real_ratings, ml100k_seed, ml_latest_seed
+from cfrec_assets.pipeline.combine import catalog_coverage, combine, empty_app_ratings, ml100k_seed, ml_latest_seed
 from cfrec_assets.pipeline.tmdb_mapping import build_tmdb_mapping, load_overrides, parse_title
 from cfrec_assets.pipeline.training import SVDParams, cross_validate_svd, summarize_folds
+from cfrec_assets.schema import SEED_ML100K, SEED_ML_LATEST
 
 
 def load(datasets: Path, scratch: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -45,26 +44,21 @@ def load(datasets: Path, scratch: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.
         "ML-100K": ml100k_seed(movielens.parse_u_data(scratch / "ml-100k/u.data"), mapping, Counter()),
         "ml-latest-small": ml_latest_seed(movielens.parse_ratings_csv(latest / "ratings.csv"), links, Counter()),
     }
-    return seeds["ML-100K"], seeds["ml-latest-small"], movies.merge(links, on="movieId")
+    return seeds["ML-100K"], seeds["ml-latest-small"], movies.merge(links, on="movie_id")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog-size", type=int, default=260)
     parser.add_argument("--years", default="2010-2018")
-    add_datasets_argument(parser)
-    args = parser.parse_args(argv)
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
+    args = parse_real_data_args(parser, argv, "seed_coverage_report.py")
     first, last = (int(y) for y in args.years.split("-"))
-    print_preamble("seed_coverage_report.py", sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="cfrec-coverage-") as scratch:
         ml100k, latest, films = load(args.datasets / "movielens", Path(scratch))
-    films = films.dropna(subset=["tmdbId"]).assign(
-        year=[parse_title(t).year for t in films.dropna(subset=["tmdbId"])["title"]]
+    films = films.dropna(subset=["tmdb_id"]).assign(
+        year=[parse_title(t).year for t in films.dropna(subset=["tmdb_id"])["title"]]
     )
-    recent = set(films.loc[films["year"].between(first, last), "tmdbId"].astype("int64"))
+    recent = set(films.loc[films["year"].between(first, last), "tmdb_id"].astype("int64"))
     popular = latest[latest["tmdb_id"].isin(recent)]["tmdb_id"].value_counts()
     catalog = sorted(popular.index[: args.catalog_size].tolist())
     print(f"\ncatalog: the {len(catalog)} most-rated ml-latest-small films released {first}-{last}, by TMDB id")
@@ -77,15 +71,15 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {c['films_rated']} ({c['films_rated'] / len(catalog):.0%}) | {c['films_with_20_plus']} | {c['ratings_on_catalog']:,} |"
         )
     choices = {
-        "ml100k": {"ml": ml100k},
-        "ml-latest": {"ml_latest": latest},
-        "ml100k,ml-latest": {"ml": ml100k, "ml_latest": latest},
+        SEED_ML100K: {SEED_ML100K: ml100k},
+        SEED_ML_LATEST: {SEED_ML_LATEST: latest},
+        f"{SEED_ML100K},{SEED_ML_LATEST}": {SEED_ML100K: ml100k, SEED_ML_LATEST: latest},
     }
     print("\n| seeds (CFREC_SEEDS) | table | ratings | users | films | 3-fold CV RMSE | MAE |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, parts in choices.items():
         for label, wanted in (("all films", None), ("catalog only", catalog)):
-            table, _ = combine(parts, empty_real_ratings(), wanted)
+            table, _ = combine(parts, empty_app_ratings(), wanted)
             if len(table) < 1000:
                 print(f"| {name} | {label} | {len(table):,} | - | - | too few to train | - |")
                 continue

@@ -104,8 +104,9 @@ def measure(work) -> dict:
 
 def prepare(size: int, one_per_user: bool, folder: Path) -> dict:
     """Child: generate the release, parse and combine it (measured); leave the table as parquet."""
-    from cfrec_assets.pipeline.combine import combine, empty_real_ratings, ml_latest_seed
+    from cfrec_assets.pipeline.combine import combine, empty_app_ratings, ml_latest_seed
     from cfrec_assets.pipeline.movielens_files import parse_links, parse_ratings_csv
+    from cfrec_assets.schema import SEED_ML_LATEST
 
     started = time.perf_counter()
     generate(folder, size, one_per_user=one_per_user)
@@ -119,7 +120,7 @@ def prepare(size: int, one_per_user: bool, folder: Path) -> dict:
     out["steps"]["map + combine (combined_ratings)"] = measure(
         lambda: parsed.update(
             combined=combine(
-                {"ml_latest": ml_latest_seed(parsed.pop("ratings"), links, Counter())}, empty_real_ratings()
+                {SEED_ML_LATEST: ml_latest_seed(parsed.pop("ratings"), links, Counter())}, empty_app_ratings()
             )[0]
         )
     )

@@ -25,9 +25,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -41,10 +38,14 @@ from pathlib import Path
 import joblib
 import numpy as np
 import surprise
-from benchlib import missing_movielens, positive_int, timed  # bench/ is sys.path[0] when a script here runs
+from benchlib import (  # bench/ is sys.path[0] when a script here runs
+    parse_real_data_args,
+    positive_int,
+    timed,
+)
 
 from cfrec_assets.pipeline import movielens_files as movielens
-from cfrec_assets.pipeline.combine import combine_ratings, empty_real_ratings
+from cfrec_assets.pipeline.combine import combine_ratings, empty_app_ratings
 from cfrec_assets.pipeline.tmdb_mapping import build_tmdb_mapping, load_overrides
 from cfrec_assets.pipeline.training import SVDParams, fit_svd, save_artifacts
 from cfrec_serving.artifacts import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
@@ -52,7 +53,6 @@ from cfrec_serving.loader import DeployedModel, load_deployed, load_version
 from cfrec_serving.storage import sha256_file
 from cfrec_serving.targets.folder import promote, rollback
 
-REPO = Path(__file__).resolve().parents[1]
 AGREEMENT_SAMPLE = 200
 
 
@@ -82,7 +82,7 @@ def train_on_real_data(datasets: Path, scratch: Path) -> tuple[Path, dict]:
         movielens.parse_movies(folder / "ml-latest-small/movies.csv"),
         load_overrides(),
     )
-    combined, _ = combine_ratings(ratings, mapping, empty_real_ratings())
+    combined, _ = combine_ratings(ratings, mapping, empty_app_ratings())
     algo, trainset, fit_seconds = fit_svd(combined, SVDParams())
     save_artifacts(algo, trainset, combined, scratch / "models", "trained")
     info = {"ratings": len(combined), "users": trainset.n_users, "movies": trainset.n_items, "fit_seconds": fit_seconds}
@@ -266,26 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs per measurement (median reported)")
     parser.add_argument("--n", type=positive_int, default=10, help="recommendations per user")
-    parser.add_argument(
-        "--datasets", type=Path, default=Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO / "../shared/datasets")
-    )
-    args = parser.parse_args(argv)
+    args = parse_real_data_args(parser, argv, "serving_bench.py", surprise=surprise.__version__, numpy=np.__version__)
     datasets = args.datasets / "movielens"
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
-
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(
-        f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}, "
-        f"surprise {surprise.__version__}, numpy {np.__version__}"
-    )
-    print(
-        "reproduce: cd "
-        + shlex.quote(str(REPO))
-        + " && .venv/bin/python "
-        + shlex.join(["bench/serving_bench.py", *sys.argv[1:]])
-    )
     with tempfile.TemporaryDirectory(prefix="cfrec-serving-bench-") as scratch:
         version, info = train_on_real_data(datasets, Path(scratch))
         print(

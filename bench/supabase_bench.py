@@ -11,28 +11,21 @@ The insert -> retrain latency lives in ``bench/retrain_latency_bench.py``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shlex
 import signal
 import statistics
 import sys
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import psycopg
-from benchlib import positive_int, timed  # bench/ is sys.path[0] when a script here runs
+from benchlib import positive_int, print_preamble, timed  # bench/ is sys.path[0] when a script here runs
 
 from cfrec_assets.defs.supabase_io import SupabasePostgresResource, SupabaseResource
 from cfrec_assets.defs.supabase_io.table import validate_ratings
 from cfrec_testkit.postgres import create_ratings_table, insert_ratings, postgres_server
 from cfrec_testkit.postgrest import TEST_API_KEY, postgrest_process
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 # --- shared helpers ---------------------------------------------------------
 
@@ -49,23 +42,6 @@ def generated_ratings(n: int, seed: int, start: datetime) -> list[tuple[str, int
         (users[u], int(m), float(s), start + timedelta(seconds=int(o)))
         for u, m, s, o in zip(user_idx, movies, stars, offsets)
     ]
-
-
-def machine_line() -> str:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}, "
-        f"dagster {dg.__version__}"
-    )
-
-
-def reproduce_line() -> str:
-    return (
-        "cd "
-        + shlex.quote(str(REPO))
-        + " && .venv/bin/python "
-        + shlex.join([str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]])
-    )
 
 
 # --- part 1: paged REST read vs psycopg --------------------------------------
@@ -138,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     signal.signal(signal.SIGHUP, _exit_on_sigterm)
-    print(machine_line())
-    print(f"reproduce: {reproduce_line()}")
+    print_preamble("supabase_bench.py", sys.argv[1:] if argv is None else argv, dagster=dg.__version__)
     bench_read(args.rows, args.repeat, args.seed, args.with_index)
     return 0
 

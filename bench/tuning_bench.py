@@ -45,10 +45,14 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-from benchlib import missing_movielens, timed
+from benchlib import (  # bench/ is sys.path[0] when a script here runs
+    parse_real_data_args,
+    positive_int,
+    timed,
+)
 from joblib import Parallel, delayed
 
-from cfrec_assets.pipeline.combine import combine_ratings, empty_real_ratings
+from cfrec_assets.pipeline.combine import combine_ratings, empty_app_ratings
 from cfrec_assets.pipeline.downloads import safe_extract
 from cfrec_assets.pipeline.movielens_files import (
     ML100K_MEMBERS,
@@ -71,7 +75,6 @@ from cfrec_assets.pipeline.tuning_study import (
     tune,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 SEED = 42
 
 
@@ -82,7 +85,7 @@ def combined_table(movielens: Path, work: Path) -> pd.DataFrame:
     items = parse_u_item(ml["ml-100k/u.item"])
     links, movies = parse_links(latest["ml-latest-small/links.csv"]), parse_movies(latest["ml-latest-small/movies.csv"])
     mapping = build_tmdb_mapping(items, links, movies, load_overrides())
-    combined, _ = combine_ratings(parse_u_data(ml["ml-100k/u.data"]), mapping, empty_real_ratings(), None)
+    combined, _ = combine_ratings(parse_u_data(ml["ml-100k/u.data"]), mapping, empty_app_ratings(), None)
     return combined
 
 
@@ -202,20 +205,15 @@ def seed_vs_tuned(ratings: pd.DataFrame, work: Path, args: argparse.Namespace) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = Path(os.environ.get("CFREC_SHARED_DATASETS") or REPO.parent / "shared" / "datasets")
-    parser.add_argument("--datasets", type=Path, default=default)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--repeat", type=positive_int, default=3)
+    parser.add_argument("--trials", type=positive_int, default=100)
     parser.add_argument("--timeout", type=float, default=170.0)
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--folds", type=positive_int, default=5)
     parser.add_argument("--skip-parallel", action="store_true")
     parser.add_argument("--skip-study", action="store_true")
-    parser.add_argument("--parallel-trials", type=int, default=8)
-    args = parser.parse_args(argv)
+    parser.add_argument("--parallel-trials", type=positive_int, default=8)
+    args = parse_real_data_args(parser, argv, "tuning_bench.py", optuna=optuna.__version__)
     movielens = args.datasets / "movielens"
-    if problem := missing_movielens(args.datasets):
-        print(problem, file=sys.stderr)
-        return 2
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="cfrec-tuning-bench-") as tmp:
         work = Path(tmp)

@@ -10,11 +10,11 @@ from __future__ import annotations
 # --- ratings ---------------------------------------------------------------------------------
 RATING_MIN, RATING_MAX = 0.5, 5.0
 RATING_SCALE = (RATING_MIN, RATING_MAX)
-ML_USER_PREFIX = "ml_"
-"""MovieLens user ids become ``ml_<id>``, so they can never merge with the app's user ids."""
+ML100K_USER_PREFIX = "ml_"
+"""ML-100K user ids become ``ml_<id>``, so they can never merge with the app's user ids."""
 ML_LATEST_USER_PREFIX = "mll_"
 """ml-latest users become ``mll_<id>``: another population than ML-100K's, never merged with it."""
-SEED_USER_PREFIXES = (ML_USER_PREFIX, ML_LATEST_USER_PREFIX)
+SEED_USER_PREFIXES = (ML100K_USER_PREFIX, ML_LATEST_USER_PREFIX)
 """Every seed population's prefix: a user id without one of these is an app user."""
 SEED_ML100K, SEED_ML_LATEST = "ml100k", "ml-latest"
 SEEDS = (SEED_ML100K, SEED_ML_LATEST)
@@ -76,8 +76,12 @@ APP_RATING_COLUMNS = column_names(APP_RATING_TABLE)
 COMBINED_COLUMNS = column_names(COMBINED_TABLE)
 RECOMMENDATION_COLUMNS = column_names(RECOMMENDATION_TABLE)
 TMDB_LINK_COLUMNS = column_names(TMDB_LINK_TABLE)
-SOURCE_MOVIELENS, SOURCE_ML_LATEST, SOURCE_APP = "movielens", "ml-latest", "app"
-"""Values of the training table's ``source``: ML-100K, the ml-latest release, the app."""
+SOURCE_ML100K, SOURCE_ML_LATEST, SOURCE_APP = "movielens", "ml-latest", "app"
+"""Values of the training table's ``source``: ML-100K, the ml-latest release, the app (stored
+data: ML-100K's value predates the name ``ml100k`` and stays ``movielens``)."""
+APP_RATINGS_COUNT = "real_ratings"
+"""The key of the app's rating count in manifests (``counts``), records and asset metadata: file
+formats that predate the name ``app``, so the key keeps ``real``."""
 
 # --- orchestration ---------------------------------------------------------------------------
 TRAINING_POOL = "cfrec_training"

@@ -7,7 +7,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from cfrec_assets.pipeline.combine import app_ratings_lost, combine, combine_ratings, empty_real_ratings, ml100k_seed
+from cfrec_assets.pipeline.combine import app_ratings_lost, combine, combine_ratings, empty_app_ratings, ml100k_seed
 
 
 def ml(rows):
@@ -30,7 +30,7 @@ MAPPING = pd.DataFrame(
 
 
 def test_movielens_users_prefixed_items_mapped_and_unmapped_dropped() -> None:
-    out, dropped = combine_ratings(ml([[7, 1, 5, 100], [7, 3, 4, 100], [3, 2, 2, 50]]), MAPPING, empty_real_ratings())
+    out, dropped = combine_ratings(ml([[7, 1, 5, 100], [7, 3, 4, 100], [3, 2, 2, 50]]), MAPPING, empty_app_ratings())
     assert out[["user_id", "tmdb_id", "rating", "source"]].values.tolist() == [
         ["ml_3", 710, 2.0, "movielens"],
         ["ml_7", 862, 5.0, "movielens"],
@@ -96,7 +96,7 @@ def test_every_app_row_is_kept_or_counted_once_by_reason() -> None:
     )
     app_dropped: Counter[str] = Counter()
     seed = ml100k_seed(ml([[1, 1, 5, 1], [1, 3, 4, 1]]), MAPPING, Counter())
-    out, _ = combine({"ml": seed}, app, catalog=[862, 710], app_dropped=app_dropped)
+    out, _ = combine({"ml100k": seed}, app, catalog=[862, 710], app_dropped=app_dropped)
     kept = int((out["source"] == "app").sum())
     assert kept == 2 and kept + sum(app_dropped.values()) == len(app)
     assert app_ratings_lost(app_dropped) == {

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cfrec_assets.pipeline.movielens_files import (
     MovieLensFormatError,
     parse_links,
     parse_movies,
+    parse_ratings_csv,
     parse_u_data,
     parse_u_item,
 )
+from cfrec_assets.pipeline.records import MovieLensLatest
 
 GENRES = "|0" * 19
 
@@ -75,8 +79,9 @@ def test_u_item_errors_name_file_and_line(tmp_path: Path, body: str, message: st
 
 def test_links_keep_missing_tmdb_ids_as_na(tmp_path: Path) -> None:
     frame = parse_links(write(tmp_path / "links.csv", "movieId,imdbId,tmdbId\n1,0114709,862\n2,0113497,\n"))
-    assert frame["imdbId"].tolist() == [114709, 113497]
-    assert frame["tmdbId"].iloc[0] == 862 and frame["tmdbId"].isna().iloc[1]
+    assert list(frame.columns) == ["movie_id", "imdb_id", "tmdb_id"]
+    assert frame["imdb_id"].tolist() == [114709, 113497]
+    assert frame["tmdb_id"].iloc[0] == 862 and frame["tmdb_id"].isna().iloc[1]
 
 
 def test_links_and_movies_errors(tmp_path: Path) -> None:
@@ -114,3 +119,24 @@ def test_movies_refuse_a_film_listed_twice_and_name_a_byte_that_is_not_utf8(tmp_
     (tmp_path / "movies.csv").write_bytes(b"movieId,title,genres\n1,A (1995),Drama\n2,Caf\xe9 (1995),Drama\n")
     with pytest.raises(MovieLensFormatError, match=r"^movies.csv line 3: not valid UTF-8 \(byte 0xe9 at column 6\)"):
         parse_movies(tmp_path / "movies.csv")
+
+
+def test_every_parser_returns_snake_case_columns(tmp_path: Path) -> None:
+    frames = [
+        parse_u_data(write(tmp_path / "u.data", "196\t242\t3\t881250949\n")),
+        parse_u_item(write(tmp_path / "u.item", f"1|Toy Story (1995)|01-Jan-1995||http://x{GENRES}\n", "latin-1")),
+        parse_ratings_csv(write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,100\n")),
+        parse_movies(write(tmp_path / "movies.csv", "movieId,title,genres\n1,Toy Story (1995),Animation\n")),
+        parse_links(write(tmp_path / "links.csv", "movieId,imdbId,tmdbId\n1,114709,862\n")),
+    ]
+    columns = [column for frame in frames for column in frame.columns]
+    assert [column for column in columns if not re.fullmatch(r"[a-z][a-z0-9_]*", column)] == []
+
+
+def test_an_ml_latest_value_stored_with_the_files_column_names_reads_as_snake_case() -> None:
+    links = pd.DataFrame({"movieId": [1], "imdbId": [114709], "tmdbId": pd.array([862], dtype="Int64")})
+    movies = pd.DataFrame({"movieId": [1], "title": ["Toy Story (1995)"], "genres": ["Animation"]})
+    ratings = pd.DataFrame({"user_id": [1], "movie_id": [1], "rating": [4.0], "timestamp": [100]})
+    stored = MovieLensLatest(ratings=ratings, movies=movies, links=links)
+    assert list(stored.links.columns) == ["movie_id", "imdb_id", "tmdb_id"]
+    assert list(stored.movies.columns) == ["movie_id", "title", "genres"]

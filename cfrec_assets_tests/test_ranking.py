@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 from surprise import Prediction
 
-from cfrec_assets.pipeline.ranking import ranking_metrics
+from cfrec_assets.pipeline.ranking import ndcg_at, precision_at, promoted_metrics, ranking_metrics
+from cfrec_assets.pipeline.training import SVDParams, cross_validate_svd, summarize_folds
 
 
 def predictions(user: str, pairs: list[tuple[float, float]]) -> list[Prediction]:
@@ -87,3 +89,16 @@ def test_k_must_be_a_positive_integer(k):
 def test_predictions_without_true_rating_are_refused():
     with pytest.raises(ValueError, match="user 'a' has no true rating"):
         ranking_metrics([Prediction("a", 1, None, 4.0, {})])
+
+
+def test_metric_names_carry_the_cut_off_and_name_what_a_manifest_records():
+    users, films = range(12), range(10)
+    ratings = pd.DataFrame(
+        [(f"u{u}", 100 + f, float(1 + (u * 3 + f * 7) % 5)) for u in users for f in films],
+        columns=["user_id", "tmdb_id", "rating"],
+    )
+    summary = summarize_folds(cross_validate_svd(ratings, SVDParams(n_factors=2, n_epochs=2), n_folds=2, k=5))
+    assert set(promoted_metrics(5)) <= summary.keys()
+    assert not [name for name in summary if "_at_10" in name]
+    assert promoted_metrics(10) == ("rmse_mean", "rmse_std", "mae_mean", "precision_at_10_mean", "ndcg_at_10_mean")
+    assert (precision_at(5), ndcg_at(5)) == ("precision_at_5", "ndcg_at_5")

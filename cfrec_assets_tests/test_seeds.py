@@ -134,8 +134,8 @@ def test_wrong_header_and_empty_file_are_refused(tmp_path):
 
 
 def test_missing_and_shared_tmdb_ids_are_counted_and_dropped():
-    links = pd.DataFrame({"movieId": [1, 2, 3, 4], "imdbId": [1, 2, 3, 4], "tmdbId": [862, None, 500, 500]})
-    links["tmdbId"] = links["tmdbId"].astype("Int64")
+    links = pd.DataFrame({"movie_id": [1, 2, 3, 4], "imdb_id": [1, 2, 3, 4], "tmdb_id": [862, None, 500, 500]})
+    links["tmdb_id"] = links["tmdb_id"].astype("Int64")
     assert link_report(links) == {
         "links": 4,
         "links_missing_tmdb_id": 1,
@@ -151,7 +151,7 @@ def test_missing_and_shared_tmdb_ids_are_counted_and_dropped():
 
 
 def test_seed_refuses_links_listing_a_film_twice():
-    links = pd.DataFrame({"movieId": [1, 1], "imdbId": [1, 1], "tmdbId": pd.array([862, 863], dtype="Int64")})
+    links = pd.DataFrame({"movie_id": [1, 1], "imdb_id": [1, 1], "tmdb_id": pd.array([862, 863], dtype="Int64")})
     ratings = pd.DataFrame({"user_id": [7], "movie_id": [1], "rating": [4.0], "timestamp": [100]})
     with pytest.raises(pd.errors.MergeError, match="not a many-to-one merge"):
         ml_latest_seed(ratings, links, Counter())
@@ -325,9 +325,9 @@ def test_ml_latest_small_real_release(tmp_path):
     assert (len(ratings), ratings["user_id"].nunique(), len(movies)) == (100_836, 610, 9_742)
     assert set(ratings["rating"].unique()) == {x / 2 for x in range(1, 11)}
     report = link_report(links)
-    assert report["links"] == 9_742 and report["links_missing_tmdb_id"] == links["tmdbId"].isna().sum() > 0
+    assert report["links"] == 9_742 and report["links_missing_tmdb_id"] == links["tmdb_id"].isna().sum() > 0
     seed = ml_latest_seed(ratings, links, Counter())
-    by_movie = links.set_index("movieId")["tmdbId"]
+    by_movie = links.set_index("movie_id")["tmdb_id"]
     assert (by_movie[1], by_movie[2], by_movie[6]) == (862, 8844, 949)  # Toy Story, Jumanji, Heat
     assert (seed["tmdb_id"] == 862).sum() == (ratings["movie_id"] == 1).sum() == 215
 

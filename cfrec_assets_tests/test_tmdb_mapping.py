@@ -188,7 +188,7 @@ def test_malformed_inputs_are_refused_with_clear_errors(frames):
     items, links, movies = frames
     with pytest.raises(ValueError, match=r"items is missing columns \['imdb_url'\]"):
         build_tmdb_mapping(items.drop(columns="imdb_url"), links, movies, no_overrides())
-    with pytest.raises(ValueError, match="links has duplicate movieId"):
+    with pytest.raises(ValueError, match="links has duplicate movie_id"):
         build_tmdb_mapping(items, pd.concat([links, links.head(1)]), movies, no_overrides())
     with pytest.raises(ValueError, match="items has duplicate item_id"):
         build_tmdb_mapping(pd.concat([items, items.head(1)]), links, movies, no_overrides())
@@ -275,32 +275,6 @@ def test_url_title_decodes_latin1_and_plus_signs():
 def test_title_similarity_sees_through_articles_and_segments():
     assert title_similarity("Return of the Jedi (1983)", "Star Wars: Episode VI - Return of the Jedi (1983)") == 1.0
     assert title_similarity("GoldenEye (1995)", "Jumanji (1995)") < 0.5
-
-
-# --- fixture files ---
-
-
-def test_fixture_files_are_deterministic_and_laid_out_like_the_releases(tmp_path):
-    first = write_movielens_fixture(tmp_path / "a", n_users=5, n_items=8, n_ratings=20, seed=4)
-    again = write_movielens_fixture(tmp_path / "b", n_users=5, n_items=8, n_ratings=20, seed=4)
-    other = write_movielens_fixture(tmp_path / "c", n_users=5, n_items=8, n_ratings=20, seed=5)
-    for name in ("ml-100k/u.data", "ml-100k/u.item", "ml-latest-small/links.csv", "ml-latest-small/movies.csv"):
-        assert (first.root / name).read_bytes() == (again.root / name).read_bytes(), name
-    assert (first.root / "ml-100k/u.data").read_bytes() != (other.root / "ml-100k/u.data").read_bytes()
-    with zipfile.ZipFile(first.ml100k_zip) as bundle:
-        assert set(movielens.ML100K_MEMBERS) <= set(bundle.namelist())
-        assert all(n.startswith("ml-100k/") for n in bundle.namelist())
-    with zipfile.ZipFile(first.ml_latest_zip) as bundle:
-        assert set(movielens.ML_LATEST_MEMBERS) <= set(bundle.namelist())
-    ratings = movielens.parse_u_data(first.ml100k_dir / "u.data")
-    assert len(ratings) == 20 and not ratings.duplicated(["user_id", "item_id"]).any()
-    assert set(ratings.user_id) == set(range(1, 6)) and set(ratings.item_id) == set(range(1, 9))
-    assert len(movielens.parse_u_item(first.ml100k_dir / "u.item")) == 8
-
-
-def test_fixture_rejects_impossible_sizes(tmp_path):
-    with pytest.raises(ValueError, match="n_ratings must be in"):
-        write_movielens_fixture(tmp_path, n_users=2, n_items=3, n_ratings=7)
 
 
 # --- the real data (skips without the shared MovieLens zips) ---

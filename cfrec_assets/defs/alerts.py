@@ -12,7 +12,6 @@ champion), and WARN-severity checks do not fail runs.
 """
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,9 +22,7 @@ import httpx
 
 from cfrec_assets import settings
 
-ENV_WEBHOOK = "CFREC_ALERT_WEBHOOK_URL"
-ENV_UI_URL = "CFREC_UI_URL"
-DEFAULT_UI_URL = settings.BY_NAME[ENV_UI_URL].default
+DEFAULT_UI_URL = settings.UI_URL.default
 HEADLINE_CHARS = 300
 DEFAULT_DEADLINE_SECONDS = 5.0
 HTTPX_LOGGER = logging.getLogger("httpx")
@@ -131,12 +128,12 @@ def build_alert_sensor(
     @dg.run_failure_sensor(
         name="run_failure_alert",
         default_status=dg.DefaultSensorStatus.RUNNING if webhook_url else dg.DefaultSensorStatus.STOPPED,
-        description=f"Posts a short message about every failed run to {ENV_WEBHOOK} (Slack-compatible JSON).",
+        description=f"Posts a short message about every failed run to {settings.ALERT_WEBHOOK_URL.name} (Slack-compatible JSON).",
         monitor_all_code_locations=False,
     )
     def run_failure_alert(context: dg.RunFailureSensorContext) -> dg.SkipReason | None:
         if not webhook_url:
-            return dg.SkipReason(f"{ENV_WEBHOOK} is not set: no alert sent")
+            return dg.SkipReason(f"{settings.ALERT_WEBHOOK_URL.name} is not set: no alert sent")
         # A failed delivery is said on the tick (the UI shows it) and dropped: raising would make
         # the daemon retry this failure on every tick while the webhook is down.
         problem = deliver_alert(context, webhook_url, ui_url, timeout_seconds)
@@ -145,5 +142,7 @@ def build_alert_sensor(
     return run_failure_alert
 
 
-def alert_sensor_from_env() -> dg.SensorDefinition:
-    return build_alert_sensor(os.environ.get(ENV_WEBHOOK), os.environ.get(ENV_UI_URL, DEFAULT_UI_URL))
+def alert_sensor_from_env(environ: Mapping[str, str] | None = None) -> dg.SensorDefinition:
+    """``CFREC_ALERT_WEBHOOK_URL`` switches it on, ``CFREC_UI_URL`` is the link's base; read from
+    ``environ`` (the process's by default)."""
+    return build_alert_sensor(settings.ALERT_WEBHOOK_URL.read(environ), settings.UI_URL.read(environ))

@@ -19,7 +19,7 @@ from cfrec_assets.defs.resources import DataStore, ServingTargetResource
 from cfrec_assets.pipeline.combine import APP_DROP_REASONS, app_ratings_lost
 from cfrec_assets.pipeline.records import Catalog, ModelMetrics, ModelVersion, MovieLens100K, MovieLensLatest
 from cfrec_assets.pipeline.tmdb_mapping import mapping_summary
-from cfrec_assets.schema import RATING_MAX, RATING_MIN, TRAINING_RATINGS_FILE
+from cfrec_assets.schema import APP_RATINGS_COUNT, RATING_MAX, RATING_MIN, TRAINING_RATINGS_FILE
 from cfrec_serving.artifacts import PICKLE_FILES
 from cfrec_serving.loader import ArtifactVerificationError, load_version
 from cfrec_serving.targets.folder import verification_problems
@@ -32,7 +32,7 @@ def _result(passed: bool, description: str, **metadata) -> dg.AssetCheckResult:
 
 
 class DatasetShapeConfig(dg.Config):
-    """The official MovieLens 100K release."""
+    """The official ML-100K release."""
 
     ratings: int = 100_000
     users: int = 943
@@ -125,7 +125,7 @@ def supabase_rows_mostly_valid(
     meta = materialization_metadata(context.instance, dg.AssetKey("supabase_ratings"), context.run.run_id)
     rows_read, share = meta.get("rows_read", 0), meta.get("dropped_share", 0.0)
     champion = serving.open(store.serving_dir).read_manifest()
-    champion_had_app = bool(champion and champion["counts"].get("real_ratings", 0))
+    champion_had_app = bool(champion and champion["counts"].get(APP_RATINGS_COUNT, 0))
     passed = not rows_read or share <= config.max_dropped_share
     verdict = (
         f"{share:.1%} of {rows_read} app rows dropped (limit {config.max_dropped_share:.0%})"
@@ -169,7 +169,7 @@ def combined_ratings_are_valid(
     else:  # no catalog: every id must still come from a mapping, a release's links or the app's ratings
         known = (
             set(tmdb_links["tmdb_id"].dropna().astype("int64"))
-            | set(ml_latest_raw.links["tmdbId"].dropna().astype("int64"))
+            | set(ml_latest_raw.links["tmdb_id"].dropna().astype("int64"))
             | set(supabase_ratings["tmdb_id"].astype("int64"))
         )
     phantom = sorted(set(ratings["tmdb_id"].tolist()) - known)
@@ -214,7 +214,7 @@ def app_ratings_kept_in_training(
     meta = materialization_metadata(context.instance, dg.AssetKey("combined_ratings"), context.run.run_id)
     if "app_ratings_in" not in meta:
         return _result(False, "combined_ratings recorded no app-rating accounting: materialise it again")
-    rows_in, kept, dropped = meta["app_ratings_in"], meta["real_ratings"], meta["app_ratings_dropped"]
+    rows_in, kept, dropped = meta["app_ratings_in"], meta[APP_RATINGS_COUNT], meta["app_ratings_dropped"]
     lost = app_ratings_lost(dropped)
     share = sum(lost.values()) / rows_in if rows_in else 0.0
     passed = not rows_in or (kept > 0 and share <= config.max_lost_share)
@@ -292,21 +292,21 @@ def challenger_no_worse_than_champion(
     champion means app data went missing (an outage, a bad read): that fails with ERROR severity,
     blocks the deployment and fails the run, so a model that forgot the app's users never ships.
     """
-    rmse, real = cv_metrics.summary["rmse_mean"], cv_metrics.real_ratings
+    rmse, app = cv_metrics.summary["rmse_mean"], cv_metrics.real_ratings
     champion = serving.open(store.serving_dir).read_manifest()
     if champion is None:
         return _result(True, "no champion deployed yet: nothing to compare with", version=cv_metrics.version)
     champ_rmse = champion["metrics"].get("rmse_mean")
-    champ_real = champion["counts"].get("real_ratings", 0)
+    champ_app = champion["counts"].get(APP_RATINGS_COUNT, 0)
     worse = champ_rmse is not None and not rmse <= champ_rmse + config.champion_tolerance  # NaN is worse
-    lost_app_ratings = real < champ_real
+    lost_app_ratings = app < champ_app
     problems = []
     if worse:
         problems.append(f"RMSE {rmse:.4f} > champion {champ_rmse:.4f} + {config.champion_tolerance}")
     if lost_app_ratings:
-        problems.append(f"trained on {real} app ratings, fewer than the champion's {champ_real}")
+        problems.append(f"trained on {app} app ratings, fewer than the champion's {champ_app}")
     verdict = "; ".join(problems) or (
-        f"RMSE {rmse:.4f} vs champion {champion['version']} {champ_rmse}; {real} app ratings vs {champ_real}"
+        f"RMSE {rmse:.4f} vs champion {champion['version']} {champ_rmse}; {app} app ratings vs {champ_app}"
     )
     if worse and not lost_app_ratings:
         verdict += f": champion {champion['version']} stays"
@@ -320,8 +320,9 @@ def challenger_no_worse_than_champion(
             **({"champion_rmse": champ_rmse} if champ_rmse is not None else {}),
             "challenger_rmse": rmse,
             "champion_tolerance": config.champion_tolerance,
-            "champion_real_ratings": champ_real,
-            "challenger_real_ratings": real,
+            # metadata keys: "real" predates the name "app" (schema.APP_RATINGS_COUNT)
+            "champion_real_ratings": champ_app,
+            "challenger_real_ratings": app,
         },
     )
 

@@ -3,12 +3,13 @@ the oldest rating not yet learned from is too old; it also records how the ratin
 
 import json
 import logging
-import os
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import dagster as dg
 
+from cfrec_assets import settings
 from cfrec_assets.defs.assets.ratings import RATINGS_TABLE, supabase_ratings
 from cfrec_assets.defs.supabase_io import RatingsReader, SupabaseReadError
 
@@ -19,13 +20,10 @@ RETRAIN_SELECTION = dg.AssetSelection.assets(supabase_ratings).downstream().mate
 # A sensor-launched retrain whose run worker died is re-executed from the failure (on an
 # instance with run retries on: deploy/dagster.yaml); a failed check is not retried there.
 RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
-DEFAULT_MIN_NEW_RATINGS = 50
-# A young app may never reach N new ratings: whatever arrived is learned within a day anyway.
-DEFAULT_MAX_AGE_SECONDS = 24 * 3600
-# A tick costs three or four tiny requests; a retrain takes seconds to a minute. 30 s keeps a
-# busy app's model under a minute behind (docs/operations.md "The retrain sensor"; measured in
-# docs/benchmarks.md "Retrain latency").
-DEFAULT_INTERVAL_SECONDS = 30
+# The declared defaults (cfrec_assets.settings says why these values).
+DEFAULT_MIN_NEW_RATINGS = int(settings.RETRAIN_MIN_NEW_RATINGS.default)
+DEFAULT_MAX_AGE_SECONDS = int(settings.RETRAIN_MAX_AGE_SECONDS.default)
+DEFAULT_INTERVAL_SECONDS = int(settings.RETRAIN_INTERVAL_SECONDS.default)
 # 2: the watermark is the highest arrival id (1 was the newest (created_at, id): client-set).
 CURSOR_VERSION = 2
 
@@ -129,13 +127,14 @@ def _age_seconds(now: str, *since: str | None) -> float:
     return max(0.0, (datetime.fromisoformat(now) - min(stamps)).total_seconds()) if stamps else 0.0
 
 
-def retrain_sensor_from_env() -> dg.SensorDefinition:
+def retrain_sensor_from_env(environ: Mapping[str, str] | None = None) -> dg.SensorDefinition:
     """``CFREC_RETRAIN_MIN_NEW_RATINGS`` sets N, ``CFREC_RETRAIN_MAX_AGE_SECONDS`` the age,
-    ``CFREC_RETRAIN_INTERVAL_SECONDS`` the interval; ``CFREC_RETRAIN_SENSOR=running`` starts it on load."""
-    running = os.environ.get("CFREC_RETRAIN_SENSOR", "").lower() == "running"
+    ``CFREC_RETRAIN_INTERVAL_SECONDS`` the interval; ``CFREC_RETRAIN_SENSOR=running`` starts it on
+    load. Read from ``environ`` (the process's by default)."""
+    running = settings.is_running(settings.RETRAIN_SENSOR, environ)
     return build_retrain_sensor(
-        min_new_ratings=int(os.environ.get("CFREC_RETRAIN_MIN_NEW_RATINGS", DEFAULT_MIN_NEW_RATINGS)),
-        interval_seconds=int(os.environ.get("CFREC_RETRAIN_INTERVAL_SECONDS", DEFAULT_INTERVAL_SECONDS)),
-        max_age_seconds=int(os.environ.get("CFREC_RETRAIN_MAX_AGE_SECONDS", DEFAULT_MAX_AGE_SECONDS)),
+        min_new_ratings=settings.read_int(settings.RETRAIN_MIN_NEW_RATINGS, environ),
+        interval_seconds=settings.read_int(settings.RETRAIN_INTERVAL_SECONDS, environ),
+        max_age_seconds=settings.read_int(settings.RETRAIN_MAX_AGE_SECONDS, environ),
         default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
     )

@@ -1,4 +1,9 @@
-"""Combining MovieLens and app ratings into one validated training table."""
+"""Combining the seed ratings (ML-100K, ml-latest) and the app's ratings into one validated training table.
+
+Rows dropped are counted by reason; the reasons become ``combined_ratings``' ``dropped_<reason>``
+metadata keys, which keep the names they had before the vocabulary was settled (``ml_`` for ML-100K,
+``real_`` for the app's ratings; :data:`DROPPED_PREFIX` for the parts).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,15 @@ import pandas as pd
 
 from cfrec_assets.schema import (
     COMBINED_COLUMNS,
+    ML100K_USER_PREFIX,
     ML_LATEST_USER_PREFIX,
-    ML_USER_PREFIX,
     RATING_SCALE,
+    SEED_ML100K,
+    SEED_ML_LATEST,
     SEED_USER_PREFIXES,
     SOURCE_APP,
+    SOURCE_ML100K,
     SOURCE_ML_LATEST,
-    SOURCE_MOVIELENS,
 )
 
 APP_DROP_REASONS = {
@@ -34,7 +41,11 @@ def app_ratings_lost(app_dropped: dict[str, int]) -> dict[str, int]:
     return {reason: n for reason, n in app_dropped.items() if n and reason != "duplicate_superseded"}
 
 
-def empty_real_ratings() -> pd.DataFrame:
+DROPPED_PREFIX = {SEED_ML100K: "ml", SEED_ML_LATEST: "ml_latest", SOURCE_APP: "real"}
+"""How each part of the training table names its dropped rows (metadata keys, kept as they were)."""
+
+
+def empty_app_ratings() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "user_id": pd.Series(dtype="string"),
@@ -46,20 +57,21 @@ def empty_real_ratings() -> pd.DataFrame:
 
 
 def combine_ratings(
-    ml_ratings: pd.DataFrame,
+    ml100k_ratings: pd.DataFrame,
     mapping: pd.DataFrame,
-    real_ratings: pd.DataFrame,
+    app_ratings: pd.DataFrame,
     catalog: Iterable[int] | None = None,
     rating_range: tuple[float, float] = RATING_SCALE,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """ML-100K plus the app's ratings (see :func:`combine`)."""
     dropped: Counter[str] = Counter()
-    return combine({"ml": ml100k_seed(ml_ratings, mapping, dropped)}, real_ratings, catalog, rating_range, dropped)
+    seeds = {SEED_ML100K: ml100k_seed(ml100k_ratings, mapping, dropped)}
+    return combine(seeds, app_ratings, catalog, rating_range, dropped)
 
 
 def combine(
     seeds: dict[str, pd.DataFrame],
-    real_ratings: pd.DataFrame,
+    app_ratings: pd.DataFrame,
     catalog: Iterable[int] | None = None,
     rating_range: tuple[float, float] = RATING_SCALE,
     dropped: Counter[str] | None = None,
@@ -71,9 +83,9 @@ def combine(
     ``app_dropped`` (when given) also counts, per reason, the app's rows among those dropped, so
     a check can see app ratings lost here: every app row is either kept or counted there once.
 
-    ``seeds`` are seed populations already keyed by TMDB id (:func:`ml100k_seed`,
-    :func:`ml_latest_seed`; none for an app-only model), each user prefixed so populations
-    never collide. With a catalog, every source is filtered to it. When a user rated the same
+    ``seeds`` map a seed's id (``ml100k``, ``ml-latest``) to its population, already keyed by TMDB
+    id (:func:`ml100k_seed`, :func:`ml_latest_seed`; none for an app-only model), each user prefixed
+    so populations never collide. With a catalog, every source is filtered to it. When a user rated the same
     movie twice (two MovieLens films can share a TMDB id, and app users re-rate), the latest
     rating wins. The result is sorted by user then movie: Surprise numbers users and items by
     first appearance and draws initial factors in that order, so a fixed order makes the model
@@ -82,21 +94,21 @@ def combine(
     """
     dropped = Counter() if dropped is None else dropped
     app_dropped = Counter() if app_dropped is None else app_dropped
-    parts = {**seeds, "real": _real_part(real_ratings, dropped, app_dropped)}
+    parts = {**seeds, SOURCE_APP: _app_part(app_ratings, dropped, app_dropped)}
     if catalog is not None:
         allowed = np.fromiter(catalog, dtype=np.int64)
         for name, frame in parts.items():
             keep = frame["tmdb_id"].isin(allowed)
-            dropped[f"{name}_not_in_catalog"] += int((~keep).sum())
-            if name == "real":
+            dropped[f"{DROPPED_PREFIX.get(name, name)}_not_in_catalog"] += int((~keep).sum())
+            if name == SOURCE_APP:
                 app_dropped["not_in_catalog"] += int((~keep).sum())
             parts[name] = frame[keep]
 
     if max_seed_ratings is not None:
-        seeds_only = {name: frame for name, frame in parts.items() if name != "real"}
+        seeds_only = {name: frame for name, frame in parts.items() if name != SOURCE_APP}
         kept = cap_seed_users(seeds_only, max_seed_ratings)
         for name, frame in seeds_only.items():
-            dropped[f"{name}_over_seed_cap"] += len(frame) - len(kept[name])
+            dropped[f"{DROPPED_PREFIX.get(name, name)}_over_seed_cap"] += len(frame) - len(kept[name])
             parts[name] = kept[name]
 
     combined = pd.concat(parts.values(), ignore_index=True)
@@ -133,17 +145,17 @@ def cap_seed_users(seeds: dict[str, pd.DataFrame], max_ratings: int, seed: int =
 
 def ml_latest_seed(ratings: pd.DataFrame, links: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
     """An ml-latest release's ratings keyed by TMDB id through the release's own links.csv (an
-    exact join: same release); films without a tmdbId are dropped and counted."""
+    exact join: same release); films without a TMDB id are dropped and counted."""
     joined = _ml_latest_join(ratings, links)
     dropped["ml_latest_unlinked_film"] += int(joined["tmdb_id"].isna().sum())
     return _seed_frame(joined.dropna(subset=["tmdb_id"]), ML_LATEST_USER_PREFIX, SOURCE_ML_LATEST)
 
 
-def ml100k_seed(ml_ratings: pd.DataFrame, mapping: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
+def ml100k_seed(ml100k_ratings: pd.DataFrame, mapping: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
     """ML-100K's ratings keyed by TMDB id through ``tmdb_links``; unmapped items are dropped."""
-    joined = _ml100k_join(ml_ratings, mapping)
+    joined = _ml100k_join(ml100k_ratings, mapping)
     dropped["ml_unmapped_item"] += int(joined["tmdb_id"].isna().sum())
-    return _seed_frame(joined.dropna(subset=["tmdb_id"]), ML_USER_PREFIX, SOURCE_MOVIELENS)
+    return _seed_frame(joined.dropna(subset=["tmdb_id"]), ML100K_USER_PREFIX, SOURCE_ML100K)
 
 
 def ml_latest_film_ids(ratings: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
@@ -152,20 +164,20 @@ def ml_latest_film_ids(ratings: pd.DataFrame, links: pd.DataFrame) -> pd.DataFra
     return _ml_latest_join(ratings, links)[["tmdb_id"]].dropna().astype("int64")
 
 
-def ml100k_film_ids(ml_ratings: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
+def ml100k_film_ids(ml100k_ratings: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
     """As :func:`ml_latest_film_ids`, for ML-100K."""
-    return _ml100k_join(ml_ratings, mapping)[["tmdb_id"]].dropna().astype("int64")
+    return _ml100k_join(ml100k_ratings, mapping)[["tmdb_id"]].dropna().astype("int64")
 
 
 def _ml_latest_join(ratings: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
-    linked = links.loc[links["tmdbId"].notna(), ["movieId", "tmdbId"]].rename(columns={"tmdbId": "tmdb_id"})
+    linked = links.loc[links["tmdb_id"].notna(), ["movie_id", "tmdb_id"]]
     # many_to_one: a film listed twice would have every rating of it counted twice (parse_links refuses it)
-    return ratings.merge(linked, left_on="movie_id", right_on="movieId", how="left", validate="many_to_one")
+    return ratings.merge(linked, on="movie_id", how="left", validate="many_to_one")
 
 
-def _ml100k_join(ml_ratings: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
+def _ml100k_join(ml100k_ratings: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
     mapped = mapping.loc[mapping["tmdb_id"].notna(), ["ml100k_item_id", "tmdb_id"]]
-    return ml_ratings.merge(mapped, left_on="item_id", right_on="ml100k_item_id", how="left")
+    return ml100k_ratings.merge(mapped, left_on="item_id", right_on="ml100k_item_id", how="left")
 
 
 def _seed_frame(joined: pd.DataFrame, prefix: str, source: str) -> pd.DataFrame:
@@ -181,20 +193,20 @@ def _seed_frame(joined: pd.DataFrame, prefix: str, source: str) -> pd.DataFrame:
     )
 
 
-def _real_part(real: pd.DataFrame, dropped: Counter, app_dropped: Counter) -> pd.DataFrame:
-    users = real["user_id"].astype("string")
-    # An app user id that looks like a prefixed MovieLens id would merge two people.
+def _app_part(app: pd.DataFrame, dropped: Counter, app_dropped: Counter) -> pd.DataFrame:
+    users = app["user_id"].astype("string")
+    # An app user id that looks like a prefixed seed user id would merge two people.
     collides = users.str.startswith(SEED_USER_PREFIXES).fillna(False)
     dropped["real_user_id_has_ml_prefix"] += int(collides.sum())
     app_dropped["user_id_has_seed_prefix"] += int(collides.sum())
-    real = real[~collides]
+    app = app[~collides]
     return pd.DataFrame(
         {
-            "user_id": real["user_id"].astype("string"),
-            "tmdb_id": pd.to_numeric(real["tmdb_id"], errors="coerce").astype("Int64"),
-            "rating": pd.to_numeric(real["rating"], errors="coerce").astype("float64"),
+            "user_id": app["user_id"].astype("string"),
+            "tmdb_id": pd.to_numeric(app["tmdb_id"], errors="coerce").astype("Int64"),
+            "rating": pd.to_numeric(app["rating"], errors="coerce").astype("float64"),
             "source": SOURCE_APP,
-            "created_at": pd.to_datetime(real["created_at"], utc=True),
+            "created_at": pd.to_datetime(app["created_at"], utc=True),
         }
     )
 

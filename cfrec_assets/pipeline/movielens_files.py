@@ -3,6 +3,9 @@
 Every parser fails with a :class:`MovieLensFormatError` naming the file and the line, so a
 malformed download is diagnosed at a glance instead of surfacing as a pandas traceback.
 
+Every parser returns snake_case columns (``movie_id``, ``tmdb_id``...), whatever the file's header
+says (``movieId``, ``tmdbId``); errors name the file's own column names.
+
 Values are range-checked before they are stored in narrower types: film and user ids must fit
 the int32 columns they are kept in (:data:`MAX_ID`; GroupLens' largest is below 300,000), so no
 id is ever wrapped into another one; timestamps must fit any pandas time type (:data:`MAX_TIMESTAMP`).
@@ -49,9 +52,9 @@ def check_release(release: str) -> str:
     return release
 
 
+# The default release's archive, and its members (ratings.csv, movies.csv, links.csv).
 ML_LATEST_ARCHIVE = ml_latest_archive(DEFAULT_ML_LATEST_RELEASE)
 ML_LATEST_MEMBERS = ml_latest_members(DEFAULT_ML_LATEST_RELEASE)
-"""The default release's archive and members (ratings.csv, movies.csv, links.csv)."""
 
 
 U_ITEM_GENRES = (
@@ -165,10 +168,11 @@ def parse_u_item(path: Path) -> pd.DataFrame:
 
 
 def parse_links(path: Path) -> pd.DataFrame:
-    """``links.csv``: movieId, imdbId, tmdbId (tmdbId may be empty). One row per movieId: a film
-    listed twice would have its ratings counted under two TMDB ids, so that is refused."""
+    """``links.csv``: movieId, imdbId, tmdbId (tmdbId may be empty), as ``movie_id``, ``imdb_id``,
+    ``tmdb_id``. One row per movieId: a film listed twice would have its ratings counted under two
+    TMDB ids, so that is refused."""
     rows = _read_csv(path, ("movieId", "imdbId", "tmdbId"))
-    out = {"movieId": [], "imdbId": [], "tmdbId": []}
+    out = {"movie_id": [], "imdb_id": [], "tmdb_id": []}
     first_line: dict[int, int] = {}
     for line_no, row in rows:
         try:
@@ -182,16 +186,16 @@ def parse_links(path: Path) -> pd.DataFrame:
         if movie in first_line:
             raise _fail(path, line_no, f"movieId {movie} is already listed on line {first_line[movie]}")
         first_line[movie] = line_no
-        out["movieId"].append(movie)
-        out["imdbId"].append(imdb)
-        out["tmdbId"].append(tmdb)
-    return pd.DataFrame(out).astype({"movieId": "int64", "imdbId": "int64", "tmdbId": "Int64"})
+        out["movie_id"].append(movie)
+        out["imdb_id"].append(imdb)
+        out["tmdb_id"].append(tmdb)
+    return pd.DataFrame(out).astype({"movie_id": "int64", "imdb_id": "int64", "tmdb_id": "Int64"})
 
 
 def parse_movies(path: Path) -> pd.DataFrame:
-    """``movies.csv``: movieId, title, genres (quoted CSV, utf-8)."""
+    """``movies.csv``: movieId, title, genres (quoted CSV, utf-8), as ``movie_id``, ``title``, ``genres``."""
     rows = _read_csv(path, ("movieId", "title", "genres"))
-    out = {"movieId": [], "title": [], "genres": []}
+    out = {"movie_id": [], "title": [], "genres": []}
     first_line: dict[int, int] = {}
     for line_no, row in rows:
         try:
@@ -203,10 +207,10 @@ def parse_movies(path: Path) -> pd.DataFrame:
         if movie in first_line:
             raise _fail(path, line_no, f"movieId {movie} is already listed on line {first_line[movie]}")
         first_line[movie] = line_no
-        out["movieId"].append(movie)
+        out["movie_id"].append(movie)
         out["title"].append(row["title"])
         out["genres"].append(row["genres"])
-    return pd.DataFrame(out).astype({"movieId": "int64"})
+    return pd.DataFrame(out).astype({"movie_id": "int64"})
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
@@ -236,7 +240,7 @@ _SURELY_VALID = re.compile(
 
 def parse_ratings_csv(path: Path) -> pd.DataFrame:
     """``ratings.csv`` of an ml-latest release: userId, movieId, rating (0.5..5 in half stars),
-    timestamp. Parsed by pandas' C reader (32M rows in seconds) and checked column by column; any
+    timestamp, as ``user_id``, ``movie_id``, ``rating``, ``timestamp``. Parsed by pandas' C reader (32M rows in seconds) and checked column by column; any
     bad row fails the file, naming its line (looked for line by line, only once the file failed)."""
     with path.open("rb") as fh:
         header = fh.readline().rstrip(b"\r\n")
@@ -320,12 +324,12 @@ def _rating_line_problem(line: str) -> str | None:
 
 
 def link_report(links: pd.DataFrame) -> dict[str, int]:
-    """links.csv health: films without a tmdbId, and tmdbIds listed for more than one film."""
-    tmdb = links["tmdbId"].dropna()
+    """links.csv health: films without a TMDB id, and TMDB ids listed for more than one film."""
+    tmdb = links["tmdb_id"].dropna()
     shared = tmdb[tmdb.duplicated(keep=False)]
     return {
         "links": len(links),
-        "links_missing_tmdb_id": int(links["tmdbId"].isna().sum()),
+        "links_missing_tmdb_id": int(links["tmdb_id"].isna().sum()),
         "tmdb_ids_shared_by_several_films": int(shared.nunique()),
         "films_sharing_a_tmdb_id": len(shared),
     }

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from cfrec_assets.pipeline.ranking import promoted_metrics
 from cfrec_assets.pipeline.records import ModelMetrics, ModelVersion
+from cfrec_assets.schema import APP_RATINGS_COUNT
 from cfrec_serving.artifacts import ARTIFACT_FILES
 
-PROMOTED_METRICS = ("rmse_mean", "rmse_std", "mae_mean", "precision_at_10_mean", "ndcg_at_10_mean")
-PROMOTED_COUNTS = ("ratings", "real_ratings", "users", "movies")
+PROMOTED_COUNTS = ("ratings", APP_RATINGS_COUNT, "users", "movies")
 
 
 def promotion_of(model: ModelVersion, metrics: ModelMetrics) -> dict[str, Any]:
@@ -17,7 +18,7 @@ def promotion_of(model: ModelVersion, metrics: ModelMetrics) -> dict[str, Any]:
     (what ``deployed_model`` ships once the gate is open); files must match the training sha256s."""
     return dict(
         version=model.version,
-        metrics={k: metrics.summary[k] for k in PROMOTED_METRICS if k in metrics.summary},
+        metrics={k: metrics.summary[k] for k in promoted_metrics(metrics.k) if k in metrics.summary},
         counts={k: model.counts[k] for k in PROMOTED_COUNTS},
         trained_at=model.trained_at,
         expected_sha256={name: model.sha256(name) for name in ARTIFACT_FILES if name in model.files},

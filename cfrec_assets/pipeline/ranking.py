@@ -2,7 +2,8 @@
 
 Conventions (chosen so the numbers are comparable across runs):
 
-* A held-out item is *relevant* when its true rating is >= ``threshold``.
+* A held-out item is *relevant* when its true rating is >= ``threshold``
+  (:data:`RELEVANCE_THRESHOLD` unless told otherwise).
 * For each user, the held-out items are ranked by the predicted rating, best
   first. Equal predictions are ordered pessimistically (lower true rating
   first), so a model earns nothing from ties such as a constant predictor.
@@ -15,6 +16,9 @@ Conventions (chosen so the numbers are comparable across runs):
 * Both are averaged over users with at least one relevant held-out item;
   for other users neither metric is defined (NDCG would be 0/0). When no user
   qualifies, the metrics are ``None``.
+
+Metric names carry their cut-off: :func:`precision_at`, :func:`ndcg_at` (``precision_at_10``), so a
+run with another k names its figures, and :func:`promoted_metrics` the ones a manifest records.
 """
 
 from __future__ import annotations
@@ -23,6 +27,24 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, Protocol
+
+DEFAULT_K = 10
+"""Cut-off of precision@k and NDCG@k unless a run chooses another (``cv_metrics`` k)."""
+RELEVANCE_THRESHOLD = 4.0
+"""A held-out rating at least this high is a film the user liked: what precision and NDCG count."""
+
+
+def precision_at(k: int) -> str:
+    return f"precision_at_{k}"
+
+
+def ndcg_at(k: int) -> str:
+    return f"ndcg_at_{k}"
+
+
+def promoted_metrics(k: int) -> tuple[str, ...]:
+    """The cross-validation summaries a deployment manifest records, for cut-off ``k``."""
+    return ("rmse_mean", "rmse_std", "mae_mean", f"{precision_at(k)}_mean", f"{ndcg_at(k)}_mean")
 
 
 class RatingPrediction(Protocol):
@@ -34,7 +56,9 @@ class RatingPrediction(Protocol):
     est: float
 
 
-def ranking_metrics(predictions: Iterable[RatingPrediction], k: int = 10, threshold: float = 4.0) -> dict[str, Any]:
+def ranking_metrics(
+    predictions: Iterable[RatingPrediction], k: int = DEFAULT_K, threshold: float = RELEVANCE_THRESHOLD
+) -> dict[str, Any]:
     """Mean precision@k and NDCG@k over users (see the module docstring for conventions).
 
     Returns ``{"precision_at_k", "ndcg_at_k", "k", "threshold", "users_evaluated",

@@ -25,11 +25,23 @@ class MovieLens100K:
 @dataclass(frozen=True)
 class MovieLensLatest:
     """``ml_latest_raw``: ratings.csv, movies.csv and links.csv of one ml-latest-format release
-    (ml-latest-small, ml-32m or ml-latest; which one is in the asset's metadata)."""
+    (ml-latest-small, ml-32m or ml-latest; which one is in the asset's metadata), in snake_case
+    columns. Tables stored before the parsers renamed the files' columns are read with them renamed."""
 
     ratings: pd.DataFrame
     movies: pd.DataFrame
     links: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        for name in ("movies", "links"):
+            frame = getattr(self, name)
+            if set(LEGACY_COLUMNS) & set(frame.columns):
+                object.__setattr__(self, name, frame.rename(columns=LEGACY_COLUMNS))
+
+
+LEGACY_COLUMNS = {"movieId": "movie_id", "imdbId": "imdb_id", "tmdbId": "tmdb_id"}
+"""links.csv's and movies.csv's own column names, as ``ml_latest_raw`` stored them until the
+parsers returned snake_case; remove once no stored value is that old."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,7 @@ class ModelVersion:
     trained_at: str
     params: dict[str, Any]
     counts: dict[str, int]
-    """ratings, real_ratings, users, movies."""
+    """ratings, real_ratings (the app's: ``schema.APP_RATINGS_COUNT``), users, movies."""
     files: dict[str, dict[str, Any]]
     """Artifact name -> {"sha256", "bytes"}, including the training table."""
     tuning_version: str | None = None
@@ -69,9 +81,13 @@ class ModelMetrics:
     run_id: str
     n_folds: int
     summary: dict[str, float]
-    """``<metric>_mean`` / ``<metric>_std`` for rmse, mae, precision_at_k, ndcg_at_k, fit_seconds."""
+    """``<metric>_mean`` / ``<metric>_std`` for rmse, mae, precision_at_<k>, ndcg_at_<k>, fit_seconds
+    (``ranking.precision_at(k)``...)."""
     real_ratings: int
+    """The app's ratings the version was trained on (the JSON field predates the name ``app``)."""
     folds: list[dict[str, float]] = field(default_factory=list)
+    k: int = 10
+    """The precision/NDCG cut-off (``cv_metrics`` k); records made before it was stored used 10."""
 
 
 @dataclass(frozen=True)

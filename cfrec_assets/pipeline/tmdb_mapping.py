@@ -4,7 +4,7 @@ The two MovieLens releases number films independently (ML-100K item 2 is "Golden
 ml-latest movieId 2 is "Jumanji"), so ids are never joined across releases. Instead:
 
 1. ``imdb_id``: an IMDb number embedded in the item's URL (``...title-exact?imdb-title-119217``)
-   is joined to ``links.imdbId``. It wins over every title rule.
+   is joined to links.csv's imdbId. It wins over every title rule.
 2. Title + year against ``movies.csv``, through tiers tried in order: ``exact``, ``normalized``,
    ``alternate``, ``year_off_by_one``, ``fuzzy`` (see :func:`build_tmdb_mapping`).
 3. ``override``: rows of the checked-in overrides file win over everything, except that an
@@ -14,8 +14,8 @@ Decisions fixed in advance:
 
 * The first title tier that finds any candidate decides: one candidate is a match, several are
   ``ambiguous``. A looser tier never overrules an ambiguity a stricter tier found.
-* Candidates that all carry the same tmdbId count as one film (ml-latest lists a few films
-  twice); the lowest movieId is reported.
+* Candidates that all carry the same TMDB id count as one film (ml-latest lists a few films
+  twice); the lowest movie id is reported.
 * ml-latest rows are not withdrawn once claimed: ML-100K lists 18 films twice (e.g. "Chasing
   Amy (1997)" is items 246 and 268) and both copies must reach the same film. Shared TMDB ids
   are counted in :func:`mapping_summary` instead.
@@ -243,7 +243,7 @@ class _MovieIndex:
         self.by_segment: dict[tuple[str, int | None], set[int]] = defaultdict(set)
         self.by_year: dict[int, list[tuple[int, set[str]]]] = defaultdict(list)
         self.tmdb_by_movie = tmdb_by_movie
-        for movie_id, title in zip(movies["movieId"].tolist(), movies["title"].tolist()):
+        for movie_id, title in zip(movies["movie_id"].tolist(), movies["title"].tolist()):
             parsed = parse_title(str(title))
             self.exact[(parsed.base, parsed.year)].add(movie_id)
             self.normalized[(full_key(parsed), parsed.year)].add(movie_id)
@@ -256,7 +256,7 @@ class _MovieIndex:
                 self.by_year[parsed.year].append((movie_id, keys | {full_key(parsed)}))
 
     def distinct(self, candidates: Iterable[int]) -> list[int]:
-        """Candidates with one representative (lowest movieId) per known tmdbId."""
+        """Candidates with one representative (lowest movie id) per known TMDB id."""
         chosen: dict[object, int] = {}
         for movie_id in sorted(set(candidates)):
             tmdb = self.tmdb_by_movie.get(movie_id)
@@ -449,8 +449,8 @@ def build_tmdb_mapping(
 ) -> pd.DataFrame:
     """One row per ML-100K item with its TMDB id (or the reason it has none).
 
-    ``items`` has ``item_id, title, imdb_url``; ``links`` ``movieId, imdbId, tmdbId``; ``movies``
-    ``movieId, title``. ``overrides`` defaults to :func:`load_overrides` (the packaged file);
+    ``items`` has ``item_id, title, imdb_url``; ``links`` ``movie_id, imdb_id, tmdb_id``; ``movies``
+    ``movie_id, title`` (as the parsers return them). ``overrides`` defaults to :func:`load_overrides` (the packaged file);
     pass :func:`no_overrides` to use none. Columns: ``ml100k_item_id, tmdb_id, match_kind,
     ml_latest_movie_id, ml100k_title, matched_title, embedded_imdb_id,
     embedded_imdb_movie_id``. ``match_kind`` is one of :data:`MATCH_KINDS`; only the kinds in
@@ -465,19 +465,19 @@ def build_tmdb_mapping(
     >= 10 characters, same year, 0.05 clear of the runner-up.
     """
     _require(items, ("item_id", "title", "imdb_url"), "items", "item_id")
-    _require(links, ("movieId", "imdbId", "tmdbId"), "links", "movieId")
-    _require(movies, ("movieId", "title"), "movies", "movieId")
+    _require(links, ("movie_id", "imdb_id", "tmdb_id"), "links", "movie_id")
+    _require(movies, ("movie_id", "title"), "movies", "movie_id")
     overrides = load_overrides() if overrides is None else validate_overrides(overrides)
 
-    tmdb_by_movie = {int(m): (None if pd.isna(t) else int(t)) for m, t in zip(links["movieId"], links["tmdbId"])}
+    tmdb_by_movie = {int(m): (None if pd.isna(t) else int(t)) for m, t in zip(links["movie_id"], links["tmdb_id"])}
     movies_by_imdb: dict[int, list[int]] = defaultdict(list)
-    for movie_id, imdb in zip(links["movieId"].tolist(), links["imdbId"].tolist()):
+    for movie_id, imdb in zip(links["movie_id"].tolist(), links["imdb_id"].tolist()):
         movies_by_imdb[int(imdb)].append(int(movie_id))
     movies_by_tmdb: dict[int, list[int]] = defaultdict(list)
     for movie_id, tmdb in tmdb_by_movie.items():
         if tmdb is not None:
             movies_by_tmdb[tmdb].append(movie_id)
-    title_by_movie = dict(zip(movies["movieId"].astype("int64").tolist(), movies["title"].astype(str).tolist()))
+    title_by_movie = dict(zip(movies["movie_id"].astype("int64").tolist(), movies["title"].astype(str).tolist()))
     index = _MovieIndex(movies, tmdb_by_movie)
     override_by_item = {int(r.ml100k_item_id): r for r in overrides.itertuples(index=False)}
 

@@ -15,7 +15,7 @@ from joblib import Parallel, delayed
 from surprise import SVD, Dataset, Reader, accuracy
 from surprise.model_selection import KFold
 
-from cfrec_assets.pipeline.ranking import ranking_metrics
+from cfrec_assets.pipeline.ranking import DEFAULT_K, RELEVANCE_THRESHOLD, ndcg_at, precision_at, ranking_metrics
 from cfrec_assets.schema import RATING_SCALE, SEED_SVD_PARAMS, TRAINING_RATINGS_FILE
 from cfrec_serving.artifacts import ARTIFACT_FILES, MODEL_FILE, SERVING_FILE, TRAINSET_FILE
 from cfrec_serving.model_arrays import ModelArrays, ModelArraysError, write_model_arrays
@@ -106,8 +106,8 @@ def _evaluate_fold(params: SVDParams, trainset, testset, k: int, threshold: floa
     metrics = {
         "rmse": accuracy.rmse(predictions, verbose=False),
         "mae": accuracy.mae(predictions, verbose=False),
-        f"precision_at_{k}": ranked["precision_at_k"],
-        f"ndcg_at_{k}": ranked["ndcg_at_k"],
+        precision_at(k): ranked["precision_at_k"],
+        ndcg_at(k): ranked["ndcg_at_k"],
         "fit_seconds": fit_seconds,
     }
     return {name: float(value) for name, value in metrics.items()}  # numpy scalars don't serialize
@@ -119,8 +119,8 @@ def cross_validate_svd(
     n_folds: int = 3,
     n_jobs: int = 1,
     seed: int = 42,
-    k: int = 10,
-    relevance_threshold: float = 4.0,
+    k: int = DEFAULT_K,
+    relevance_threshold: float = RELEVANCE_THRESHOLD,
     on_fold: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Per-fold RMSE, MAE, precision@k and NDCG@k on shuffled K-fold splits; ``on_fold(i, metrics)``

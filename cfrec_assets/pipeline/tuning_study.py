@@ -38,7 +38,7 @@ from joblib import Parallel, delayed
 from surprise import accuracy
 from surprise.model_selection import KFold
 
-from cfrec_assets.pipeline.ranking import ranking_metrics
+from cfrec_assets.pipeline.ranking import DEFAULT_K, RELEVANCE_THRESHOLD, ndcg_at, precision_at, ranking_metrics
 from cfrec_assets.pipeline.training import SVDParams, fit_svd, to_dataset
 from cfrec_serving.storage import read_json, write_json
 
@@ -435,7 +435,11 @@ def _run_batch(pool: FoldPool, batch: list[optuna.Trial], params: list[SVDParams
 
 
 def evaluate_on_heldout(
-    tuning_part: pd.DataFrame, heldout: pd.DataFrame, params: SVDParams, k: int = 10, threshold: float = 4.0
+    tuning_part: pd.DataFrame,
+    heldout: pd.DataFrame,
+    params: SVDParams,
+    k: int = DEFAULT_K,
+    threshold: float = RELEVANCE_THRESHOLD,
 ) -> dict[str, float | None]:
     """Fit on the whole tuning part, then RMSE, MAE, precision@k and NDCG@k on the held-out ratings."""
     algo, _, _ = fit_svd(tuning_part, params)
@@ -446,8 +450,8 @@ def evaluate_on_heldout(
     return {
         "rmse": float(accuracy.rmse(predictions, verbose=False)),
         "mae": float(accuracy.mae(predictions, verbose=False)),
-        f"precision_at_{k}": ranked["precision_at_k"],
-        f"ndcg_at_{k}": ranked["ndcg_at_k"],
+        precision_at(k): ranked["precision_at_k"],
+        ndcg_at(k): ranked["ndcg_at_k"],
     }
 
 
@@ -466,7 +470,7 @@ def tune(
     n_jobs: int = 2,
     prune: bool = True,
     margin: float = 0.001,
-    k: int = 10,
+    k: int = DEFAULT_K,
     importances: bool = True,
     log: Log | None = None,
 ) -> TuningResult:

@@ -5,8 +5,6 @@ Nothing here imports anything of the project, so every module may import it.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
 
 # --- artifacts -------------------------------------------------------------------------------
@@ -26,8 +24,6 @@ VERSIONS_DIR = "versions"
 # --- folders ---------------------------------------------------------------------------------
 DEFAULT_DATA_DIR = "data"
 SERVING_SUBDIR = "serving"
-ENV_DATA_DIR = "CFREC_DATA_DIR"
-ENV_SERVING_DIR = "CFREC_SERVING_DIR"
 
 
 def serving_dir(data_dir: str | None = None, serving_dir_path: str | None = None) -> Path:
@@ -35,8 +31,3 @@ def serving_dir(data_dir: str | None = None, serving_dir_path: str | None = None
     if serving_dir_path:
         return Path(serving_dir_path).expanduser().resolve()
     return Path(data_dir or DEFAULT_DATA_DIR).expanduser().resolve() / SERVING_SUBDIR
-
-
-def serving_dir_from_env(environ: Mapping[str, str] = os.environ) -> Path:
-    """The serving folder as the pipeline resolves it from ``CFREC_SERVING_DIR`` / ``CFREC_DATA_DIR``."""
-    return serving_dir(environ.get(ENV_DATA_DIR), environ.get(ENV_SERVING_DIR))

@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
+
+from cfrec_serving.settings import serving_location
 
 EXIT_NOT_DEPLOYED = 1
 EXIT_VERIFICATION_FAILED = 3
@@ -34,20 +36,14 @@ class FilmNotInModelError(LookupError):
     """``predict`` was asked about a film the model never saw: any number would be made up."""
 
 
-def default_serving_dir() -> str:
-    import os
-
-    from cfrec_serving.artifacts import serving_dir_from_env
-
-    return os.environ.get("CFREC_SERVING_URL") or str(serving_dir_from_env())
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The parser; ``--serving-dir``'s default is read from ``environ`` (the process's by default)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--serving-dir",
-        default=default_serving_dir(),
-        help="serving directory holding manifest.json (default: $CFREC_SERVING_DIR, $CFREC_DATA_DIR/serving or data/serving)",
+        default=serving_location(environ),
+        help="serving folder or s3://bucket/prefix holding manifest.json (default: $CFREC_SERVING_URL, "
+        "$CFREC_SERVING_DIR, $CFREC_DATA_DIR/serving or data/serving)",
     )
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cfrec_serving import settings
 from cfrec_serving.artifacts import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
 from cfrec_serving.model_arrays import ModelArrays, ModelArraysError, read_model_arrays
 from cfrec_serving.storage import UnsafePathError, read_regular_file
@@ -39,7 +40,7 @@ class ServingError(RuntimeError):
 
 
 class NoDeployedModelError(ServingError):
-    """The serving directory has no manifest: nothing has been promoted yet."""
+    """The serving target (a folder or a bucket) has no manifest: nothing has been promoted yet."""
 
 
 class ArtifactVerificationError(ServingError):
@@ -258,7 +259,7 @@ def load_deployed(
         raise NoDeployedModelError(str(error)) from None
     except CacheError as error:
         raise ModelCacheError(
-            f"cannot use the model cache: {error} (CFREC_MODEL_CACHE_DIR or cache_dir choose another folder)"
+            f"cannot use the model cache: {error} ({settings.MODEL_CACHE_DIR.name} or cache_dir choose another folder)"
         ) from None
     except TargetUnavailableError as error:
         raise ServingTargetUnavailableError(f"cannot reach the deployed model: {error}") from None
@@ -280,23 +281,25 @@ def current_version(target: Path | str | ServingTarget) -> str | None:
     return None if manifest is None else manifest["version"]
 
 
-def open_target_from_env(url: str | Path, environ: Mapping[str, str] = os.environ) -> ServingTarget:
-    """A folder, or an ``s3://`` target with the endpoint and credentials from the app's environment."""
+def open_target_from_env(url: str | Path, environ: Mapping[str, str] | None = None) -> ServingTarget:
+    """A folder, or an ``s3://`` target with the endpoint and credentials from the app's
+    environment (``CFREC_S3_*``, read through :mod:`cfrec_serving.settings`)."""
     return open_target(
         url,
-        endpoint_url=environ.get("CFREC_S3_ENDPOINT_URL") or None,
-        region=environ.get("CFREC_S3_REGION") or None,
-        access_key_id=environ.get("CFREC_S3_ACCESS_KEY_ID") or None,
-        secret_access_key=environ.get("CFREC_S3_SECRET_ACCESS_KEY") or None,
+        endpoint_url=settings.S3_ENDPOINT_URL.read(environ),
+        region=settings.S3_REGION.read(environ),
+        access_key_id=settings.S3_ACCESS_KEY_ID.read(environ),
+        secret_access_key=settings.S3_SECRET_ACCESS_KEY.read(environ),
     )
 
 
-def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Where remote models are cached: ``$CFREC_MODEL_CACHE_DIR``, else this user's cache folder
     (``$XDG_CACHE_HOME/cfrec/models``, ``~/.cache/cfrec/models``), else a per-user temp folder.
     Never a path shared between users: another user could plant ``<cache>/<version>`` there."""
-    if environ.get("CFREC_MODEL_CACHE_DIR"):
-        return Path(environ["CFREC_MODEL_CACHE_DIR"])
+    if chosen := settings.MODEL_CACHE_DIR.read(environ):
+        return Path(chosen)
+    environ = os.environ if environ is None else environ  # the OS's own variables, not cfrec settings
     xdg_cache, home = environ.get("XDG_CACHE_HOME", ""), environ.get("HOME", "")
     if os.path.isabs(xdg_cache):  # the XDG spec ignores a relative value
         return Path(xdg_cache) / "cfrec" / "models"

@@ -15,10 +15,6 @@ import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pandas is heavy; the app's serving path never needs it
-    import pandas as pd
 
 # Temp files and folders start with this, so leftovers of a crash are easy to find and drop.
 TEMP_PREFIX = ".tmp-"
@@ -84,10 +80,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    return write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def write_json(payload: object, path: Path) -> Path:

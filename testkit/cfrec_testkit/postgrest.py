@@ -39,7 +39,6 @@ import psycopg
 from psycopg import sql
 
 OPERATORS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-RESERVED_PARAMS = {"select", "order", "limit", "offset"}
 REST_PREFIX = "/rest/v1/"
 TEST_API_KEY = "test-service-role-key-7f3a9c1e52b8"
 """The key the ``postgrest`` fixture accepts; tests assert it never leaks."""

@@ -1,7 +1,6 @@
-"""The deployment asset: promotes a checked model version to the serving directory, keeps the
-champion when the challenger lost, or rolls back."""
+"""The deployment asset: promotes a checked model version to the serving target (a folder or a
+bucket), keeps the champion when the challenger lost, or rolls back."""
 
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,6 @@ from cfrec_assets.pipeline.records import Deployment, ModelMetrics, ModelVersion
 from cfrec_serving.loader import load_deployed
 
 GROUP = "deployment"
-# Stale when the served model is older than this. With the retrain sensor's one-day maximum
-# age, a model older than two days means retrains failed, or the app received no rating at all
-# for two days; either is worth a look (docs/operations.md "Freshness"). A kept champion is a
-# materialization too: the retrain ran and judged the served model still the best.
-FRESHNESS_HOURS = float(os.environ.get("CFREC_FRESHNESS_HOURS", "48"))
 MODEL_KEY, METRICS_KEY = dg.AssetKey("svd_model"), dg.AssetKey("cv_metrics")
 [CHALLENGER_CHECK] = challenger_no_worse_than_champion.check_keys
 
@@ -61,14 +55,20 @@ def lost_to_champion(instance: dg.DagsterInstance, metrics: ModelMetrics) -> dic
     return {name: value.value for name, value in evaluation.metadata.items()}
 
 
+def deployment_freshness(hours: float) -> dg.FreshnessPolicy:
+    """Stale (failing) when the served model is older than ``hours``, a warning from half of it.
+    ``definitions`` applies it with ``CFREC_FRESHNESS_HOURS``. With the retrain sensor's one-day
+    maximum age, a model older than two days means retrains failed, or the app received no rating
+    at all for two days; either is worth a look (docs/operations.md "Freshness"). A kept champion
+    is a materialization too: the retrain ran and judged the served model still the best."""
+    return dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=hours), warn_window=timedelta(hours=hours / 2))
+
+
 @dg.asset(
     group_name=GROUP,
     kinds={"numpy", "s3", "file"},  # cf_model.npz, promoted to an S3-protocol bucket or a folder
     owners=OWNERS,
     tags=stage("ship"),
-    freshness_policy=dg.FreshnessPolicy.time_window(
-        fail_window=timedelta(hours=FRESHNESS_HOURS), warn_window=timedelta(hours=FRESHNESS_HOURS / 2)
-    ),
 )
 def deployed_model(
     context: dg.AssetExecutionContext,

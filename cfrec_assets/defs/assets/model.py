@@ -13,6 +13,7 @@ from cfrec_assets.defs.assets.labels import OWNERS, PERSONAL_DATA, stage
 from cfrec_assets.defs.resources import DataStore
 from cfrec_assets.pipeline.memory import cross_validation_bytes, fit_bytes, require_memory
 from cfrec_assets.pipeline.preview import recommendations_table
+from cfrec_assets.pipeline.ranking import DEFAULT_K, promoted_metrics
 from cfrec_assets.pipeline.records import ModelMetrics, ModelVersion
 from cfrec_assets.pipeline.training import (
     SVDParams,
@@ -23,7 +24,7 @@ from cfrec_assets.pipeline.training import (
     summarize_folds,
 )
 from cfrec_assets.pipeline.tuning_study import load_result, tuned_params
-from cfrec_assets.schema import SEED_SVD_PARAMS, SOURCE_APP, TRAINING_POOL, TRAINING_RATINGS_FILE
+from cfrec_assets.schema import APP_RATINGS_COUNT, SEED_SVD_PARAMS, SOURCE_APP, TRAINING_POOL, TRAINING_RATINGS_FILE
 from cfrec_serving.artifacts import ARTIFACT_FILES
 from cfrec_serving.loader import load_version
 
@@ -123,7 +124,7 @@ def svd_model(
     files = save_artifacts(algo, trainset, ratings, store.models_dir, version, movie_titles)
     counts = {
         "ratings": len(ratings),
-        "real_ratings": int((ratings["source"] == SOURCE_APP).sum()),
+        APP_RATINGS_COUNT: int((ratings["source"] == SOURCE_APP).sum()),
         "users": trainset.n_users,
         "movies": trainset.n_items,
     }
@@ -138,7 +139,7 @@ def svd_model(
         tuning_version=tuning_version,
     )
     context.log.info(
-        f"trained version {version} in {fit_seconds:.1f}s on {len(ratings)} ratings ({counts['real_ratings']} from the app)"
+        f"trained version {version} in {fit_seconds:.1f}s on {len(ratings)} ratings ({counts[APP_RATINGS_COUNT]} from the app)"
     )
     return dg.Output(
         record,
@@ -167,8 +168,8 @@ class CVConfig(dg.Config):
     """Folds fitted in parallel (joblib processes); -1 uses every core, 1 runs them in this
     process. Two cores fit 3 folds in 0.56x the serial time (bench/graph_bench.py)."""
     seed: int = 42
-    k: int = 10
-    """Cut-off for precision@k and NDCG@k (relevant = held-out rating >= 4)."""
+    k: int = DEFAULT_K
+    """Cut-off for precision@k and NDCG@k (relevant: a held-out rating >= ``ranking.RELEVANCE_THRESHOLD``)."""
     memory_budget_bytes: int | None = None
     """Memory the folds may use together (default: what the machine has available)."""
 
@@ -216,17 +217,18 @@ def cv_metrics(context: dg.AssetExecutionContext, config: CVConfig, svd_model: M
         run_id=run_id_of(context),
         n_folds=config.n_folds,
         summary=summary,
-        real_ratings=svd_model.counts["real_ratings"],
+        real_ratings=svd_model.counts[APP_RATINGS_COUNT],
+        k=config.k,
         folds=folds,
     )
-    headline = ["rmse_mean", "rmse_std", "mae_mean", f"precision_at_{config.k}_mean", f"ndcg_at_{config.k}_mean"]
+    headline = promoted_metrics(config.k)
     return dg.Output(
         metrics,
         metadata={
             **{name: summary[name] for name in headline},  # first in the UI, and plotted across runs
             "version": svd_model.version,
             "ratings": len(ratings),
-            "real_ratings": metrics.real_ratings,
+            APP_RATINGS_COUNT: metrics.real_ratings,
             "folds": dg.MetadataValue.md(folds_table(folds, summary)),
             "recommendations_preview": dg.MetadataValue.md(recommendations_table(challenger)),
         },

@@ -1,4 +1,4 @@
-"""MovieLens assets: the raw ML-100K ratings and items, and the ML-100K item -> TMDB id mapping."""
+"""MovieLens assets: the raw ML-100K and ml-latest releases, the ML-100K item -> TMDB id mapping, and film titles."""
 
 import tempfile
 from contextlib import contextmanager
@@ -27,7 +27,7 @@ from cfrec_assets.pipeline.movielens_files import (
 )
 from cfrec_assets.pipeline.records import MovieLens100K, MovieLensLatest
 from cfrec_assets.pipeline.tmdb_mapping import build_tmdb_mapping, display_title, load_overrides, mapping_summary
-from cfrec_assets.schema import MOVIE_TITLE_TABLE, TMDB_LINK_TABLE
+from cfrec_assets.schema import MOVIE_TITLE_TABLE, SEED_ML100K, SEED_ML_LATEST, TMDB_LINK_TABLE
 
 GROUP = "movielens"
 
@@ -66,7 +66,7 @@ def _members(movielens: MovieLensSource, store: DataStore, filename: str, member
 def ml100k_raw(
     context: dg.AssetExecutionContext, movielens: MovieLensSource, store: DataStore
 ) -> dg.Output[MovieLens100K]:
-    """MovieLens 100K ratings (u.data) and items (u.item), downloaded once and parsed strictly.
+    """ML-100K ratings (u.data) and items (u.item), downloaded once and parsed strictly.
 
     The archive is cached only after it verifies, so a later run reuses it without a network call.
     """
@@ -105,7 +105,7 @@ def ml_latest_raw(
     context: dg.AssetExecutionContext, config: MovieLensLatestConfig, movielens: MovieLensSource, store: DataStore
 ) -> dg.Output[MovieLensLatest]:
     """The configured ml-latest-format release (`movielens.latest_release`: ml-latest-small by
-    default, ml-32m or ml-latest): ratings (half stars), movies and links (movieId -> tmdbId in
+    default, ml-32m or ml-latest): ratings (half stars), movies and links (movie_id -> tmdb_id in
     the same release, so its films map to TMDB ids exactly). Downloaded and cached like `ml100k_raw`."""
     release = check_release(movielens.latest_release)
     members = ml_latest_members(release)
@@ -121,13 +121,13 @@ def ml_latest_raw(
         ratings = parse_ratings_csv(ratings_file)
         movies = parse_movies(files[members[1]])
         links = parse_links(files[members[2]])
-        unknown = set(ratings["movie_id"].unique().tolist()) - set(movies["movieId"].tolist())
+        unknown = set(ratings["movie_id"].unique().tolist()) - set(movies["movie_id"].tolist())
         if unknown:  # raised inside, so the cached archive is evicted like any other bad content
             raise MovieLensFormatError(
                 f"{release}/ratings.csv rates {len(unknown)} movieId(s) missing from movies.csv, e.g. {min(unknown)}"
             )
     report = link_report(links)
-    linked = set(links.loc[links["tmdbId"].notna(), "movieId"].tolist())
+    linked = set(links.loc[links["tmdb_id"].notna(), "movie_id"].tolist())
     rated_linked = ratings["movie_id"].isin(list(linked))
     context.log.info(f"{release}: {len(ratings):,} ratings, {len(movies):,} films; links {report}")
     return dg.Output(
@@ -156,7 +156,7 @@ def tmdb_links(
     """ML-100K item id -> TMDB id, matched by embedded IMDb id, then title and year.
 
     The two MovieLens releases number films differently, so ids are never joined across them:
-    the ml-latest release only contributes its (title, year) -> tmdbId and imdbId -> tmdbId tables.
+    the ml-latest release only contributes its (title, year) -> TMDB id and IMDb id -> TMDB id tables.
     """
     mapping = build_tmdb_mapping(ml100k_raw.items, ml_latest_raw.links, ml_latest_raw.movies, load_overrides())
     summary = mapping_summary(mapping, ml100k_raw.ratings)
@@ -186,14 +186,16 @@ def movie_titles(
     """Title and year of every film with a TMDB id (tmdb_id, title, year), so the model artifact,
     the CLI and the recommendation previews name films instead of printing bare ids. The ml-latest
     release's own titles first (exact links), then ML-100K's for films only it has."""
-    links = ml_latest_raw.links.dropna(subset=["tmdbId"])
-    latest = links.merge(ml_latest_raw.movies[["movieId", "title"]], on="movieId")[["tmdbId", "title"]]
+    links = ml_latest_raw.links.dropna(subset=["tmdb_id"])
+    latest = links.merge(ml_latest_raw.movies[["movie_id", "title"]], on="movie_id")[["tmdb_id", "title"]]
     mapped = tmdb_links.loc[tmdb_links["tmdb_id"].notna(), ["ml100k_item_id", "tmdb_id"]]
     old = mapped.merge(ml100k_raw.items[["item_id", "title"]], left_on="ml100k_item_id", right_on="item_id")
     named = pd.concat(
         [
-            pd.DataFrame({"tmdb_id": latest["tmdbId"].astype("int64"), "raw": latest["title"], "source": "ml-latest"}),
-            pd.DataFrame({"tmdb_id": old["tmdb_id"].astype("int64"), "raw": old["title"], "source": "ml-100k"}),
+            pd.DataFrame(
+                {"tmdb_id": latest["tmdb_id"].astype("int64"), "raw": latest["title"], "source": SEED_ML_LATEST}
+            ),
+            pd.DataFrame({"tmdb_id": old["tmdb_id"].astype("int64"), "raw": old["title"], "source": SEED_ML100K}),
         ],
         ignore_index=True,
     ).drop_duplicates("tmdb_id")  # ml-latest's first
@@ -209,8 +211,8 @@ def movie_titles(
         titles,
         metadata={
             "films": len(titles),
-            "from_ml_latest": int((named["source"] == "ml-latest").sum()),
-            "from_ml100k_only": int((named["source"] == "ml-100k").sum()),
+            "from_ml_latest": int((named["source"] == SEED_ML_LATEST).sum()),
+            "from_ml100k_only": int((named["source"] == SEED_ML100K).sum()),
             "with_year": int(titles["year"].notna().sum()),
             "dagster/row_count": len(titles),
         },

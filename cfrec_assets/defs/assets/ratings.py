@@ -1,12 +1,12 @@
 """Rating assets: the app's catalog, the app's own ratings, and the combined training table."""
 
-import os
 from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from cfrec_assets import settings
 from cfrec_assets.defs.assets.labels import OWNERS, PERSONAL_DATA, column_schema, stage
 from cfrec_assets.defs.resources import CatalogSource
 from cfrec_assets.defs.supabase_io import RatingsReader, SupabaseReadError
@@ -15,7 +15,7 @@ from cfrec_assets.pipeline.combine import (
     app_ratings_lost,
     catalog_coverage,
     combine,
-    empty_real_ratings,
+    empty_app_ratings,
     ml100k_film_ids,
     ml100k_seed,
     ml_latest_film_ids,
@@ -26,14 +26,14 @@ from cfrec_assets.pipeline.records import Catalog, MovieLens100K, MovieLensLates
 from cfrec_assets.schema import (
     APP_RATING_COLUMNS,
     APP_RATING_TABLE,
+    APP_RATINGS_COUNT,
     COMBINED_TABLE,
-    DEFAULT_SEEDS,
     SEED_ML100K,
     SEED_ML_LATEST,
     SEEDS,
     SOURCE_APP,
+    SOURCE_ML100K,
     SOURCE_ML_LATEST,
-    SOURCE_MOVIELENS,
 )
 
 GROUP = "ratings"
@@ -65,7 +65,7 @@ def catalog_ids(
     the metadata says so.
     """
     mapped_ids = set(tmdb_links["tmdb_id"].dropna().astype("int64").tolist()) | set(
-        ml_latest_raw.links["tmdbId"].dropna().astype("int64").tolist()
+        ml_latest_raw.links["tmdb_id"].dropna().astype("int64").tolist()
     )
     if catalog.path and catalog.supabase_table:
         raise ValueError("CatalogSource: set either path or supabase_table, not both")
@@ -117,7 +117,7 @@ def supabase_ratings(
     `SUPABASE_DB_URL` is set. Not configured: an empty table, status `not_configured`.
     """
     if not supabase.is_configured:
-        frame, stats, status = empty_real_ratings(), {}, "not_configured"
+        frame, stats, status = empty_app_ratings(), {}, "not_configured"
         context.log.info("Supabase is not configured (SUPABASE_URL/SUPABASE_KEY unset): no app ratings")
     else:
         try:
@@ -128,7 +128,7 @@ def supabase_ratings(
             if not config.allow_fallback or context.retry_number < SUPABASE_RETRIES:
                 raise
             context.log.warning(f"Supabase unreachable, continuing without app ratings (allow_fallback): {exc}")
-            frame, stats, status = empty_real_ratings(), {"error": str(exc)}, "unreachable"
+            frame, stats, status = empty_app_ratings(), {"error": str(exc)}, "unreachable"
     latest = frame["created_at"].max() if len(frame) else None
     examples = stats.pop("dropped_examples", {})
     if examples:
@@ -151,10 +151,10 @@ def supabase_ratings(
 
 
 class CombineConfig(dg.Config):
-    seeds: str = os.environ.get("CFREC_SEEDS", DEFAULT_SEEDS)
+    seeds: str | None = None
     """Seed ratings trained on besides the app's, comma-separated: `ml100k`, `ml-latest` (the
-    ml_latest_raw release), both (`ml100k,ml-latest`, the default), or `none` (app ratings only:
-    a mature app)."""
+    ml_latest_raw release), both (`ml100k,ml-latest`), or `none` (app ratings only: a mature app).
+    Unset: `CFREC_SEEDS` as the run's environment sets it, else both."""
     max_seed_ratings: int | None = None
     """Cap on seed ratings (after the catalog filter): whole seed users in a seeded random order
     until the cap, so ml-32m fits a machine whose memory pre-check refuses all of it. App ratings
@@ -195,19 +195,21 @@ def combined_ratings(
     dropped and counted by reason; the latest rating per (user, movie) wins; rows are sorted by
     user then movie. Metadata compares every seed's coverage of the catalog, chosen or not.
     """
-    seeds = chosen_seeds(config.seeds)
+    seeds = chosen_seeds(settings.SEEDS.read() if config.seeds is None else config.seeds)
     dropped: Counter[str] = Counter()
     parts = {}
     if SEED_ML100K in seeds:
-        parts["ml"] = ml100k_seed(ml100k_raw.ratings, tmdb_links, dropped)
+        parts[SEED_ML100K] = ml100k_seed(ml100k_raw.ratings, tmdb_links, dropped)
     if SEED_ML_LATEST in seeds:
-        parts["ml_latest"] = ml_latest_seed(ml_latest_raw.ratings, ml_latest_raw.links, dropped)
+        parts[SEED_ML_LATEST] = ml_latest_seed(ml_latest_raw.ratings, ml_latest_raw.links, dropped)
     # The coverage report compares every seed, chosen or not; a seed not trained on is only keyed
     # by TMDB id (no user ids built: cheap even for ml-32m).
     films = {
-        SEED_ML100K: parts["ml"][["tmdb_id"]] if "ml" in parts else ml100k_film_ids(ml100k_raw.ratings, tmdb_links),
-        SEED_ML_LATEST: parts["ml_latest"][["tmdb_id"]]
-        if "ml_latest" in parts
+        SEED_ML100K: parts[SEED_ML100K][["tmdb_id"]]
+        if SEED_ML100K in parts
+        else ml100k_film_ids(ml100k_raw.ratings, tmdb_links),
+        SEED_ML_LATEST: parts[SEED_ML_LATEST][["tmdb_id"]]
+        if SEED_ML_LATEST in parts
         else ml_latest_film_ids(ml_latest_raw.ratings, ml_latest_raw.links),
     }
     catalog_set = catalog_ids.tmdb_ids if catalog_ids.filter else None
@@ -229,7 +231,7 @@ def combined_ratings(
         source: {"ratings": len(rows), "users": int(rows["user_id"].nunique()), "films": int(rows["tmdb_id"].nunique())}
         for source, rows in by_source
     }
-    coverage = catalog_coverage({**films, "app": supabase_ratings, "training": combined}, catalog_ids.tmdb_ids)
+    coverage = catalog_coverage({**films, SOURCE_APP: supabase_ratings, "training": combined}, catalog_ids.tmdb_ids)
     movies = set(combined["tmdb_id"].unique().tolist())
     context.log.info(f"combined {len(combined)} ratings from seeds {seeds or 'none'} + app; dropped {dropped_counts}")
     app_kept = kept.get(SOURCE_APP, {}).get("ratings", 0)
@@ -242,15 +244,15 @@ def combined_ratings(
         metadata={
             "seeds": ",".join(seeds) or "none",
             "ratings": len(combined),
-            "ml_ratings": kept.get(SOURCE_MOVIELENS, {}).get("ratings", 0),
+            "ml_ratings": kept.get(SOURCE_ML100K, {}).get("ratings", 0),
             "ml_latest_ratings": kept.get(SOURCE_ML_LATEST, {}).get("ratings", 0),
-            "real_ratings": app_kept,
+            APP_RATINGS_COUNT: app_kept,
             # What the check app_ratings_kept_in_training judges: every app row is kept or dropped once.
             "app_ratings_in": len(supabase_ratings),
             "app_ratings_dropped": dg.MetadataValue.json({k: int(v) for k, v in sorted(app_dropped.items())}),
             "app_ratings_lost": sum(lost.values()),
             "users": int(combined["user_id"].nunique()),
-            "real_users": kept.get(SOURCE_APP, {}).get("users", 0),
+            "real_users": kept.get(SOURCE_APP, {}).get("users", 0),  # "real": the key predates the name "app"
             "movies": len(movies),
             "kept_by_source": dg.MetadataValue.json(kept),
             "catalog_size": len(catalog_ids.tmdb_ids),
@@ -281,7 +283,7 @@ def coverage_markdown(
     label = {
         SEED_ML100K: "ML-100K",
         SEED_ML_LATEST: "ml-latest",
-        "app": "app ratings",
+        SOURCE_APP: "app ratings",
         "training": "**training table**",
     }
     lines = [

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
+from cfrec_assets import settings
 from cfrec_assets.schema import APP_RATING_COLUMNS, RATING_MAX, RATING_MIN
 
 RATINGS_COLUMNS = APP_RATING_COLUMNS
@@ -51,7 +52,7 @@ def check_identifier(name: str, what: str, table: bool = False) -> str:
 class RatingsTableSettings(dg.ConfigurableResource):
     """Where the ratings live and what a valid rating is (shared by both readers)."""
 
-    table: str = Field(default="ratings", description="Ratings table name.")
+    table: str = Field(default=settings.SUPABASE_RATINGS_TABLE.default, description="Ratings table name.")
     user_column: str = "user_id"
     movie_column: str = "tmdb_id"
     rating_column: str = "rating"
@@ -121,7 +122,7 @@ class NewRatings(NamedTuple):
 class RatingsReader(RatingsTableSettings):
     """What the graph and the sensor need from a reader; ``rest`` and ``postgres`` implement it.
 
-    ``definitions`` picks one at load time (``ratings_reader`` in resources.py), so the asset and
+    ``definitions`` picks one at load time (``resources.ratings_reader``), so the asset and
     the sensor always read the same way.
     """
 

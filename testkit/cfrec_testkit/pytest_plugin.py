@@ -1,4 +1,5 @@
-"""Shared pytest fixtures (several modules add theirs here; keep each block self-contained)."""
+"""The kit's pytest fixtures, for every test folder (the repository's ``conftest.py`` loads this
+plugin): keep each block self-contained."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-# --- Real PostgreSQL and the PostgREST-subset server (support/postgres.py, postgrest.py) ---
+# --- Real PostgreSQL and the PostgREST-subset server (postgres.py, postgrest.py) ---
 from cfrec_testkit.postgres import (
     PostgresServer,
     PostgresUnavailable,
