@@ -10,7 +10,7 @@ import pytest
 
 from cfrec_assets.defs.assets import ALL_ASSETS
 from cfrec_assets.defs.checks import ALL_CHECKS, svd_artifacts_load_and_predict
-from cfrec_serving.targets.folder import read_manifest
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.graph import (
     check_results,
     failure_messages,
@@ -42,7 +42,7 @@ def test_failed_blocking_check_stops_deployment_and_leaves_serving_dir_unchanged
     assert check_results(result)["cv_rmse_under_ceiling"] is False
     assert "svd_model" in materialized(result) and "deployed_model" not in materialized(result)
     assert tree_digest(env.serving_dir) == before
-    assert read_manifest(env.serving_dir)["version"] == champion
+    assert open_target(env.serving_dir).read_manifest()["version"] == champion
 
 
 def test_gate_holds_across_runs(deployed) -> None:
@@ -57,7 +57,7 @@ def test_gate_holds_across_runs(deployed) -> None:
     # A retrain whose checks pass reopens the gate.
     assert env.materialize(instance, selection=MODEL_ONLY).success
     assert env.materialize(instance, selection=["deployed_model"]).success
-    assert read_manifest(env.serving_dir)["version"] != champion
+    assert open_target(env.serving_dir).read_manifest()["version"] != champion
 
 
 def test_passing_run_promotes_and_rollback_restores(deployed) -> None:
@@ -65,14 +65,14 @@ def test_passing_run_promotes_and_rollback_restores(deployed) -> None:
     second = env.materialize(instance)
     assert second.success
     challenger = metadata(second, "deployed_model")["version"]
-    assert read_manifest(env.serving_dir)["version"] == challenger != champion
+    assert open_target(env.serving_dir).read_manifest()["version"] == challenger != champion
 
     back = env.materialize(
         instance, selection=["deployed_model"], ops={"deployed_model": {"config": {"rollback_to": champion}}}
     )
     assert back.success
     assert metadata(back, "deployed_model")["action"] == "rollback"
-    manifest = read_manifest(env.serving_dir)
+    manifest = open_target(env.serving_dir).read_manifest()
     assert (manifest["version"], manifest["previous_version"]) == (champion, challenger)
 
     before = tree_digest(env.serving_dir)

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from cfrec_serving.loader import load_deployed
-from cfrec_serving.targets.folder import promote
+from cfrec_serving.targets.manifest import Promotion
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.models import TinyModelVersion, version_name, write_model_version
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,14 +43,15 @@ def deployed(tmp_path_factory) -> tuple[Path, list[TinyModelVersion]]:
         write_model_version(root / "models", version_name(n), seed=n, titles=TITLES if n else None) for n in range(2)
     ]
     for rmse, model in zip((0.93, 0.91), models):
-        promote(
+        open_target(root / "serving").promote(
             model.path,
-            root / "serving",
-            version=model.version,
-            metrics={"rmse_mean": rmse},
-            counts={"ratings": len(model.ratings)},
-            trained_at="2026-11-26T07:15:00+00:00",
-            expected_sha256=model.sha256,
+            Promotion(
+                version=model.version,
+                metrics={"rmse_mean": rmse},
+                counts={"ratings": len(model.ratings)},
+                trained_at="2026-11-26T07:15:00+00:00",
+                expected_sha256=model.sha256,
+            ),
         )
     return root / "serving", models
 

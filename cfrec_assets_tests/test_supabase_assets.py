@@ -10,7 +10,7 @@ import pytest
 
 from cfrec_assets.defs.resources import CatalogSource
 from cfrec_assets.defs.supabase_io import SupabasePostgresResource, SupabaseResource
-from cfrec_serving.targets.folder import read_manifest
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest
 from cfrec_testkit.postgres import create_catalog_table, insert_ratings
 from cfrec_testkit.postgrest import TEST_API_KEY
@@ -105,7 +105,7 @@ def test_fallback_is_opt_in_warns_and_cannot_ship_a_model_that_forgot_app_users(
     assert verdicts["challenger_no_worse_than_champion"] is False
     assert "svd_model" in materialized(result) and "deployed_model" not in materialized(result)
     assert tree_digest(env.serving_dir) == before
-    assert read_manifest(env.serving_dir)["version"] == metadata(champion, "deployed_model")["version"]
+    assert open_target(env.serving_dir).read_manifest()["version"] == metadata(champion, "deployed_model")["version"]
 
 
 def test_psycopg_path_reads_the_same_rows(env, ratings_db) -> None:

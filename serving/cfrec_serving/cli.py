@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported late so --help stays fast and usage errors need no numpy/surprise.
     from cfrec_serving.loader import ArtifactVerificationError, NoDeployedModelError
-    from cfrec_serving.targets.folder import DeploymentError
+    from cfrec_serving.targets.manifest import DeploymentError
 
     try:
         output = _COMMANDS[args.command](args)
@@ -108,8 +108,9 @@ def _deployments(args: argparse.Namespace) -> tuple[Any, str]:
     versions = target.list_versions()
     if manifest is None and not versions:
         from cfrec_serving.loader import NoDeployedModelError
+        from cfrec_serving.targets.manifest import nothing_deployed
 
-        raise NoDeployedModelError(f"no model is deployed in {args.serving_dir} (no manifest.json)")
+        raise NoDeployedModelError(nothing_deployed(target.describe()))
     lines = [f"{'':2}{'version':<28} {'trained_at':<26} {'rmse_mean':>9}"]
     for entry in versions:
         marker = "* " if entry["current"] else "  "

@@ -79,7 +79,7 @@ def deployed_model(
         action = "rollback"
     else:
         check_gate(context.instance, svd_model, cv_metrics)
-        manifest = target.promote(Path(svd_model.path), **promotion_of(svd_model, cv_metrics))
+        manifest = target.promote(Path(svd_model.path), promotion_of(svd_model, cv_metrics))
         action = "promote"
     context.log.info(f"{action}: serving version {manifest['version']} (previous: {manifest.get('previous_version')})")
     # Loaded back from the target as the app loads it, to show what it serves. The manifest has
