@@ -59,7 +59,8 @@ from cfrec_serving.artifacts import MANIFEST_FILE, MODEL_FILE, SERVING_FILE, VER
 from cfrec_serving.loader import ServingError, default_cache_dir, load_deployed, load_version
 from cfrec_serving.redact import redact_dsn_secrets, redact_url
 from cfrec_serving.storage import sha256_file
-from cfrec_serving.targets.folder import DeploymentError, file_records, promote
+from cfrec_serving.targets.folder import file_records
+from cfrec_serving.targets.manifest import DeploymentError, Promotion
 from cfrec_serving.targets.target import open_target
 from cfrec_serving.watcher import DeployedModelWatcher
 from cfrec_testkit.graph import UP_TO_COMBINED, gate_refusal, interleave, make_graph_env, recorded_target
@@ -742,17 +743,16 @@ def manifest_nested_load(tmp: Path) -> None:
 
 def manifest_nested_promote(tmp: Path) -> None:
     folder = next((tmp / "models").iterdir())
-    promotion = {"metrics": {}, "counts": {}, "trained_at": "2026-11-26T07:15:00+00:00"}
+    promotion = Promotion(folder.name, metrics={}, counts={}, trained_at="2026-11-26T07:15:00+00:00")
     expect_load_refusal(
-        lambda: promote(folder, tmp / "serving", version=folder.name, **promotion), "nested", error=DeploymentError
+        lambda: open_target(tmp / "serving").promote(folder, promotion), "nested", error=DeploymentError
     )
 
 
 def _s3_target_with_a_version(tmp: Path, server) -> tuple[object, str]:
     target = open_target(f"s3://{server.bucket}/serving", **server.settings())
     tiny = write_model_version(tmp / "models")
-    promotion = {"metrics": {}, "counts": {}, "trained_at": "2026-11-26T07:15:00+00:00"}
-    target.promote(tiny.path, version=tiny.version, **promotion)
+    target.promote(tiny.path, Promotion(tiny.version, metrics={}, counts={}, trained_at="2026-11-26T07:15:00+00:00"))
     return target, tiny.version
 
 

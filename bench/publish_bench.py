@@ -27,6 +27,7 @@ from benchlib import (  # bench/ is sys.path[0] when a script here runs
 from serving_bench import train_on_real_data
 
 from cfrec_serving.loader import load_deployed
+from cfrec_serving.targets.manifest import Promotion
 from cfrec_serving.targets.target import open_target
 from cfrec_testkit.s3_server import s3_server
 
@@ -37,7 +38,7 @@ def bench_target(name: str, target, source: Path, repeat: int, cache: Path) -> d
     trained_at = datetime.now(timezone.utc)
 
     def promote_next() -> None:
-        target.promote(source, version=next(pending), metrics={"rmse_mean": 0.93}, counts={}, trained_at=trained_at)
+        target.promote(source, Promotion(next(pending), metrics={"rmse_mean": 0.93}, counts={}, trained_at=trained_at))
 
     promote_next()  # a champion first, so each timed promote replaces one
     promote_s, _ = timed(promote_next, repeat)

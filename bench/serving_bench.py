@@ -51,7 +51,8 @@ from cfrec_assets.pipeline.training import SVDParams, fit_svd, save_artifacts
 from cfrec_serving.artifacts import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
 from cfrec_serving.loader import DeployedModel, load_deployed, load_version
 from cfrec_serving.storage import sha256_file
-from cfrec_serving.targets.folder import promote, rollback
+from cfrec_serving.targets.manifest import Promotion
+from cfrec_serving.targets.target import open_target
 
 AGREEMENT_SAMPLE = 200
 
@@ -162,21 +163,19 @@ def bench_deployment(source: Path, scratch: Path, repeat: int) -> None:
     pending = iter(versions)
     trained_at = datetime.now(timezone.utc)
 
+    target = open_target(serving)
+
     def promote_next() -> None:
-        promote(
+        target.promote(
             source,
-            serving,
-            version=next(pending),
-            metrics={"rmse_mean": 0.93},
-            counts={"ratings": 1},
-            trained_at=trained_at,
+            Promotion(version=next(pending), metrics={"rmse_mean": 0.93}, counts={"ratings": 1}, trained_at=trained_at),
         )
 
     promote_next()  # a champion first, so every timed promote replaces one, as in production
     promote_s, _ = timed(promote_next, repeat)
     # Alternate between the last two versions so every rollback really moves the manifest.
     targets = itertools.cycle([versions[-2], versions[-1]])
-    rollback_s, _ = timed(lambda: rollback(serving, next(targets)), repeat)
+    rollback_s, _ = timed(lambda: target.rollback(next(targets)), repeat)
     # Interleaved, so the load of other processes on the machine hits both sides alike.
     loads = interleaved(
         {

@@ -13,17 +13,28 @@ import pytest
 
 from cfrec_serving import storage
 from cfrec_serving.targets import folder as deployment
-from cfrec_serving.targets.folder import (
-    DeploymentError,
-    deploy_lock,
-    list_versions,
-    promote,
-    read_manifest,
-    rollback,
-)
+from cfrec_serving.targets.folder import deploy_lock
+from cfrec_serving.targets.manifest import DeploymentError, Promotion
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.models import TinyModelVersion, sha256_of, version_name, write_model_version
 
 TRAINED_AT = "2026-11-26T07:15:00+00:00"
+
+
+def promote(source: Path, serving: Path, **promotion) -> dict:
+    return open_target(serving).promote(source, Promotion(**promotion))
+
+
+def rollback(serving: Path, version: str) -> dict:
+    return open_target(serving).rollback(version)
+
+
+def read_manifest(serving: Path) -> dict | None:
+    return open_target(serving).read_manifest()
+
+
+def list_versions(serving: Path) -> list[dict]:
+    return open_target(serving).list_versions()
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
@@ -110,7 +121,7 @@ def test_same_version_name_with_different_files_is_refused(models, serving):
     promote_tiny(models[0], serving)
     before = snapshot(serving)
     impostor = models[1]
-    with pytest.raises(DeploymentError, match="already deployed with different files"):
+    with pytest.raises(DeploymentError, match="already deployed .* with different files"):
         promote(impostor.path, serving, version=models[0].version, metrics={}, counts={}, trained_at=TRAINED_AT)
     assert snapshot(serving) == before
 
@@ -227,7 +238,7 @@ def test_rollback_to_current_version_changes_nothing(models, serving):
 
 def test_rollback_to_unknown_version_names_the_kept_ones(models, serving):
     promote_tiny(models[0], serving)
-    with pytest.raises(DeploymentError, match=rf"not deployed here \(kept: \['{models[0].version}'\]\)"):
+    with pytest.raises(DeploymentError, match=rf"not deployed to .*serving \(kept: \['{models[0].version}'\]\)"):
         rollback(serving, "20250101T000000Z-deadbeef")
 
 
@@ -254,6 +265,26 @@ def test_rollback_without_version_record_is_refused(models, serving):
         rollback(serving, models[0].version)
     assert snapshot(serving) == before
     assert "error" in list_versions(serving)[0]
+
+
+def test_promoting_a_damaged_kept_version_is_refused(models, serving):
+    promote_tiny(models[0], serving)
+    promote_tiny(models[1], serving)
+    kept = serving / "versions" / models[0].version / "svd_model.pkl"
+    kept.write_bytes(bytes(byte ^ 0xFF for byte in kept.read_bytes()))  # same size, other bytes
+    before = snapshot(serving)
+    with pytest.raises(DeploymentError, match="kept version .* is damaged: svd_model.pkl sha256 does not match"):
+        promote_tiny(models[0], serving)
+    assert snapshot(serving) == before
+
+
+def test_a_version_folder_without_its_record_is_never_overwritten(models, serving):
+    promote_tiny(models[0], serving)
+    (serving / "versions" / models[1].version).mkdir()  # left by a hand: a rename is all or nothing
+    before = snapshot(serving)
+    with pytest.raises(DeploymentError, match="exists without version.json; versions are never overwritten"):
+        promote_tiny(models[1], serving)
+    assert snapshot(serving) == before
 
 
 def test_read_manifest_distinguishes_absent_from_corrupt(serving):

@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cfrec_serving.targets.folder import promote
-from cfrec_testkit.models import version_name, write_model_version
+from cfrec_testkit.models import promote_version, version_name, write_model_version
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README = REPO_ROOT / "README.md"
@@ -94,15 +93,7 @@ def test_fastapi_snippet_refuses_bad_n_with_422(tmp_path):
     snippet = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
     assert '"s3://models/cfrec"' in snippet
     model = write_model_version(tmp_path / "models", version_name(1), seed=1)
-    promote(
-        model.path,
-        tmp_path / "serving",
-        version=model.version,
-        metrics={"rmse_mean": 0.9},
-        counts={"ratings": len(model.ratings)},
-        trained_at="2026-11-26T07:15:00+00:00",
-        expected_sha256=model.sha256,
-    )
+    promote_version(model, tmp_path / "serving")
     namespace: dict = {}
     code = snippet.replace('"s3://models/cfrec"', repr(str(tmp_path / "serving")))
     exec(compile(code, "docs/serving.md", "exec"), namespace)

@@ -10,7 +10,7 @@ import pytest
 
 from cfrec_assets.defs.assets import ALL_ASSETS
 from cfrec_assets.defs.checks import ALL_CHECKS, cv_rmse_under_ceiling, svd_artifacts_load_and_predict
-from cfrec_serving.targets.folder import read_manifest
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.graph import (
     check_evaluations,
     check_results,
@@ -48,7 +48,7 @@ def test_failed_blocking_check_stops_deployment_and_leaves_serving_dir_unchanged
     assert check_results(result)["cv_rmse_under_ceiling"] is False
     assert "svd_model" in materialized(result) and "deployed_model" not in materialized(result)
     assert tree_digest(env.serving_dir) == before
-    assert read_manifest(env.serving_dir)["version"] == champion
+    assert open_target(env.serving_dir).read_manifest()["version"] == champion
 
 
 def test_gate_holds_across_runs(deployed) -> None:
@@ -63,7 +63,7 @@ def test_gate_holds_across_runs(deployed) -> None:
     # A retrain whose checks pass reopens the gate.
     assert env.materialize(instance, selection=MODEL_ONLY).success
     assert env.materialize(instance, selection=["deployed_model"]).success
-    assert read_manifest(env.serving_dir)["version"] != champion
+    assert open_target(env.serving_dir).read_manifest()["version"] != champion
 
 
 def test_passing_run_promotes_and_rollback_restores(deployed) -> None:
@@ -71,14 +71,14 @@ def test_passing_run_promotes_and_rollback_restores(deployed) -> None:
     second = env.materialize(instance)
     assert second.success
     challenger = metadata(second, "deployed_model")["version"]
-    assert read_manifest(env.serving_dir)["version"] == challenger != champion
+    assert open_target(env.serving_dir).read_manifest()["version"] == challenger != champion
 
     back = env.materialize(
         instance, selection=["deployed_model"], ops={"deployed_model": {"config": {"rollback_to": champion}}}
     )
     assert back.success
     assert metadata(back, "deployed_model")["action"] == "rollback"
-    manifest = read_manifest(env.serving_dir)
+    manifest = open_target(env.serving_dir).read_manifest()
     assert (manifest["version"], manifest["previous_version"]) == (champion, challenger)
 
     before = tree_digest(env.serving_dir)
@@ -95,7 +95,7 @@ def test_a_losing_challenger_keeps_the_champion_in_a_successful_run(deployed) ->
     # (~1.04) as the challenger: a clearly worse model, under a ceiling loose enough to pass.
     better = {"svd_model": {"config": {"params": "seed", "lr_all": 0.1}}}
     assert env.materialize(instance, selection=[*MODEL_ONLY, "deployed_model"], ops=better).success
-    champion = read_manifest(env.serving_dir)
+    champion = open_target(env.serving_dir).read_manifest()
     versions = tree_digest(env.serving_dir / "versions")
     loose = {"cv_metrics_cv_rmse_under_ceiling": {"config": {"rmse_ceiling": 5.0}}}
     result = env.materialize(instance, selection=[*MODEL_ONLY, "deployed_model"], ops=loose)
@@ -118,7 +118,7 @@ def test_a_losing_challenger_keeps_the_champion_in_a_successful_run(deployed) ->
     assert float(found[2]) == round(champion["metrics"]["rmse_mean"], 4)
     # Nothing new is served; the manifest records the decision.
     assert tree_digest(env.serving_dir / "versions") == versions
-    manifest = read_manifest(env.serving_dir)
+    manifest = open_target(env.serving_dir).read_manifest()
     assert {k: v for k, v in manifest.items() if k != "kept_champion"} == champion
     [entry] = manifest["kept_champion"]
     assert (entry["challenger"], entry["run_id"], entry["decision"]) == (
@@ -132,13 +132,13 @@ def test_a_losing_challenger_is_not_promoted_by_a_later_deployment_alone(deploye
     env, instance, _ = deployed
     better = {"svd_model": {"config": {"params": "seed", "lr_all": 0.1}}}
     assert env.materialize(instance, selection=[*MODEL_ONLY, "deployed_model"], ops=better).success
-    champion = read_manifest(env.serving_dir)["version"]
+    champion = open_target(env.serving_dir).read_manifest()["version"]
     loose = {"cv_metrics_cv_rmse_under_ceiling": {"config": {"rmse_ceiling": 5.0}}}
     assert env.materialize(instance, selection=MODEL_ONLY, ops=loose).success
     # deployed_model on its own later: the check's verdict on that challenger still decides.
     alone = env.materialize(instance, selection=["deployed_model"])
     assert alone.success and metadata(alone, "deployed_model")["action"] == "keep"
-    assert read_manifest(env.serving_dir)["version"] == champion
+    assert open_target(env.serving_dir).read_manifest()["version"] == champion
 
 
 def test_diverged_training_saves_nothing_and_says_why(deployed) -> None:
@@ -218,7 +218,7 @@ def test_run_deploys_its_own_model_when_another_run_materialized_the_same_assets
         assert first.success, failure_messages(first)
     first_version = metadata(first, "svd_model")["version"]
     assert metadata(first, "deployed_model")["version"] == first_version
-    manifest = read_manifest(env.serving_dir)
+    manifest = open_target(env.serving_dir).read_manifest()
     assert (manifest["version"], manifest["previous_version"]) == (
         first_version,
         metadata(second, "svd_model")["version"],
@@ -248,7 +248,7 @@ def test_gate_refuses_a_failed_check_and_never_takes_another_runs_verdict_for_it
         # And the passing run judged its own model, whatever Dagster recorded as the target.
         assert passed.success, failure_messages(passed)
         assert gate_refusal(instance, passed) is None
-    assert read_manifest(env.serving_dir)["version"] == metadata(passed, "svd_model")["version"]
+    assert open_target(env.serving_dir).read_manifest()["version"] == metadata(passed, "svd_model")["version"]
 
 
 def test_check_only_run_that_overlapped_a_materialization_is_not_trusted_for_it(deployed) -> None:

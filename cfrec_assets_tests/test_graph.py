@@ -13,7 +13,7 @@ from cfrec_assets.definitions import defs
 from cfrec_assets.defs.resources import CatalogSource
 from cfrec_serving.loader import load_deployed
 from cfrec_serving.redact import redact_url
-from cfrec_serving.targets.folder import read_manifest
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.graph import check_results, failure_messages, make_graph_env, materialized, metadata, tree_digest
 
 ASSETS = {
@@ -83,7 +83,7 @@ def test_whole_graph_materializes_with_metadata(tmp_path: Path) -> None:
     version_dir = Path(model["model_path"])
     algo = joblib.load(version_dir / "svd_model.pkl")
     assert algo.n_factors == 100
-    manifest = read_manifest(env.serving_dir)
+    manifest = open_target(env.serving_dir).read_manifest()
     assert manifest["version"] == model["version"] == metadata(result, "deployed_model")["version"]
     served = load_deployed(env.serving_dir)
     user = f"ml_{int(env.mirror.ratings['user_id'].iloc[0])}"
@@ -112,7 +112,7 @@ def test_second_run_reuses_download_cache_and_keeps_earlier_versions(tmp_path: P
     v1, v2 = metadata(first, "svd_model")["version"], metadata(second, "svd_model")["version"]
     assert v1 != v2
     assert sorted(p.name for p in (env.data_dir / "models").iterdir()) == sorted([v1, v2])
-    manifest = read_manifest(env.serving_dir)
+    manifest = open_target(env.serving_dir).read_manifest()
     assert (manifest["version"], manifest["previous_version"]) == (v2, v1)
 
 
@@ -208,7 +208,7 @@ def test_a_study_feeds_the_next_retrain_and_the_manifest_names_it(tmp_path: Path
     expected = f"svd_tuning {result['version']}" if result["improved"] else "seed"
     assert model["params_source"] == expected
     if retrain.success and "deployed_model" in materialized(retrain):
-        manifest = read_manifest(env.serving_dir)
+        manifest = open_target(env.serving_dir).read_manifest()
         assert manifest["tuning_version"] == (result["version"] if result["improved"] else None)
         assert manifest["params"] == model["params"]
 
@@ -242,7 +242,7 @@ def test_tuned_params_travel_with_the_data_folder_to_a_fresh_instance(tmp_path: 
         assert study["improved"] is True
         tuned = env.materialize(dev)
         assert metadata(tuned, "deployed_model")["action"] == "promote"
-    champion = read_manifest(env.serving_dir)
+    champion = open_target(env.serving_dir).read_manifest()
     assert champion["tuning_version"] == study["version"]
     with dg.instance_for_test() as fresh:  # no svd_tuning in this instance's history
         retrain = env.materialize(fresh)

@@ -53,14 +53,14 @@ from cfrec_serving.redact import (
     split_credentials,
 )
 from cfrec_serving.storage import sha256_file
-from cfrec_serving.targets.folder import (
+from cfrec_serving.targets.manifest import (
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
     DeploymentError,
-    list_versions,
+    Promotion,
     parse_json_object,
-    promote,
 )
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.hostile_artifacts import call_unless_blocked_on
 from cfrec_testkit.http_server import FolderServer
 from cfrec_testkit.models import promote_version, write_model_version
@@ -604,7 +604,8 @@ def test_promote_refuses_a_deeply_nested_manifest_and_changes_nothing(tmp_path: 
     (serving / "manifest.json").write_bytes(b"[" * 100_000)
     tiny = write_model_version(tmp_path / "models")
     with pytest.raises(DeploymentError, match="manifest.json is nested deeper than 32 levels"):
-        promote(tiny.path, serving, version=tiny.version, metrics={}, counts={}, trained_at="2026-11-26T07:15:00+00:00")
+        promotion = Promotion(tiny.version, metrics={}, counts={}, trained_at="2026-11-26T07:15:00+00:00")
+        open_target(serving).promote(tiny.path, promotion)
     assert not (serving / "versions").exists()
 
 
@@ -613,5 +614,5 @@ def test_a_version_json_that_is_a_fifo_is_listed_as_an_error(tmp_path: Path) -> 
     (version,) = (serving / "versions").iterdir()
     (version / "version.json").unlink()
     os.mkfifo(version / "version.json")
-    listed = call_unless_blocked_on(version / "version.json", lambda: list_versions(serving))
+    listed = call_unless_blocked_on(version / "version.json", open_target(serving).list_versions)
     assert "not a regular file (a FIFO)" in listed[0]["error"]

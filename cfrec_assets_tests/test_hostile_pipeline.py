@@ -17,8 +17,7 @@ from cfrec_assets.defs.assets import ALL_ASSETS
 from cfrec_assets.defs.checks import ALL_CHECKS, svd_artifacts_load_and_predict
 from cfrec_assets.defs.resources import CatalogSource
 from cfrec_assets.defs.supabase_io import SupabasePostgresResource, SupabaseResource
-from cfrec_serving.targets.folder import read_manifest
-from cfrec_serving.targets.target import LocalTarget
+from cfrec_serving.targets.target import ServingTarget, open_target
 from cfrec_testkit.graph import (
     UP_TO_COMBINED,
     check_results,
@@ -140,7 +139,7 @@ def test_check_never_unpickles_a_file_swapped_after_training(tmp_path: Path) -> 
 def test_gate_says_another_run_is_still_checking(tmp_path: Path, monkeypatch) -> None:
     env = make_graph_env(tmp_path)
     release, checking = threading.Event(), threading.Event()
-    real_read_manifest = LocalTarget.read_manifest
+    real_read_manifest = ServingTarget.read_manifest
 
     def slow_read_manifest(*args, **kwargs):  # holds the champion check open until the test says so
         checking.set()
@@ -149,7 +148,7 @@ def test_gate_says_another_run_is_still_checking(tmp_path: Path, monkeypatch) ->
 
     with dg.instance_for_test() as instance:
         assert env.materialize(instance).success
-        monkeypatch.setattr(LocalTarget, "read_manifest", slow_read_manifest)
+        monkeypatch.setattr(ServingTarget, "read_manifest", slow_read_manifest)
         results = {}
         retrain = threading.Thread(
             target=lambda: results.setdefault(
@@ -200,7 +199,7 @@ def test_empty_rollback_target_is_refused_not_read_as_promote(tmp_path: Path) ->
         )
     assert not result.success
     assert "rollback_to is empty" in failure_messages(result)["deployed_model"]
-    assert tree_digest(env.serving_dir) == before and read_manifest(env.serving_dir) is not None
+    assert tree_digest(env.serving_dir) == before and open_target(env.serving_dir).read_manifest() is not None
 
 
 # --- secrets never land in the instance -----------------------------------------------------------

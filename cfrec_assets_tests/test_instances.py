@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cfrec_serving.targets.folder import read_manifest
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.dagster_dev import REPO_ROOT, DagsterDev, make_server, wait_for_code_locations
 from cfrec_testkit.graph import make_graph_env
 from cfrec_testkit.postgres import PostgresServer, scratch_database
@@ -82,7 +82,7 @@ def test_make_serve_and_make_dev_never_share_an_instance_or_data(tmp_path: Path,
 
         # Production: its own home linking deploy/dagster.yaml, its own data, history in PostgreSQL.
         assert (prod.dagster_home / "dagster.yaml").resolve() == REPO_ROOT / "deploy" / "dagster.yaml"
-        assert prod.data_dir == tmp_path / "prod" and read_manifest(prod.data_dir / "serving") is not None
+        assert prod.data_dir == tmp_path / "prod" and open_target(prod.data_dir / "serving").read_manifest() is not None
         assert production_runs(database.conninfo) == 1
         # The dev instance and data are as they were.
         assert not (dev_home / "dagster.yaml").is_symlink()

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from cfrec_serving.loader import load_deployed
-from cfrec_serving.targets.folder import promote
+from cfrec_serving.targets.manifest import Promotion
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.models import TinyModelVersion, version_name, write_model_version
 from cfrec_testkit.s3_server import free_port
 
@@ -43,14 +44,15 @@ def deployed(tmp_path_factory) -> tuple[Path, list[TinyModelVersion]]:
         write_model_version(root / "models", version_name(n), seed=n, titles=TITLES if n else None) for n in range(2)
     ]
     for rmse, model in zip((0.93, 0.91), models):
-        promote(
+        open_target(root / "serving").promote(
             model.path,
-            root / "serving",
-            version=model.version,
-            metrics={"rmse_mean": rmse},
-            counts={"ratings": len(model.ratings)},
-            trained_at="2026-11-26T07:15:00+00:00",
-            expected_sha256=model.sha256,
+            Promotion(
+                version=model.version,
+                metrics={"rmse_mean": rmse},
+                counts={"ratings": len(model.ratings)},
+                trained_at="2026-11-26T07:15:00+00:00",
+                expected_sha256=model.sha256,
+            ),
         )
     return root / "serving", models
 
@@ -120,14 +122,15 @@ def test_deployments_columns_line_up_whatever_the_lengths(tmp_path):
     models = [write_model_version(tmp_path / "models", version_name(n), seed=n) for n in range(3)]
     stamps = ("2026-11-26T07:15:00.123456+00:00", "2026-11-26T08:00:00+00:00", "2026-11-27T09:30:00.5+00:00")
     for n, (model, stamp) in enumerate(zip(models, stamps)):
-        promote(
+        open_target(tmp_path / "serving").promote(
             model.path,
-            tmp_path / "serving",
-            version=model.version,
-            metrics={"rmse_mean": 0.9 + n / 100} if n != 1 else {},
-            counts={"ratings": len(model.ratings)},
-            trained_at=stamp,
-            expected_sha256=model.sha256,
+            Promotion(
+                version=model.version,
+                metrics={"rmse_mean": 0.9 + n / 100} if n != 1 else {},
+                counts={"ratings": len(model.ratings)},
+                trained_at=stamp,
+                expected_sha256=model.sha256,
+            ),
         )
     result = run_cli("deployments", "--serving-dir", str(tmp_path / "serving"))
     assert result.returncode == 0, result.stderr

@@ -13,7 +13,8 @@ import pytest
 from cfrec_assets.pipeline.training import SVDParams, fit_svd, save_artifacts
 from cfrec_serving.loader import ArtifactVerificationError, load_deployed, load_version
 from cfrec_serving.model_arrays import ModelArrays, ModelArraysError, read_model_arrays
-from cfrec_serving.targets.folder import promote
+from cfrec_serving.targets.manifest import Promotion
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.hostile_artifacts import npz_with_member
 from cfrec_testkit.models import make_ratings_frame, train_tiny_svd
 from cfrec_testkit.shared_data import real_movielens_or_skip
@@ -102,14 +103,15 @@ def test_npz_model_equals_surprise_on_the_pickles_for_every_movielens_user(tmp_p
     files = save_artifacts(algo, trainset, ratings.assign(source="movielens"), tmp_path / "models", "v1")
     shipped = {name: files[name]["sha256"] for name in ("cf_model.npz", "svd_model.pkl", "cf_trainset.pkl")}
     serving = tmp_path / "serving"
-    promote(
+    open_target(serving).promote(
         tmp_path / "models" / "v1",
-        serving,
-        version="v1",
-        metrics={},
-        counts={},
-        trained_at="2026-11-27T00:00:00+00:00",
-        expected_sha256=shipped,
+        Promotion(
+            version="v1",
+            metrics={},
+            counts={},
+            trained_at="2026-11-27T00:00:00+00:00",
+            expected_sha256=shipped,
+        ),
     )
     model = load_deployed(serving)
     pickled = joblib.load(tmp_path / "models" / "v1" / "svd_model.pkl")

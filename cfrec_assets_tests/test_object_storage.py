@@ -5,6 +5,7 @@ import logging
 import os
 import stat
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -17,10 +18,10 @@ from cfrec_serving.loader import (
     current_version,
     load_deployed,
 )
-from cfrec_serving.targets.folder import DeploymentError
+from cfrec_serving.targets.manifest import DeploymentError, Promotion
 from cfrec_serving.targets.target import open_target
 from cfrec_testkit.graph import failure_messages, make_graph_env, metadata
-from cfrec_testkit.models import version_name, write_model_version
+from cfrec_testkit.models import TinyModelVersion, version_name, write_model_version
 from cfrec_testkit.s3_server import FaultyProxy, s3_server
 
 TRAINED_AT = "2026-11-27T01:00:00+00:00"
@@ -37,16 +38,15 @@ def url(server) -> str:
     return f"s3://{server.bucket}/{uuid.uuid4().hex[:12]}/serving"  # a fresh prefix per test
 
 
-def promote_tiny(target, models: Path, n: int, seed: int | None = None):
+def promotion(tiny: TinyModelVersion, **overrides) -> Promotion:
+    counts = {"ratings": len(tiny.ratings)}
+    shipped = Promotion(tiny.version, {"rmse_mean": 0.9}, counts, TRAINED_AT, expected_sha256=tiny.sha256)
+    return replace(shipped, **overrides)
+
+
+def promote_tiny(target, models: Path, n: int, seed: int | None = None) -> TinyModelVersion:
     tiny = write_model_version(models, version_name(n), seed=n if seed is None else seed)
-    target.promote(
-        tiny.path,
-        version=tiny.version,
-        metrics={"rmse_mean": 0.9},
-        counts={"ratings": len(tiny.ratings)},
-        trained_at=TRAINED_AT,
-        expected_sha256=tiny.sha256,
-    )
+    target.promote(tiny.path, promotion(tiny))
     return tiny
 
 
@@ -136,17 +136,11 @@ def test_promoting_the_same_version_again_reuses_it_and_a_different_one_is_refus
     target = open_target(url, **server.settings())
     tiny = promote_tiny(target, tmp_path / "models", 7)
     before = objects(server, url)
-    again = target.promote(
-        tiny.path,
-        version=tiny.version,
-        metrics={"rmse_mean": 0.9},
-        counts={"ratings": len(tiny.ratings)},
-        trained_at=TRAINED_AT,
-    )
+    again = target.promote(tiny.path, promotion(tiny, expected_sha256=None))
     assert again["version"] == tiny.version and objects(server, url) == before
     other = write_model_version(tmp_path / "other", tiny.version, seed=99)
     with pytest.raises(DeploymentError, match="already deployed .* with different files"):
-        target.promote(other.path, version=tiny.version, metrics={}, counts={}, trained_at=TRAINED_AT)
+        target.promote(other.path, Promotion(version=tiny.version, metrics={}, counts={}, trained_at=TRAINED_AT))
     assert objects(server, url) == before
 
 
@@ -166,6 +160,93 @@ def test_upload_failing_half_way_leaves_the_served_manifest_untouched(server, ur
     # The interrupted version has no version.json (or is not current): promoting it again completes it.
     retried = promote_tiny(open_target(url, **server.settings()), tmp_path / "retry", 9)
     assert open_target(url, **server.settings()).read_manifest()["version"] == retried.version
+
+
+def test_rollback_to_an_interrupted_upload_names_its_missing_record(server, url, tmp_path):
+    champion = promote_tiny(open_target(url, **server.settings()), tmp_path / "models", 25)
+    with FaultyProxy(server.endpoint_url) as proxy:
+        proxy.rules.fail.append(("PUT", "version.json", 503))
+        with pytest.raises(DeploymentError, match="version.json"):
+            promote_tiny(open_target(url, **server.settings(proxy.endpoint_url)), tmp_path / "models", 26)
+    target, interrupted = open_target(url, **server.settings()), version_name(26)
+    missing = f"{url}/versions/{interrupted}/version.json at 127.0.0.1 is missing"
+    assert {v["version"]: v.get("error") for v in target.list_versions()} == {
+        champion.version: None,
+        interrupted: missing,
+    }
+    with pytest.raises(DeploymentError) as refused:
+        target.rollback(interrupted)
+    assert str(refused.value) == f"cannot roll back to {interrupted!r}: {missing}"
+    assert target.read_manifest()["version"] == champion.version
+
+
+def refusal(target, attempt, *args) -> str:
+    """The DeploymentError ``attempt(*args)`` raises, with the target's name as ``<target>``."""
+    with pytest.raises(DeploymentError) as refused:
+        attempt(*args)
+    return str(refused.value).replace(target.describe(), "<target>")
+
+
+def test_the_folder_and_the_bucket_follow_the_same_rules(server, url, tmp_path):
+    """Promote and rollback are written once over both backends: the same refusals, the same listing."""
+    outcomes = {}
+    for kind, target in {
+        "folder": open_target(tmp_path / "serving"),
+        "bucket": open_target(url, **server.settings()),
+    }.items():
+        first, second = promote_tiny(target, tmp_path / kind, 27), promote_tiny(target, tmp_path / kind, 28)
+        impostor = write_model_version(tmp_path / f"{kind}-impostor", first.version, seed=99)
+        same_name = Promotion(first.version, metrics={}, counts={}, trained_at=TRAINED_AT)
+        refusals = [
+            refusal(target, target.promote, impostor.path, same_name),
+            refusal(target, target.rollback, "20990101T000000Z-x"),
+        ]
+        again = target.promote(first.path, same_name)  # identical files: the kept version is served again
+        listed = [(v["version"], v["current"]) for v in target.list_versions()]
+        outcomes[kind] = (refusals, again["previous_version"], listed, target.rollback(second.version)["version"])
+    assert (
+        outcomes["folder"]
+        == outcomes["bucket"]
+        == (
+            [
+                f"version {first.version!r} is already deployed to <target> with different files; versions are never "
+                "overwritten, train a new version instead",
+                f"cannot roll back to '20990101T000000Z-x': not deployed to <target> (kept: {[first.version, second.version]})",
+            ],
+            second.version,
+            [(first.version, True), (second.version, False)],
+            second.version,
+        )
+    )
+
+
+def test_an_upload_that_does_not_read_back_is_never_served(server, url, tmp_path):
+    champion = promote_tiny(open_target(url, **server.settings()), tmp_path / "models", 29)
+    target = open_target(url, **server.settings())
+    real_put = target.backend.store.put
+
+    def put_then_clobber(data, *parts, **kwargs):
+        real_put(data, *parts, **kwargs)
+        if parts[-1] == "cf_model.npz":  # another writer replaces it before it is read back
+            real_put(b"not the model", *parts)
+
+    target.backend.store.put = put_then_clobber
+    with pytest.raises(DeploymentError, match="upload not verified: .*/cf_model.npz at .* is 13 bytes, expected"):
+        promote_tiny(target, tmp_path / "models", 30)
+    assert f"versions/{version_name(30)}/version.json" not in objects(server, url)  # not a complete version
+    assert open_target(url, **server.settings()).read_manifest()["version"] == champion.version
+
+
+def test_promoting_a_kept_version_whose_objects_changed_is_refused(server, url, tmp_path):
+    target = open_target(url, **server.settings())
+    kept, champion = promote_tiny(target, tmp_path / "models", 31), promote_tiny(target, tmp_path / "models", 32)
+    key = object_key(url, server, "versions", kept.version, "svd_model.pkl")
+    server.client().put_object(Bucket=server.bucket, Key=key, Body=b"tampered")
+    with pytest.raises(
+        DeploymentError, match=f"kept version '{kept.version}' is damaged: .*svd_model.pkl at .* is 8 bytes"
+    ):
+        target.promote(kept.path, promotion(kept))
+    assert target.read_manifest()["version"] == champion.version
 
 
 def test_server_gone_mid_promote_leaves_the_manifest_untouched(server, url, tmp_path):
@@ -272,7 +353,7 @@ def test_cli_lists_and_recommends_from_the_bucket(server, url, tmp_path):
 def test_two_deployers_at_once_the_second_manifest_write_is_refused(server, url, tmp_path):
     champion = promote_tiny(open_target(url, **server.settings()), tmp_path / "models", 17)
     slow = open_target(url, **server.settings())
-    real_put = slow.store.put
+    real_put = slow.backend.store.put
     raced = {}
 
     def put_after_a_rival(data, *parts, **kwargs):
@@ -280,7 +361,7 @@ def test_two_deployers_at_once_the_second_manifest_write_is_refused(server, url,
             raced["rival"] = promote_tiny(open_target(url, **server.settings()), tmp_path / "rival", 18)
         return real_put(data, *parts, **kwargs)
 
-    slow.store.put = put_after_a_rival
+    slow.backend.store.put = put_after_a_rival
     with pytest.raises(DeploymentError, match="changed while version .* was being deployed"):
         promote_tiny(slow, tmp_path / "models", 19)
     manifest = open_target(url, **server.settings()).read_manifest()
@@ -415,7 +496,7 @@ def test_a_kept_champion_is_recorded_in_the_manifest_only_while_it_is_served(ser
 def test_a_kept_champion_note_racing_a_deployer_is_refused_not_written_over_it(server, url, tmp_path):
     champion = promote_tiny(open_target(url, **server.settings()), tmp_path / "models", 23)
     slow = open_target(url, **server.settings())
-    real_put = slow.store.put
+    real_put = slow.backend.store.put
     raced = {}
 
     def put_after_a_rival(data, *parts, **kwargs):
@@ -423,7 +504,7 @@ def test_a_kept_champion_note_racing_a_deployer_is_refused_not_written_over_it(s
             raced["rival"] = promote_tiny(open_target(url, **server.settings()), tmp_path / "rival", 24)
         return real_put(data, *parts, **kwargs)
 
-    slow.store.put = put_after_a_rival
+    slow.backend.store.put = put_after_a_rival
     with pytest.raises(DeploymentError, match="changed while the challenger was being recorded"):
         slow.record_kept_champion(champion.version, {"challenger": "lost"})
     manifest = open_target(url, **server.settings()).read_manifest()

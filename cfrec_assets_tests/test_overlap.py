@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from cfrec_assets.defs.checks import ALL_CHECKS
-from cfrec_serving.targets.folder import list_versions, read_manifest
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.dagster_dev import REPO_ROOT
 from cfrec_testkit.graph import make_graph_env, tree_digest
 from cfrec_testkit.http_server import FolderServer
@@ -111,9 +111,9 @@ def test_two_overlapping_whole_graph_runs_both_deploy_their_own_version(tmp_path
             assert meta["combined_ratings"]["path"].endswith(f"{run_id}.parquet")
 
     assert versions[0] != versions[1]
-    manifest = read_manifest(env.serving_dir)
+    manifest = open_target(env.serving_dir).read_manifest()
     assert manifest["version"] in versions
-    assert {entry["version"] for entry in list_versions(env.serving_dir)} == set(versions)
+    assert {entry["version"] for entry in open_target(env.serving_dir).list_versions()} == set(versions)
     assert manifest["previous_version"] == next(v for v in versions if v != manifest["version"])
     # The served files are the ones that version's svd_model wrote.
     served = tree_digest(env.serving_dir / "versions" / manifest["version"])

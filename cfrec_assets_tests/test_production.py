@@ -19,7 +19,8 @@ import pytest
 
 from cfrec_assets.defs.run_launcher import worker_pid
 from cfrec_serving.loader import load_deployed
-from cfrec_serving.targets.folder import list_versions, read_manifest, verification_problems, version_dir
+from cfrec_serving.targets.folder import verification_problems, version_dir
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.dagster_dev import DagsterDev, production_server, wait_for_code_locations
 from cfrec_testkit.graph import make_graph_env
 from cfrec_testkit.postgres import PostgresServer, scratch_database
@@ -113,7 +114,7 @@ def test_a_full_run_through_the_queue_lands_in_postgres(prod) -> None:
         assets = {row[0] for row in conn.execute("SELECT asset_key FROM asset_keys")}
     assert runs == 1 and events > 50
     assert '["deployed_model"]' in assets and '["svd_model"]' in assets
-    assert read_manifest(dev.data_dir / "serving") is not None
+    assert open_target(dev.data_dir / "serving").read_manifest() is not None
     assert not list(dev.dagster_home.glob("history/runs/*.db")), "run storage fell back to SQLite"
 
 
@@ -126,7 +127,7 @@ def test_training_runs_queue_one_after_the_other_and_others_do_not_wait(prod) ->
     assert b.start_time >= a.end_time, "two training runs were in progress at once"
     # A run with no training step (re-pointing the manifest) is not held behind a retrain.
     training = launch(dev)
-    rollback = launch_rollback(dev, version=read_manifest(dev.data_dir / "serving")["version"])
+    rollback = launch_rollback(dev, version=open_target(dev.data_dir / "serving").read_manifest()["version"])
     done = wait_finished(instance, [training, rollback])
     assert done[rollback].dagster_run.status == dg.DagsterRunStatus.SUCCESS
     assert done[rollback].start_time < done[training].end_time, "the rollback waited for the retrain"
@@ -153,7 +154,7 @@ def test_a_killed_run_worker_is_detected_and_the_run_retried(prod) -> None:
     dev, instance = prod
     assert wait_finished(instance, [launch(dev)])  # a champion to protect
     serving = dev.data_dir / "serving"
-    champion = read_manifest(serving)["version"]
+    champion = open_target(serving).read_manifest()["version"]
     run_id = launch(dev, tags={"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"})
     deadline = time.monotonic() + 300
     while (pid := worker_pid(instance, run_id)) is None and time.monotonic() < deadline:
@@ -180,9 +181,9 @@ def test_a_killed_run_worker_is_detected_and_the_run_retried(prod) -> None:
     assert retry.dagster_run.status == dg.DagsterRunStatus.SUCCESS, dev.log_tail()
 
     # Nothing torn: the manifest names a complete, verified version; every kept version verifies.
-    manifest = read_manifest(serving)
+    manifest = open_target(serving).read_manifest()
     assert manifest["version"] != champion
-    for entry in list_versions(serving):
+    for entry in open_target(serving).list_versions():
         assert not verification_problems(version_dir(serving, entry["version"]), entry["files"])
     assert load_deployed(serving).version == manifest["version"]
 
@@ -211,13 +212,13 @@ def test_a_losing_challenger_succeeds_quietly_and_a_failed_ceiling_alerts_with_i
     # A champion trained with a higher rate (CV RMSE ~0.82 here), then the seed settings (~1.04).
     better = launch(dev, svd_model={"config": {"params": "seed", "lr_all": 0.1}})
     assert wait_finished(instance, [better])[better].dagster_run.status == dg.DagsterRunStatus.SUCCESS
-    champion = read_manifest(dev.data_dir / "serving")
+    champion = open_target(dev.data_dir / "serving").read_manifest()
     losing = launch(dev)
     assert wait_finished(instance, [losing])[losing].dagster_run.status == dg.DagsterRunStatus.SUCCESS
     kept = materialization_metadata(instance, losing, "deployed_model")
     assert (kept["action"], kept["version"]) == ("keep", champion["version"])
     assert kept["decision"].startswith(f"kept champion {champion['version']}: challenger RMSE ")
-    manifest = read_manifest(dev.data_dir / "serving")
+    manifest = open_target(dev.data_dir / "serving").read_manifest()
     assert manifest["version"] == champion["version"] and manifest["kept_champion"][0]["run_id"] == losing
 
     failing = launch(dev, cv_metrics_cv_rmse_under_ceiling={"config": {"rmse_ceiling": 0.01}})
@@ -231,4 +232,4 @@ def test_a_losing_challenger_succeeds_quietly_and_a_failed_ceiling_alerts_with_i
     assert failing[:8] in post["text"] and losing[:8] not in post["text"]
     assert "cv_metrics:cv_rmse_under_ceiling failed: RMSE " in post["text"] and "> ceiling 0.01" in post["text"]
     assert post["text"].endswith(f"{UI}/runs/{failing}")
-    assert read_manifest(dev.data_dir / "serving")["version"] == champion["version"]
+    assert open_target(dev.data_dir / "serving").read_manifest()["version"] == champion["version"]

@@ -13,7 +13,7 @@ import pytest
 from cfrec_assets.definitions import defs
 from cfrec_assets.defs.sensors import RETRAIN_SELECTION, build_retrain_sensor
 from cfrec_assets.defs.supabase_io import SupabasePostgresResource, SupabaseResource
-from cfrec_serving.targets.folder import read_manifest
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.graph import make_graph_env, metadata
 from cfrec_testkit.postgres import insert_ratings
 from cfrec_testkit.postgrest import TEST_API_KEY
@@ -123,7 +123,7 @@ def test_sensor_run_retrains_on_the_new_ratings(tmp_path: Path, postgrest, ratin
     new_version = metadata(retrain, "svd_model")["version"]
     assert new_version != metadata(baseline, "svd_model")["version"]
     assert (env.data_dir / "models" / new_version / "svd_model.pkl").is_file()
-    assert read_manifest(env.serving_dir)["counts"]["real_ratings"] == combined["real_ratings"]
+    assert open_target(env.serving_dir).read_manifest()["counts"]["real_ratings"] == combined["real_ratings"]
 
 
 def test_a_few_old_ratings_trigger_a_retrain_by_age(postgrest, ratings_db, supabase) -> None:

@@ -257,6 +257,8 @@ def test_nothing_deployed_and_corrupt_manifests_are_distinguished(tmp_path, serv
     manifest_path.write_text(json.dumps({**manifest, "version": "../../models/x"}))
     with pytest.raises(ArtifactVerificationError, match="invalid version name"):
         load_deployed(serving)
+    with pytest.raises(ArtifactVerificationError, match="invalid version name"):
+        current_version(serving)  # the same manifest reader: the watcher never chases that name
     manifest_path.write_text("{not json")
     with pytest.raises(ArtifactVerificationError, match="cannot trust the deployment manifest"):
         load_deployed(serving)

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from cfrec_serving.loader import load_deployed
-from cfrec_serving.targets.folder import promote
+from cfrec_serving.targets.manifest import Promotion
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.dagster_dev import REPO_ROOT
 from cfrec_testkit.models import version_name, write_model_version
 
@@ -42,14 +43,15 @@ def serving_venv(tmp_path_factory) -> Path:
 def served(tmp_path_factory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("served")
     model = write_model_version(root / "models", version_name(1), seed=1)
-    promote(
+    open_target(root / "serving").promote(
         model.path,
-        root / "serving",
-        version=model.version,
-        metrics={"rmse_mean": 0.9},
-        counts={"ratings": len(model.ratings)},
-        trained_at="2026-12-07T04:00:00+00:00",
-        expected_sha256=model.sha256,
+        Promotion(
+            version=model.version,
+            metrics={"rmse_mean": 0.9},
+            counts={"ratings": len(model.ratings)},
+            trained_at="2026-12-07T04:00:00+00:00",
+            expected_sha256=model.sha256,
+        ),
     )
     return root / "serving", model.trainset.to_raw_uid(0)
 

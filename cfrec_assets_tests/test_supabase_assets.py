@@ -11,7 +11,7 @@ import pytest
 
 from cfrec_assets.defs.resources import CatalogSource
 from cfrec_assets.defs.supabase_io import SupabasePostgresResource, SupabaseResource
-from cfrec_serving.targets.folder import read_manifest
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.graph import (
     UP_TO_COMBINED,
     check_descriptions,
@@ -121,7 +121,7 @@ def test_fallback_is_opt_in_warns_and_cannot_ship_a_model_that_forgot_app_users(
     assert "fewer than the champion's" in champion_check.description
     assert "svd_model" in materialized(result) and "deployed_model" not in materialized(result)
     assert tree_digest(env.serving_dir) == before
-    assert read_manifest(env.serving_dir)["version"] == metadata(champion, "deployed_model")["version"]
+    assert open_target(env.serving_dir).read_manifest()["version"] == metadata(champion, "deployed_model")["version"]
 
 
 def test_psycopg_path_reads_the_same_rows(env, ratings_db) -> None:

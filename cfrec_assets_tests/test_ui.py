@@ -24,7 +24,7 @@ import pytest
 
 from cfrec_assets.defs.assets import ALL_ASSETS
 from cfrec_assets.defs.checks import ALL_CHECKS
-from cfrec_serving.targets.folder import read_manifest
+from cfrec_serving.targets.target import open_target
 from cfrec_testkit.dagster_dev import REPO_ROOT, DagsterDev, dagster_dev, wait_for_code_locations
 from cfrec_testkit.shared_data import real_movielens_or_skip
 
@@ -306,7 +306,7 @@ def test_materialize_all_deploys_a_checked_model(ui_factory, tmp_path: Path) -> 
         expect(metadata_value(ui, "action")).to_have_text("promote", timeout=UI_TIMEOUT_MS)
         expect(metadata_value(ui, "version")).to_have_text(version, timeout=UI_TIMEOUT_MS)
         ui.shot("deployed_model")
-        manifest = read_manifest(dev.data_dir / "serving")
+        manifest = open_target(dev.data_dir / "serving").read_manifest()
         assert manifest is not None and manifest["version"] == version
 
         # Every check: passed, on the materialization of this run.
@@ -356,5 +356,5 @@ def test_failed_blocking_check_stops_the_run_before_deployment(ui_factory, tmp_p
         # No materialization metadata ("entries" once the asset has definition metadata: its code reference).
         expect(ui.page.get_by_text(re.compile(r"^No metadata (found|entries)$"))).to_be_visible(timeout=UI_TIMEOUT_MS)
         ui.shot("deployed_model_not_materialized")
-        assert read_manifest(dev.data_dir / "serving") is None
+        assert open_target(dev.data_dir / "serving").read_manifest() is None
     assert not dev.forced_kill, f"the server ignored SIGTERM; killed {dev.killed}:\n{dev.log_tail()}"

@@ -64,8 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported late so --help stays fast and usage errors need no numpy/surprise.
     from cfrec_serving.loader import ArtifactVerificationError, NoDeployedModelError, ServingTargetUnavailableError
-    from cfrec_serving.targets.folder import DeploymentError
-    from cfrec_serving.targets.target import TargetUnavailableError
+    from cfrec_serving.targets.manifest import DeploymentError, TargetUnavailableError
 
     try:
         output = _COMMANDS[args.command](args)
@@ -123,8 +122,9 @@ def _deployments(args: argparse.Namespace) -> tuple[Any, str]:
     versions = target.list_versions()
     if manifest is None and not versions:
         from cfrec_serving.loader import NoDeployedModelError
+        from cfrec_serving.targets.manifest import nothing_deployed
 
-        raise NoDeployedModelError(f"no model is deployed in {args.serving_dir} (no manifest.json)")
+        raise NoDeployedModelError(nothing_deployed(target.describe()))
     rows = [("", "version", "trained_at", "rmse_mean", "")]
     for entry in versions:
         marker = "*" if entry["current"] else ""

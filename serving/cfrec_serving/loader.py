@@ -27,9 +27,15 @@ from cfrec_serving import settings
 from cfrec_serving.artifacts import ARTIFACT_FILES, MODEL_FILE, PICKLE_FILES, SERVING_FILE, TRAINSET_FILE
 from cfrec_serving.model_arrays import ModelArrays, ModelArraysError, read_model_arrays
 from cfrec_serving.storage import UnsafePathError, read_regular_file
-from cfrec_serving.targets.folder import DeploymentError, read_manifest, recorded_size, version_dir
+from cfrec_serving.targets.manifest import (
+    CacheError,
+    DeploymentError,
+    TargetUnavailableError,
+    nothing_deployed,
+    recorded_size,
+)
 from cfrec_serving.targets.s3_store import is_object_store_url
-from cfrec_serving.targets.target import CacheError, ServingTarget, TargetUnavailableError, open_target
+from cfrec_serving.targets.target import ServingTarget, open_target
 
 if TYPE_CHECKING:  # Surprise, joblib and pandas load only on the pickle path: an app reading npz skips ~70 MB
     from surprise import SVD, Trainset
@@ -248,15 +254,13 @@ def load_deployed(
     are downloaded into ``cache_dir`` (default: :func:`default_cache_dir`), verified, and reused while
     their sha256 still matches; that folder must be this user's alone (``ModelCacheError`` if not).
     """
-    if isinstance(target, (str, Path)) and not is_object_store_url(str(target)):
-        manifest, folder = _current(target)  # the local folder: read in place, no copy
-        return load_version(folder, manifest["files"], manifest, allow_pickle=allow_pickle)
-    remote = open_target_from_env(str(target)) if isinstance(target, str) else target
+    opened = _opened(target)
+    manifest = _trusted_manifest(opened)
+    if manifest is None:
+        raise NoDeployedModelError(nothing_deployed(opened.describe()))
     names = ARTIFACT_FILES if allow_pickle else (SERVING_FILE,)
     try:
-        folder, manifest = remote.fetch(Path(cache_dir or default_cache_dir()), names)
-    except FileNotFoundError as error:
-        raise NoDeployedModelError(str(error)) from None
+        folder = opened.version_folder(manifest, names, cache_dir=Path(cache_dir or default_cache_dir()))
     except CacheError as error:
         raise ModelCacheError(
             f"cannot use the model cache: {error} ({settings.MODEL_CACHE_DIR.name} or cache_dir choose another folder)"
@@ -270,15 +274,24 @@ def load_deployed(
 
 def current_version(target: Path | str | ServingTarget) -> str | None:
     """The version the manifest points at (None: nothing deployed); reads the manifest only."""
+    manifest = _trusted_manifest(_opened(target))
+    return None if manifest is None else manifest["version"]
+
+
+def _opened(target: Path | str | ServingTarget) -> ServingTarget:
+    """A folder or URL opened as a target (``s3://`` with the app's environment), or ``target`` itself."""
     if isinstance(target, str) and is_object_store_url(target):
-        target = open_target_from_env(target)
+        return open_target_from_env(target)
+    return open_target(target) if isinstance(target, (str, Path)) else target
+
+
+def _trusted_manifest(target: ServingTarget) -> dict[str, Any] | None:
     try:
-        manifest = read_manifest(target) if isinstance(target, (str, Path)) else target.read_manifest()
+        return target.read_manifest()
     except TargetUnavailableError as error:
         raise ServingTargetUnavailableError(f"cannot reach the deployment manifest: {error}") from None
     except DeploymentError as error:
         raise ArtifactVerificationError(f"cannot trust the deployment manifest: {error}") from None
-    return None if manifest is None else manifest["version"]
 
 
 def open_target_from_env(url: str | Path, environ: Mapping[str, str] | None = None) -> ServingTarget:
@@ -338,16 +351,6 @@ def load_version(
         )
     loaded = {name: _unpickle(io.BytesIO(_read_verified(folder / name, files[name], version))) for name in PICKLE_FILES}
     return DeployedModel(loaded[MODEL_FILE], loaded[TRAINSET_FILE], manifest)
-
-
-def _current(serving_dir: Path | str) -> tuple[dict[str, Any], Path]:
-    try:
-        manifest = read_manifest(serving_dir)
-        if manifest is None:
-            raise NoDeployedModelError(f"no model is deployed in {serving_dir} (no manifest.json)")
-        return manifest, version_dir(serving_dir, manifest["version"])
-    except DeploymentError as error:
-        raise ArtifactVerificationError(f"cannot trust the deployment manifest: {error}") from None
 
 
 def _read_verified(path: Path, record: Any, version: str) -> bytes:

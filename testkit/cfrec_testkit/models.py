@@ -101,15 +101,9 @@ def promote_version(
     version: TinyModelVersion, serving_dir: Path, trained_at: str = "2026-11-26T07:15:00+00:00"
 ) -> Path:
     """Promote a tiny version into ``serving_dir`` (checked against its sha256s); return the folder."""
-    from cfrec_serving.targets.folder import promote
+    from cfrec_serving.targets.manifest import Promotion
+    from cfrec_serving.targets.target import open_target
 
-    promote(
-        version.path,
-        serving_dir,
-        version=version.version,
-        metrics={},
-        counts={},
-        trained_at=trained_at,
-        expected_sha256=version.sha256,
-    )
+    promotion = Promotion(version.version, metrics={}, counts={}, trained_at=trained_at, expected_sha256=version.sha256)
+    open_target(serving_dir).promote(version.path, promotion)
     return Path(serving_dir)

@@ -100,7 +100,7 @@ def deployed_model(
         check_gate(context.instance, svd_model, cv_metrics)
         lost = lost_to_champion(context.instance, cv_metrics)
         if lost is None:
-            manifest = target.promote(Path(svd_model.path), **promotion_of(svd_model, cv_metrics))
+            manifest = target.promote(Path(svd_model.path), promotion_of(svd_model, cv_metrics))
             action = "promote"
         else:
             decision = (

@@ -87,14 +87,14 @@ class S3Store:
         _hold_client_logs_at_info()
         self.location = location
         self.endpoint = redact_url(endpoint_url) if endpoint_url else "AWS S3"
-        host = urlsplit(endpoint_url).hostname if endpoint_url else None
-        self.where = f"{location} at {host or 'AWS S3'}"
+        self.host = (urlsplit(endpoint_url).hostname if endpoint_url else None) or "AWS S3"
+        self.where = f"{location} at {self.host}"
         config = Config(
             signature_version="s3v4",
             s3={"addressing_style": "path"},
             retries={"mode": "standard", "max_attempts": 3},  # 5xx/throttling only; 4xx fail at once
             # botocore >= 1.36 adds CRC checksums to every upload by default, which some S3-protocol
-            # servers refuse; we verify by reading each object back instead (targets.py).
+            # servers refuse; we verify by reading each object back instead (s3.py).
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             connect_timeout=min(timeout_seconds, 10.0),

@@ -1,68 +1,69 @@
 """Serving targets: where ``deployed_model`` promotes versions and the app loads them from.
 
-A local folder (``deployment.py``: flock, atomic renames) or an object store, ``s3://bucket/
-prefix`` on any S3-protocol endpoint, with the same layout::
+One model over two backends: a local folder (``folder.py``: flock, atomic renames) or an
+S3-protocol bucket (``s3.py``: read-back, conditional PUT), with the same layout::
 
-    <prefix>/manifest.json                  written LAST, so it never points at missing files
-    <prefix>/versions/<version>/<file>      cf_model.npz, the pickles
-    <prefix>/versions/<version>/version.json  written after the files: a version without it is
-                                            an interrupted upload, which the next promote redoes
+    <target>/manifest.json                   the current version; written LAST, so it never
+                                             points at missing files
+    <target>/versions/<version>/<file>       cf_model.npz, the pickles
+    <target>/versions/<version>/version.json  written after the files
 
-Every object is read back and its size and sha256 compared before the manifest moves, so a
-reader that sees a manifest finds exactly the bytes it lists. Object stores have no lock: the
-manifest is written with a conditional PUT on the ETag read at the start (If-None-Match for the
-first one), so of two deployers at once the second is refused with a clear error instead of
-silently overwriting; a server without conditional writes gets a plain PUT (single writer).
+Promote, rollback, the kept-champion note, the current manifest and the list of versions are
+written here once; the rules they follow are ``manifest.py``'s. Every version ever promoted is
+kept, so a rollback is only a manifest write, and the manifest moves only from the one read at
+the start (the folder's lock, the bucket's ETag). A failed promote, rollback or note leaves the
+manifest as it was.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import stat
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
 from cfrec_serving.artifacts import MANIFEST_FILE, SERVING_FILE, VERSION_FILE, VERSIONS_DIR
-from cfrec_serving.storage import private_dir, sha256_file, write_atomic
-from cfrec_serving.targets import folder as deployment
-from cfrec_serving.targets.folder import (
+from cfrec_serving.targets.folder import FolderBackend, file_records
+from cfrec_serving.targets.manifest import (
     MAX_JSON_BYTES,
     DeploymentError,
-    parse_json_object,
-    recorded_size,
-    valid_file_list,
+    ManifestChangedError,
+    Promotion,
+    dump_json,
+    next_manifest,
+    now_iso,
+    parse_manifest,
+    parse_version_record,
+    reused_record,
+    serves,
     validate_version_name,
+    version_record,
+    with_kept_entry,
 )
-from cfrec_serving.targets.s3_store import (
-    ObjectStoreError,
-    PreconditionFailedError,
-    S3Location,
-    S3Store,
-    is_object_store_url,
-)
+from cfrec_serving.targets.s3 import S3Backend
+from cfrec_serving.targets.s3_store import S3Location, S3Store, is_object_store_url
 
 
-class CacheError(DeploymentError):
-    """The local cache cannot be used safely: another user's folder, a symlink, not a folder, not writable."""
+class Backend(Protocol):
+    """Where a target's bytes live; keys are ``manifest.json`` and ``versions/<version>/<file>``.
 
+    Reads return None for a key that does not exist and raise ``DeploymentError`` otherwise
+    (``TargetUnavailableError`` when the store cannot be reached).
+    ``read_tagged`` also returns the tag ``write_manifest`` is conditional on (the bucket's ETag;
+    the folder needs none: ``writing`` holds its lock from the read to the write). A version is
+    written whole by ``write_version``, its files verified before its ``version.json``."""
 
-class TargetUnavailableError(DeploymentError):
-    """The object store could not be read or written (endpoint unreachable, credentials refused,
-    no such bucket): nothing was verified or changed. Not a verdict on the deployment's bytes."""
-
-
-class ServingTarget(Protocol):
     def describe(self) -> str: ...
-    def read_manifest(self) -> dict[str, Any] | None: ...
-    def list_versions(self) -> list[dict[str, Any]]: ...
-    def promote(self, source_dir: Path, **promotion: Any) -> dict[str, Any]: ...
-    def rollback(self, version: str) -> dict[str, Any]: ...
-    def record_kept_champion(self, champion: str, entry: Mapping[str, Any]) -> dict[str, Any]: ...
-    def fetch(self, cache_dir: Path, names: Iterable[str] = (SERVING_FILE,)) -> tuple[Path, dict[str, Any]]: ...
+    def where(self, *key: str) -> str: ...
+    def read(self, *key: str, max_bytes: int) -> bytes | None: ...
+    def read_tagged(self, *key: str, max_bytes: int) -> tuple[bytes | None, Any]: ...
+    def version_names(self) -> list[str]: ...
+    def writing(self) -> AbstractContextManager[None]: ...
+    def write_version(self, source_dir: Path, record: Mapping[str, Any]) -> None: ...
+    def discard_version(self, version: str) -> None: ...
+    def verify(self, version: str, files: Mapping[str, Any]) -> list[str]: ...
+    def write_manifest(self, data: bytes, expect: Any) -> None: ...
+    def version_folder(self, version: str, files: Mapping[str, Any], names: Iterable[str], cache_dir: Path) -> Path: ...
 
 
 def open_target(
@@ -73,7 +74,7 @@ def open_target(
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
 ) -> ServingTarget:
-    """``s3://bucket/prefix`` → :class:`S3Target`; anything else is a local folder."""
+    """``s3://bucket/prefix`` → a bucket (boto3, the ``[s3]`` extra); anything else is a local folder."""
     if is_object_store_url(str(url_or_path)):
         store = S3Store(
             S3Location.parse(str(url_or_path)),
@@ -82,232 +83,141 @@ def open_target(
             access_key_id=access_key_id,
             secret_access_key=secret_access_key,
         )
-        return S3Target(store)
-    return LocalTarget(Path(url_or_path).expanduser().resolve())
+        return ServingTarget(S3Backend(store))
+    return ServingTarget(FolderBackend(Path(url_or_path).expanduser().resolve()))
 
 
-class LocalTarget:
-    """A serving folder on this machine (see ``deployment.py``)."""
+class ServingTarget:
+    """Promote, roll back and read the versions of one target, whichever backend holds it."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def describe(self) -> str:
-        return str(self.folder)
-
-    def read_manifest(self) -> dict[str, Any] | None:
-        return deployment.read_manifest(self.folder)
-
-    def list_versions(self) -> list[dict[str, Any]]:
-        return deployment.list_versions(self.folder)
-
-    def promote(self, source_dir: Path, **promotion: Any) -> dict[str, Any]:
-        return deployment.promote(source_dir, self.folder, **promotion)
-
-    def rollback(self, version: str) -> dict[str, Any]:
-        return deployment.rollback(self.folder, version)
-
-    def record_kept_champion(self, champion: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-        return deployment.record_kept_champion(self.folder, champion, entry)
-
-    def fetch(self, cache_dir: Path | None = None, names: Iterable[str] = ()) -> tuple[Path, dict[str, Any]]:
-        """The current version's folder (already local) and manifest."""
-        manifest = self.read_manifest()
-        if manifest is None:
-            raise FileNotFoundError(f"no model is deployed in {self.folder} (no manifest.json)")
-        return deployment.version_dir(self.folder, manifest["version"]), manifest
-
-
-class S3Target:
-    """A serving target in an S3-protocol bucket."""
-
-    def __init__(self, store: S3Store) -> None:
-        self.store = store
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
 
     def describe(self) -> str:
-        return self.store.where
+        return self.backend.describe()
 
     def read_manifest(self) -> dict[str, Any] | None:
+        """The current manifest, or None when nothing has been deployed yet."""
         return self._manifest()[0]
 
-    def _manifest(self) -> tuple[dict[str, Any] | None, str | None]:
-        """The manifest and its ETag (the condition the next manifest write is made on)."""
-        payload, etag = self._call(self.store.get_tagged, MANIFEST_FILE, max_bytes=MAX_JSON_BYTES)
-        if payload is None:
-            return None, None
-        manifest = parse_json_object(payload, f"{self.describe()}/{MANIFEST_FILE}")
-        if not isinstance(manifest.get("version"), str) or not isinstance(manifest.get("files"), dict):
-            raise DeploymentError(f"{self.describe()}/{MANIFEST_FILE} has no 'version'/'files': not a manifest")
-        return manifest, etag
-
     def list_versions(self) -> list[dict[str, Any]]:
+        """Every kept version's ``version.json`` (oldest first by name) plus ``current: bool``.
+
+        A version whose ``version.json`` is missing or unreadable is listed with an ``error`` key
+        instead of being hidden."""
+        names = self.backend.version_names()
+        if not names:
+            return []
         manifest = self.read_manifest()
         current = manifest["version"] if manifest else None
-        listed = []
-        for name in self._call(self.store.folders, VERSIONS_DIR):
-            try:
-                record = self._version_record(name) or {"version": name, "error": "incomplete upload"}
-            except DeploymentError as error:
-                record = {"version": name, "error": str(error)}
-            listed.append({**record, "current": name == current})
-        return listed
+        return [{**self._listed(name), "current": name == current} for name in names]
 
-    def promote(self, source_dir: Path, **promotion: Any) -> dict[str, Any]:
-        """Upload, verify, then point the manifest; the manifest is untouched on any failure."""
+    def promote(self, source_dir: Path | str, promotion: Promotion) -> dict[str, Any]:
+        """Put a trained version in the target and make it current; return the new manifest.
+
+        The source files are hashed first (and compared with ``promotion.expected_sha256``). A
+        version already kept is reused only when its files are identical and still verify;
+        versions are never overwritten. Promoting the current version again returns the manifest
+        unchanged. On any failure the manifest is as it was."""
         source_dir = Path(source_dir)
-        record = deployment.version_record(source_dir, **promotion)
-        current, etag = self._manifest()  # refuse a corrupt manifest before uploading anything
-        version = record["version"]
-        kept = self._version_record(version)
-        if kept is not None:
-            if kept.get("files") != record["files"]:
-                raise DeploymentError(
-                    f"version {version!r} is already deployed to {self.describe()} with different files; "
-                    "versions are never overwritten, train a new version instead"
-                )
-            self._verify(version, kept["files"])
-            record = kept
-        else:
-            record = {**record, "deployed_at": _now_iso()}
-            for name in record["files"]:
-                self._put((source_dir / name).read_bytes(), VERSIONS_DIR, version, name)
-            self._verify(version, record["files"])
-            self._put(_dump(record), VERSIONS_DIR, version, VERSION_FILE, content_type="application/json")
-        return self._point_manifest(record, current, etag)
+        record = version_record(promotion, file_records(source_dir), source_dir)
+        with self.backend.writing():
+            current, tag = self._manifest()  # refuse a corrupt manifest before writing anything
+            kept = self._version_record(promotion.version)
+            created = False
+            try:
+                if kept is not None:
+                    record = reused_record(kept, record, self.describe())
+                    self._refuse_unverified(promotion.version, record, f"kept version {promotion.version!r} is damaged")
+                else:
+                    record = {**record, "deployed_at": now_iso()}
+                    self.backend.write_version(source_dir, record)
+                    created = True
+                return self._point_manifest(record, current, tag)
+            except BaseException:
+                if created:  # the manifest never pointed at it
+                    self.backend.discard_version(promotion.version)
+                raise
 
     def rollback(self, version: str) -> dict[str, Any]:
-        validate_version_name(version)
-        record = self._version_record(version)
+        """Point the manifest at a kept ``version`` after re-verifying its files; return the manifest.
+
+        Refuses (``DeploymentError``) when the version is not kept or its files no longer match
+        its ``version.json``. Rolling back to the current version only re-verifies it."""
+        record = self._version_record(validate_version_name(version))
         if record is None:
-            kept = [v["version"] for v in self.list_versions() if "error" not in v]
-            raise DeploymentError(f"cannot roll back to {version!r}: not deployed to {self.describe()} (kept: {kept})")
-        self._verify(version, record["files"], refusal=f"refusing to roll back to {version!r}")
-        return self._point_manifest(record, *self._manifest())
+            listed = {entry["version"]: entry for entry in self.list_versions()}
+            if version in listed:
+                raise DeploymentError(f"cannot roll back to {version!r}: {listed[version]['error']}")
+            kept = [name for name, entry in listed.items() if "error" not in entry]
+            raise DeploymentError(
+                f"cannot roll back to {version!r}: not deployed to {self.describe()} (kept: {kept or 'none'})"
+            )
+        with self.backend.writing():
+            self._refuse_unverified(version, record, f"refusing to roll back to {version!r}")
+            return self._point_manifest(record, *self._manifest())
 
     def record_kept_champion(self, champion: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-        """The manifest rewritten with ``entry`` in its ``kept_champion`` list, on its ETag."""
-        current, etag = self._manifest()
-        manifest = deployment.with_kept_entry(current, champion, entry)
-        try:
-            self.store.put(_dump(manifest), MANIFEST_FILE, content_type="application/json", expect=etag)
-        except PreconditionFailedError:
-            raise DeploymentError(
-                f"the manifest in {self.describe()} changed while the challenger was being recorded: run again"
-            ) from None
-        except ObjectStoreError as error:
-            raise DeploymentError(str(error)) from None
-        return manifest
+        """Add ``entry`` (a challenger that lost) to the manifest's ``kept_champion`` list while
+        ``champion`` is still the served version; return the manifest. Version and files are untouched.
 
-    def fetch(self, cache_dir: Path, names: Iterable[str] = (SERVING_FILE,)) -> tuple[Path, dict[str, Any]]:
-        """Download the current version's ``names`` into ``cache_dir/<version>/`` (verified files
-        already there are reused); return that folder and the manifest.
-
-        Both folders must be private (``storage.private_dir``: this user's, mode 0700, no symlink),
-        else ``CacheError``: another local user must not receive the files or plant their own."""
-        manifest = self.read_manifest()
-        if manifest is None:
-            raise FileNotFoundError(f"no model is deployed in {self.describe()} (no manifest.json)")
-        version = validate_version_name(manifest["version"])
-        folder = _cache_folder(Path(cache_dir), version)
-        for name in names:
-            record = manifest["files"].get(name)
-            if record is None:
-                continue  # the loader says what is missing
-            local = folder / name
-            if _cached(local, record):
-                continue
-            where = f"{self.describe()}/{VERSIONS_DIR}/{version}/{name}"
-            payload = self._get(VERSIONS_DIR, version, name, max_bytes=recorded_size(record, where))
-            _check(payload, record, where)
+        Written like a promote (the folder's lock, the bucket's ETag): a deployer that moved the
+        manifest meanwhile makes this a ``DeploymentError``, never a write over its manifest."""
+        with self.backend.writing():
+            current, tag = self._manifest()
+            manifest = with_kept_entry(current, champion, entry)
             try:
-                write_atomic(local, lambda tmp, data=payload: tmp.write_bytes(data))
-            except OSError as error:
-                raise CacheError(f"cannot write {local}: {error}") from None
-        return folder, manifest
+                self.backend.write_manifest(dump_json(manifest), tag)
+            except ManifestChangedError:
+                raise DeploymentError(
+                    f"the manifest in {self.describe()} changed while the challenger was being recorded: run again"
+                ) from None
+            return manifest
+
+    def version_folder(
+        self, manifest: Mapping[str, Any], names: Iterable[str] = (SERVING_FILE,), *, cache_dir: Path
+    ) -> Path:
+        """A local folder with the ``names`` of the version ``manifest`` points at: the folder
+        target's own (read in place), or a bucket's verified downloads in ``cache_dir/<version>``."""
+        return self.backend.version_folder(manifest["version"], manifest["files"], names, cache_dir)
+
+    def _manifest(self) -> tuple[dict[str, Any] | None, Any]:
+        """The manifest and the tag a conditional write of the next one is made on."""
+        payload, tag = self.backend.read_tagged(MANIFEST_FILE, max_bytes=MAX_JSON_BYTES)
+        return (None if payload is None else parse_manifest(payload, self.backend.where(MANIFEST_FILE))), tag
 
     def _version_record(self, version: str) -> dict[str, Any] | None:
-        payload = self._get(VERSIONS_DIR, validate_version_name(version), VERSION_FILE, max_bytes=MAX_JSON_BYTES)
-        if payload is None:
-            return None
-        record = parse_json_object(payload, f"{self.describe()}/{VERSIONS_DIR}/{version}/{VERSION_FILE}")
-        if record.get("version") != version or not valid_file_list(record.get("files")):
-            raise DeploymentError(f"{VERSIONS_DIR}/{version}/{VERSION_FILE} in {self.describe()} is not this version's")
-        return record
+        """A kept version's record; None when it has none (never promoted, or an interrupted upload)."""
+        payload = self.backend.read(
+            VERSIONS_DIR, validate_version_name(version), VERSION_FILE, max_bytes=MAX_JSON_BYTES
+        )
+        return None if payload is None else parse_version_record(payload, self._record_key(version), version)
 
-    def _verify(self, version: str, files: Mapping[str, Any], refusal: str = "upload not verified") -> None:
-        """Read every object back: size and sha256 must be what the version records."""
-        for name, record in files.items():
-            where = f"{self.describe()}/{VERSIONS_DIR}/{version}/{name}"
-            try:
-                _check(self._get(VERSIONS_DIR, version, name, max_bytes=recorded_size(record, where)), record, where)
-            except DeploymentError as error:
-                raise DeploymentError(f"{refusal}: {error}") from None
+    def _record_key(self, version: str) -> str:
+        return self.backend.where(VERSIONS_DIR, version, VERSION_FILE)
 
-    def _point_manifest(
-        self, record: dict[str, Any], current: dict[str, Any] | None, etag: str | None
-    ) -> dict[str, Any]:
-        """Write the manifest only if it is still the one read before (conditional PUT on its ETag)."""
-        if current is not None and current["version"] == record["version"] and current["files"] == record["files"]:
-            return current
-        manifest = {**record, "deployed_at": _now_iso(), "previous_version": current["version"] if current else None}
+    def _listed(self, name: str) -> dict[str, Any]:
         try:
-            self.store.put(_dump(manifest), MANIFEST_FILE, content_type="application/json", expect=etag)
-        except PreconditionFailedError:
+            return self._version_record(name) or {"version": name, "error": f"{self._record_key(name)} is missing"}
+        except DeploymentError as error:
+            return {"version": name, "error": str(error)}
+
+    def _refuse_unverified(self, version: str, record: Mapping[str, Any], refusal: str) -> None:
+        problems = self.backend.verify(version, record["files"])
+        if problems:
+            raise DeploymentError(f"{refusal}: " + "; ".join(problems))
+
+    def _point_manifest(self, record: dict[str, Any], current: dict[str, Any] | None, tag: Any) -> dict[str, Any]:
+        """Make ``record``'s version current unless it already is; only if the manifest is still ``current``."""
+        if current is not None and serves(current, record):
+            return current
+        manifest = next_manifest(record, current)
+        try:
+            self.backend.write_manifest(dump_json(manifest), tag)
+        except ManifestChangedError:
             raise DeploymentError(
                 f"the manifest in {self.describe()} changed while version {record['version']} was being "
                 "deployed (another deployer or rollback): that version is uploaded and verified but not "
                 "served; deploy again to serve it"
             ) from None
-        except ObjectStoreError as error:
-            raise TargetUnavailableError(str(error)) from None
         return manifest
-
-    def _get(self, *parts: str, max_bytes: int) -> bytes | None:
-        return self._call(self.store.get, *parts, max_bytes=max_bytes)
-
-    def _put(self, data: bytes, *parts: str, content_type: str = "application/octet-stream") -> None:
-        self._call(self.store.put, data, *parts, content_type=content_type)
-
-    @staticmethod
-    def _call(operation: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return operation(*args, **kwargs)
-        except ObjectStoreError as error:
-            raise TargetUnavailableError(str(error)) from None
-
-
-def _check(payload: bytes | None, record: Mapping[str, Any], where: str) -> None:
-    if payload is None:
-        raise DeploymentError(f"{where} is missing")
-    if len(payload) != record["bytes"]:
-        raise DeploymentError(f"{where} is {len(payload):,} bytes, expected {record['bytes']:,}")
-    if hashlib.sha256(payload).hexdigest() != record.get("sha256"):
-        raise DeploymentError(f"{where} does not match its recorded sha256 (tampered or partial)")
-
-
-def _cache_folder(cache_dir: Path, version: str) -> Path:
-    try:
-        return private_dir(private_dir(cache_dir) / version)
-    except OSError as error:
-        raise CacheError(str(error)) from None
-
-
-def _cached(local: Path, record: Mapping[str, Any]) -> bool:
-    """A regular file already holding exactly the recorded bytes (anything else is replaced)."""
-    try:
-        info = os.lstat(local)
-    except FileNotFoundError:
-        return False
-    return (
-        stat.S_ISREG(info.st_mode)
-        and info.st_size == record.get("bytes")
-        and sha256_file(local) == record.get("sha256")
-    )
-
-
-def _dump(value: Mapping[str, Any]) -> bytes:
-    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
