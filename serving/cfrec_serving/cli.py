@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -156,24 +156,23 @@ _COMMANDS = {"recommend": _recommend, "predict": _predict, "deployments": _deplo
 
 # argparse reports a type function's ValueError as "invalid <function name> value"; these raise
 # ArgumentTypeError, whose text it prints as is: "argument -n: must be a whole number of at least 1, got 'abc'".
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value}")
-    return value
+def _whole_number(what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least 1, refused as "must be <what>, got …"."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < 1:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text if value is not None else repr(text)}")
+        return value
+
+    return parse
 
 
-def _tmdb_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a TMDB id (a whole number, e.g. 862), got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a TMDB id (a whole number, e.g. 862), got {value}")
-    return value
+_positive_int = _whole_number("a whole number of at least 1")
+_tmdb_id = _whole_number("a TMDB id (a whole number, e.g. 862)")
 
 
 def _user_id(text: str) -> str:
