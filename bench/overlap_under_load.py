@@ -42,7 +42,7 @@ def run_overlap_test() -> tuple[bool, float, str]:
     """(passed, wall seconds, output) of one pytest run of the overlap test."""
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:warnings", TEST],
+        [sys.executable, "-m", "pytest", "-vv", "-p", "no:cacheprovider", "-p", "no:warnings", TEST],
         cwd=REPO,
         capture_output=True,
         text=True,
