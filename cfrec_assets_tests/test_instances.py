@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from cfrec_serving.targets.target import open_target
+from cfrec_testkit.dagster_dev import LAUNCH_RUN_MUTATION as LAUNCH
 from cfrec_testkit.dagster_dev import REPO_ROOT, DagsterDev, make_server, wait_for_code_locations
 from cfrec_testkit.graph import make_graph_env
 from cfrec_testkit.postgres import PostgresServer, scratch_database
@@ -23,15 +24,6 @@ from cfrec_testkit.postgres import PostgresServer, scratch_database
 pytestmark = pytest.mark.timeout(900)
 
 DEV_YAML = "telemetry:\n  enabled: false\n"  # what `make materialize` writes
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}
-"""
 RUNS = "query { runsOrError { ... on Runs { results { runId status } } } }"
 RUN_STATUS = "query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }"
 

@@ -21,6 +21,7 @@ from cfrec_assets.defs.run_launcher import worker_pid
 from cfrec_serving.loader import load_deployed
 from cfrec_serving.targets.folder import verification_problems, version_dir
 from cfrec_serving.targets.target import open_target
+from cfrec_testkit.dagster_dev import LAUNCH_RUN_MUTATION as LAUNCH
 from cfrec_testkit.dagster_dev import DagsterDev, production_server, wait_for_code_locations
 from cfrec_testkit.graph import make_graph_env
 from cfrec_testkit.postgres import PostgresServer, scratch_database
@@ -28,16 +29,6 @@ from cfrec_testkit.webhook import WebhookServer
 
 pytestmark = pytest.mark.timeout(900)
 
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}
-"""
 SENSOR_TICKS = """
 query Ticks($selector: SensorSelector!) {
   sensorOrError(sensorSelector: $selector) {

@@ -282,6 +282,18 @@ def _serving(
         _stop(dev, shutdown_timeout)
 
 
+LAUNCH_RUN_MUTATION = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+"""GraphQL that launches a run on a live webserver (the production and instance tests use it)."""
+
 LOCATION_STATUS_QUERY = """
 query LocationStatus {
   workspaceOrError {
