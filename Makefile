@@ -23,7 +23,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 $(VENV)/.installed: pyproject.toml serving/pyproject.toml testkit/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e "./serving[s3,pickle]" -e ".[dev]" -e ./testkit   # serving: the app's own distribution; testkit: tests and benches, not the wheel
+	$(PY) -m pip install -q -e "./serving[s3,pickle]" -e ".[dev,spark]" -e ./testkit   # serving: the app's own distribution; spark: its tests run too; testkit: tests and benches, not the wheel
 	touch $@
 
 venv: $(VENV)/.installed
@@ -64,4 +64,4 @@ bench: venv
 	for script in graph_bench supabase_bench retrain_latency_bench serving_bench publish_bench recommendations_bench seed_coverage_report mapping_report fault_bench; do $(PY) bench/$$script.py || exit 1; done
 
 clean:
-	rm -rf $(VENV) .dagster_home data/cache data/assets data/models data/tuning data/serving-cache
+	rm -rf $(VENV) .dagster_home data/cache data/assets data/models data/tuning data/serving-cache data/spark-staging

@@ -837,7 +837,7 @@ def memory_many_one_rating_users(tmp: Path) -> None:
     import dagster as dg
 
     from cfrec_assets.defs.assets.model import SVDConfig, svd_model
-    from cfrec_assets.defs.resources import DataStore
+    from cfrec_assets.defs.resources import DataStore, SparkResource
     from cfrec_assets.pipeline.memory import MemoryBudgetError
 
     n = 300_000
@@ -847,7 +847,9 @@ def memory_many_one_rating_users(tmp: Path) -> None:
     titles = pd.DataFrame({"tmdb_id": pd.Series(dtype="int64"), "title": pd.Series(dtype=str), "year": []})
     config = SVDConfig(params="seed", n_factors=400, memory_budget_bytes=1 << 30)  # pu alone: 0.96 GB
     try:
-        with dg.build_asset_context(resources={"store": DataStore(data_dir=str(tmp))}) as context:
+        with dg.build_asset_context(
+            resources={"store": DataStore(data_dir=str(tmp)), "spark": SparkResource()}
+        ) as context:
             svd_model(context, config=config, combined_ratings=ratings, movie_titles=titles)
     except MemoryBudgetError as refused:
         assert "400 factors" in str(refused), refused

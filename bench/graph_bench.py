@@ -188,9 +188,18 @@ def baseline(data_dir: str, base_url: str) -> tuple[dict[str, float], pd.DataFra
     )
     model = lap(
         "svd_model",
-        svd_model(context(), config=SVDConfig(), store=store, combined_ratings=combined, movie_titles=titles),
+        svd_model(
+            context(),
+            config=SVDConfig(),
+            store=store,
+            spark=resources["spark"],
+            combined_ratings=combined,
+            movie_titles=titles,
+        ),
     )
-    metrics = lap("cv_metrics", cv_metrics(context(), config=CVConfig(), svd_model=model))
+    metrics = lap(
+        "cv_metrics", cv_metrics(context(), config=CVConfig(), store=store, spark=resources["spark"], svd_model=model)
+    )
     resources["serving"].open(store.serving_dir).promote(Path(model.path), promotion_of(model, metrics))
     seconds["deployed_model"] = time.perf_counter() - clock
     return seconds, combined

@@ -35,6 +35,12 @@ SUPABASE_DB_URL = Setting("SUPABASE_DB_URL", url=True)
 SUPABASE_RATINGS_TABLE = Setting("SUPABASE_RATINGS_TABLE", "ratings")
 SUPABASE_RATINGS_ARRIVAL_COLUMN = Setting("SUPABASE_RATINGS_ARRIVAL_COLUMN")  # unset: the table's id column
 RECOMMENDATIONS_TABLE = Setting("CFREC_RECOMMENDATIONS_TABLE")  # unset: user_recommendations is off
+# Training: which trainer, and where Spark runs (defs/resources/spark.py)
+TRAINER = Setting("CFREC_TRAINER", "surprise")  # surprise, spark, or auto
+SPARK_MASTER = Setting("CFREC_SPARK_MASTER", "local[*]", url=True)  # local[n] or spark://host:port
+# sc://host:port/;token=…: the parameters may hold a token, so the whole value is a secret.
+SPARK_REMOTE = Setting("CFREC_SPARK_REMOTE", secret=True)
+SPARK_DRIVER_MEMORY = Setting("CFREC_SPARK_DRIVER_MEMORY", "4g")
 # Automation and operations
 RETRAIN_SENSOR = Setting("CFREC_RETRAIN_SENSOR", "stopped")
 RETRAIN_MIN_NEW_RATINGS = Setting("CFREC_RETRAIN_MIN_NEW_RATINGS", "50")
@@ -69,6 +75,10 @@ PIPELINE_SETTINGS: tuple[Setting, ...] = (
     SUPABASE_RATINGS_TABLE,
     SUPABASE_RATINGS_ARRIVAL_COLUMN,
     RECOMMENDATIONS_TABLE,
+    TRAINER,
+    SPARK_MASTER,
+    SPARK_REMOTE,
+    SPARK_DRIVER_MEMORY,
     RETRAIN_SENSOR,
     RETRAIN_MIN_NEW_RATINGS,
     RETRAIN_MAX_AGE_SECONDS,

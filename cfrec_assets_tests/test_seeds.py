@@ -14,7 +14,7 @@ import pytest
 from cfrec_assets.defs.assets.model import SVDConfig, svd_model
 from cfrec_assets.defs.assets.movielens import _members
 from cfrec_assets.defs.assets.ratings import chosen_seeds
-from cfrec_assets.defs.resources import CatalogSource, DataStore
+from cfrec_assets.defs.resources import CatalogSource, DataStore, SparkResource
 from cfrec_assets.defs.supabase_io import SupabasePostgresResource
 from cfrec_assets.pipeline.combine import catalog_coverage, ml_latest_seed, uncovered_films
 from cfrec_assets.pipeline.memory import (
@@ -306,7 +306,7 @@ def test_svd_model_refuses_many_one_rating_users_at_many_factors(tmp_path):
     titles = pd.DataFrame({"tmdb_id": pd.Series(dtype="int64"), "title": pd.Series(dtype=str), "year": []})
     store = DataStore(data_dir=str(tmp_path))
     config = SVDConfig(params="seed", n_factors=400, memory_budget_bytes=6_000_000)
-    with dg.build_asset_context(resources={"store": store}) as context:
+    with dg.build_asset_context(resources={"store": store, "spark": SparkResource()}) as context:
         with pytest.raises(MemoryBudgetError, match="fitting SVD with 400 factors on 3,000 ratings of 3,000 users"):
             svd_model(context, config=config, combined_ratings=ratings, movie_titles=titles)
     assert not store.models_dir.exists() or not any(store.models_dir.iterdir())

@@ -15,7 +15,7 @@ import pytest
 
 from cfrec_assets.definitions import defs
 from cfrec_assets.defs.assets.tuning import BoundsConfig, FloatRange, IntRange, TuningConfig, run_study
-from cfrec_assets.defs.resources import DataStore
+from cfrec_assets.defs.resources import DataStore, SparkResource
 from cfrec_assets.pipeline import tuning_study as tuning
 from cfrec_assets.pipeline.training import SVDParams, fit_svd
 from cfrec_assets.pipeline.tuning_study import (
@@ -448,7 +448,7 @@ def test_svd_model_trains_with_the_seed_params_and_says_why(ratings, tmp_path):
     titles = pd.DataFrame({"tmdb_id": pd.Series(dtype="int64"), "title": pd.Series(dtype=str), "year": []})
     store = DataStore(data_dir=str(tmp_path))
     save_result(forged, store.tuning_dir)  # as a study (or someone with write access) left it
-    with dg.build_asset_context(resources={"store": store}) as context:
+    with dg.build_asset_context(resources={"store": store, "spark": SparkResource()}) as context:
         output = svd_model(context, config=SVDConfig(), combined_ratings=combined, movie_titles=titles)
     assert output.value.params["n_factors"] == SVDParams().n_factors and output.value.tuning_version is None
     meta = output.metadata

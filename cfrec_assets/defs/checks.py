@@ -240,8 +240,10 @@ def svd_artifacts_load_and_predict(svd_model: ModelVersion) -> dg.AssetCheckResu
         model = load_version(folder, svd_model.files)
     except ArtifactVerificationError as error:
         return _result(False, str(error), version=svd_model.version)
-    # The pickles are not loaded here (they are code), but the app's older code loads them: hash them.
-    problems = verification_problems(folder, {name: svd_model.files[name] for name in PICKLE_FILES})
+    # The pickles are not loaded here (they are code), but the app's older code loads them: hash them
+    # (a Spark-trained version has none: its factors are not a Surprise model).
+    pickles = {name: svd_model.files[name] for name in PICKLE_FILES} if svd_model.trainer == "surprise" else {}
+    problems = verification_problems(folder, pickles) if pickles else []
     if problems:
         return _result(False, "; ".join(problems), version=svd_model.version)
     sample = pd.read_parquet(folder / TRAINING_RATINGS_FILE).sample(n=200, replace=True, random_state=0)

@@ -21,5 +21,5 @@ def promotion_of(model: ModelVersion, metrics: ModelMetrics) -> Promotion:
         counts={k: model.counts[k] for k in PROMOTED_COUNTS},
         trained_at=model.trained_at,
         expected_sha256={name: model.sha256(name) for name in ARTIFACT_FILES if name in model.files},
-        details={"params": model.params, "tuning_version": model.tuning_version},
+        details={"params": model.params, "tuning_version": model.tuning_version, "trainer": model.trainer},
     )

@@ -68,6 +68,9 @@ class ModelVersion:
     """Artifact name -> {"sha256", "bytes"}, including the training table."""
     tuning_version: str | None = None
     """The ``svd_tuning`` result whose params trained it; None for the seed params."""
+    trainer: str = "surprise"
+    """``surprise`` (``params`` are SVD's) or ``spark`` (MLlib ALS: ``params`` are ``ALSParams``;
+    the version ships ``cf_model.npz`` without the pickles)."""
 
     def sha256(self, name: str) -> str:
         return self.files[name]["sha256"]

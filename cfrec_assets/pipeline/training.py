@@ -76,21 +76,39 @@ def save_artifacts(
 ) -> dict[str, dict]:
     """Write a new version folder atomically (``storage.write_dir_atomic``); return each file's
     sha256 and size. An existing version is never overwritten."""
-
-    files: dict[str, dict] = {}
     try:
         arrays = ModelArrays.from_surprise(algo, trainset, titles)
     except ModelArraysError as error:  # NaN/inf factors: SGD diverged (learning rate too high)
         raise ValueError(f"training diverged, nothing saved: {error}; lower lr_all / the per-term rates") from None
 
-    def fill(folder: Path) -> None:
+    def pickles(folder: Path) -> None:
         joblib.dump(algo, folder / MODEL_FILE)
         joblib.dump(trainset, folder / TRAINSET_FILE)
+
+    return write_version(models_dir, version, arrays, ratings, pickles)
+
+
+def write_version(
+    models_dir: Path,
+    version: str,
+    arrays: ModelArrays,
+    ratings: pd.DataFrame,
+    write_more: Callable[[Path], None] | None = None,
+) -> dict[str, dict]:
+    """Write a new version folder atomically: ``cf_model.npz``, the training table, and what
+    ``write_more`` adds (Surprise's pickles; a Spark-trained version has none). Returns each
+    file's sha256 and size; an existing version is never overwritten."""
+    files: dict[str, dict] = {}
+
+    def fill(folder: Path) -> None:
+        if write_more is not None:
+            write_more(folder)
         write_model_arrays(arrays, folder / SERVING_FILE)
         ratings.to_parquet(folder / TRAINING_RATINGS_FILE, index=False)
         # Hashed in the private temp folder, before anyone else can reach the files.
         for name in (*ARTIFACT_FILES, TRAINING_RATINGS_FILE):
-            files[name] = {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+            if (folder / name).exists():
+                files[name] = {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
 
     write_dir_atomic(models_dir / version, fill)
     return files

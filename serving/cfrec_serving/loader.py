@@ -33,6 +33,7 @@ from cfrec_serving.targets.manifest import (
     TargetUnavailableError,
     nothing_deployed,
     recorded_size,
+    valid_file_list,
 )
 from cfrec_serving.targets.s3_store import is_object_store_url
 from cfrec_serving.targets.target import ServingTarget, open_target
@@ -335,9 +336,12 @@ def load_version(
     pickles: refused unless ``allow_pickle`` (then verified and unpickled, as the old loader did).
     """
     version = (manifest or {}).get("version") or folder.name
-    if not isinstance(files, Mapping) or not set(PICKLE_FILES) <= set(files):
+    artifacts = {name: files[name] for name in ARTIFACT_FILES if name in files} if isinstance(files, Mapping) else None
+    if not valid_file_list(artifacts):  # other files a record lists (the training table) are not loaded
         listed = sorted(files) if isinstance(files, Mapping) else files
-        raise ArtifactVerificationError(f"manifest lists {listed}, expected {sorted(ARTIFACT_FILES)}")
+        raise ArtifactVerificationError(
+            f"manifest lists {listed}, expected {sorted(ARTIFACT_FILES)} or {SERVING_FILE} alone"
+        )
     if SERVING_FILE in files:
         try:
             arrays = read_model_arrays(_read_verified(folder / SERVING_FILE, files[SERVING_FILE], version))

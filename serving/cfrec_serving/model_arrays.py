@@ -93,6 +93,40 @@ class ModelArrays:
         )
         return validate(arrays.as_dict())
 
+    @classmethod
+    def from_factors(
+        cls,
+        *,
+        user_ids: np.ndarray,
+        item_ids: np.ndarray,
+        global_mean: float,
+        bu: np.ndarray,
+        pu: np.ndarray,
+        bi: np.ndarray,
+        qi: np.ndarray,
+        seen_indptr: np.ndarray,
+        seen_indices: np.ndarray,
+        rating_scale: np.ndarray,
+        titles: pd.DataFrame | None = None,
+    ) -> ModelArrays:
+        """Arrays of a model fitted elsewhere (the pipeline's Spark ALS trainer), validated like any other."""
+        items = np.asarray(item_ids, dtype=np.int64)
+        arrays = cls(
+            format_version=np.array(FORMAT_VERSION, dtype=np.int64),
+            rating_scale=np.asarray(rating_scale, dtype=np.float64),
+            global_mean=np.array(global_mean, dtype=np.float64),
+            user_ids=np.asarray(user_ids, dtype=str),
+            bu=bu,
+            pu=pu,
+            item_ids=items,
+            bi=bi,
+            qi=qi,
+            seen_indptr=seen_indptr,
+            seen_indices=seen_indices,
+            **_title_arrays(items, titles),
+        )
+        return validate(arrays.as_dict())
+
     def as_dict(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

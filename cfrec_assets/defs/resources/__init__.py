@@ -19,6 +19,7 @@ from cfrec_assets.defs.io_manager import LocalIOManager
 from cfrec_assets.defs.resources.catalog import CatalogSource
 from cfrec_assets.defs.resources.movielens import MovieLensSource
 from cfrec_assets.defs.resources.serving_target import ServingTargetResource
+from cfrec_assets.defs.resources.spark import SparkResource
 from cfrec_assets.defs.resources.store import DataStore
 from cfrec_assets.defs.supabase_io import RatingsReader, SupabasePostgresResource, SupabaseResource
 from cfrec_assets.defs.supabase_io.recommendations import RecommendationsTable
@@ -30,6 +31,7 @@ __all__ = [
     "DataStore",
     "MovieLensSource",
     "ServingTargetResource",
+    "SparkResource",
     "build_resources",
     "ratings_reader",
 ]
@@ -70,6 +72,15 @@ def build_resources(environ: Mapping[str, str] | None = None, **overrides: Any) 
         "supabase": ratings_reader(environ),
         "recommendations": RecommendationsTable(
             **_from_env(environ, db_url=settings.SUPABASE_DB_URL, table=settings.RECOMMENDATIONS_TABLE)
+        ),
+        "spark": SparkResource(
+            **_from_env(
+                environ,
+                trainer=settings.TRAINER,
+                master=settings.SPARK_MASTER,
+                remote=settings.SPARK_REMOTE,
+                driver_memory=settings.SPARK_DRIVER_MEMORY,
+            )
         ),
         "serving": ServingTargetResource(
             **_from_env(

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cfrec_serving.artifacts import ARTIFACT_FILES, MANIFEST_FILE, SERVING_FILE, VERSION_FILE, VERSIONS_DIR
+from cfrec_serving.artifacts import ARTIFACT_FILES, MANIFEST_FILE, PICKLE_FILES, VERSION_FILE, VERSIONS_DIR
 from cfrec_serving.storage import TEMP_PREFIX, read_regular_file, sha256_file, write_atomic, write_dir_atomic
 from cfrec_serving.targets.manifest import (
     DeploymentError,
@@ -35,17 +35,16 @@ LOCK_FILE = ".deploy.lock"
 
 
 def file_records(directory: Path) -> dict[str, dict[str, Any]]:
-    """``{name: {"sha256", "bytes"}}`` for the artifact files in ``directory`` (the pickles are
-    required; ``cf_model.npz`` is listed when present: versions made before it lack it)."""
-    records = {}
-    for name in ARTIFACT_FILES:
-        path = directory / name
-        if not path.is_file():
-            if name == SERVING_FILE:
-                continue
-            raise DeploymentError(f"missing artifact {path}")
-        records[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    return records
+    """``{name: {"sha256", "bytes"}}`` for the artifact files in ``directory``: ``cf_model.npz``
+    and the pickles, the npz alone (Spark-trained versions), or the pickles alone (versions made
+    before the npz)."""
+    present = [name for name in ARTIFACT_FILES if (directory / name).is_file()]
+    if not valid_file_list(dict.fromkeys(present)):
+        missing = [name for name in (PICKLE_FILES if present else ARTIFACT_FILES) if name not in present]
+        raise DeploymentError(f"missing artifact {', '.join(str(directory / name) for name in missing)}")
+    return {
+        name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size} for name in present
+    }
 
 
 def verification_problems(directory: Path, expected: Mapping[str, Any]) -> list[str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from cfrec_serving.artifacts import ARTIFACT_FILES, PICKLE_FILES
+from cfrec_serving.artifacts import ARTIFACT_FILES, PICKLE_FILES, SERVING_FILE
 
 # Version names become folder names and keys: no separators, no leading dot (temp folders use one).
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -75,8 +75,12 @@ def validate_version_name(version: str) -> str:
 
 
 def valid_file_list(files: Any) -> bool:
-    """A version lists the pickles, and the npz unless it predates it; nothing else."""
-    return isinstance(files, Mapping) and set(PICKLE_FILES) <= set(files) <= set(ARTIFACT_FILES)
+    """A version lists the npz with both pickles or none (a Spark-trained version), or both
+    pickles without the npz (made before it); nothing else."""
+    if not isinstance(files, Mapping) or not set(files) <= set(ARTIFACT_FILES):
+        return False
+    pickles = set(files) & set(PICKLE_FILES)
+    return pickles == set(PICKLE_FILES) or (not pickles and SERVING_FILE in files)
 
 
 def recorded_size(record: Any, name: str) -> int:
