@@ -102,6 +102,41 @@ def measure(folder: Path, files: dict, repeat: int) -> dict:
     return out
 
 
+def measure_version(folder: Path, repeat: int) -> int:
+    """The same measures on a trained version folder (its npz read in place, in a fresh process)."""
+    from cfrec_serving.artifacts import SERVING_FILE
+    from cfrec_serving.targets.folder import file_records
+
+    files = {name: record for name, record in file_records(folder).items() if name == SERVING_FILE}
+    with tempfile.TemporaryDirectory(prefix="cfrec-serving-scale-") as scratch:
+        listed = Path(scratch) / "files.json"
+        listed.write_text(json.dumps(files))
+        command = [sys.executable, __file__, "--measure", str(folder), "--files", str(listed), "--repeat", str(repeat)]
+        result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    print(f"\nversion {folder.name}: {files[SERVING_FILE]['bytes'] / 1e6:,.0f} MB npz\n")
+    print_result(result, repeat, None)
+    return 0
+
+
+def print_result(result: dict, repeat: int, users: int | None) -> None:
+    print("| measure | value |")
+    print("|---|---:|")
+    print(
+        f"| load_version (sha256 + parse + validate + indexes), median of {repeat} | {result['load_seconds']:.2f} s |"
+    )
+    print(
+        f"| resident memory after the load | {result['rss_after_load_mb']:,.0f} MB (peak {result['peak_mb']:,.0f} MB) |"
+    )
+    for name in ("top10_known_user_ms", "top10_unknown_user_ms", "top10_in_1000_film_catalog_ms", "predict_ms"):
+        print(f"| {name.removesuffix('_ms')} p50 / p95 | {result[name]['p50']:.2f} / {result[name]['p95']:.2f} ms |")
+    among = f" among {users:,}" if users else ""
+    print(f"| app_users (the app's users{among}) | {result['app_users_seconds']:.2f} s |")
+    print(
+        f"| user_recommendations rows for {result['app_users']:,} app users | {result['app_rows_seconds']:.2f} s ({result['app_rows']:,} rows) |"
+    )
+    print(f"| deployed_model's recommendations preview | {result['preview_seconds']:.2f} s |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=positive_int, default=200_000)
@@ -110,12 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rank", type=positive_int, default=50)
     parser.add_argument("--app-users", type=positive_int, default=1_000)
     parser.add_argument("--repeat", type=positive_int, default=3)
+    parser.add_argument(
+        "--version", type=Path, help="measure this version folder instead (e.g. graph_at_scale.py --keep's)"
+    )
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--files", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.measure, json.loads((args.measure / "files.json").read_text()), args.repeat)))
+        files = json.loads((args.files or args.measure / "files.json").read_text())
+        print(json.dumps(measure(args.measure, files, args.repeat)))
         return 0
     print_preamble("serving_scale_bench.py", sys.argv[1:] if argv is None else argv)
+    if args.version:
+        return measure_version(args.version, args.repeat)
     with tempfile.TemporaryDirectory(prefix="cfrec-serving-scale-") as scratch:
         folder = Path(scratch)
         written = write_npz(folder, args.users, args.films, args.ratings, args.rank, args.app_users)
@@ -128,21 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nnpz: {args.users:,} users ({args.app_users:,} app users), {args.films:,} films, rank {args.rank}, "
         f"{written['seen']:,} seen entries: {size:,.0f} MB, written in {written['write_seconds']:.1f} s\n"
     )
-    print("| measure | value |")
-    print("|---|---:|")
-    print(
-        f"| load_version (sha256 + parse + validate + indexes), median of {args.repeat} | {result['load_seconds']:.2f} s |"
-    )
-    print(
-        f"| resident memory after the load | {result['rss_after_load_mb']:,.0f} MB (peak {result['peak_mb']:,.0f} MB) |"
-    )
-    for name in ("top10_known_user_ms", "top10_unknown_user_ms", "top10_in_1000_film_catalog_ms", "predict_ms"):
-        print(f"| {name.removesuffix('_ms')} p50 / p95 | {result[name]['p50']:.2f} / {result[name]['p95']:.2f} ms |")
-    print(f"| app_users (the app's users among {args.users:,}) | {result['app_users_seconds']:.2f} s |")
-    print(
-        f"| user_recommendations rows for {result['app_users']:,} app users | {result['app_rows_seconds']:.2f} s ({result['app_rows']:,} rows) |"
-    )
-    print(f"| deployed_model's recommendations preview | {result['preview_seconds']:.2f} s |")
+    print_result(result, args.repeat, args.users)
     return 0
 
 

@@ -86,14 +86,14 @@ def _listening(port: int) -> bool:
 
 
 @contextmanager
-def spark_connect_server(folder: Path, memory: str = "1g") -> Iterator[str]:
-    """A Spark Connect server (its own local[1] Spark); yields its ``sc://127.0.0.1:port`` URL."""
+def spark_connect_server(folder: Path, memory: str = "1g", master: str = "local[1]") -> Iterator[str]:
+    """A Spark Connect server (its own embedded Spark, ``master``); yields its ``sc://127.0.0.1:port`` URL."""
     port = free_port()
     command = [
         str(spark_home() / "sbin" / "start-connect-server.sh"),
         "--wait",  # foreground: this process group is the server
         "--master",
-        "local[1]",
+        master,
         "--driver-memory",
         memory,
         *("--conf", f"spark.connect.grpc.binding.address={LOOPBACK}"),
