@@ -1,7 +1,7 @@
 """The whole graph at ml-32m size: `dg launch --job train_and_deploy` on a generated archive.
 
 Usage: ``python bench/graph_at_scale.py [--ratings 32000000] [--trainer auto] [--master local[2]]
-[--driver-memory 12g] [--datasets DIR] [--keep DIR]``
+[--driver-memory 8g] [--datasets DIR] [--keep DIR]``
 
 Generates ``ml-32m.zip`` in ml-32m's shape (``seed_scale_bench.generate``: ~160 ratings per user,
 ~1 film per 370 ratings, half stars; not GroupLens' data; the most rated films carry
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratings", type=int, default=32_000_000)
     parser.add_argument("--trainer", default="auto", choices=("auto", "spark", "surprise"))
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--driver-memory", default="12g")
+    parser.add_argument("--driver-memory", help="CFREC_SPARK_DRIVER_MEMORY (default: the resource's)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp folder)")
     args = parser.parse_args(argv)
     if reason := missing_movielens(args.datasets):
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             "CFREC_ML_LATEST_RELEASE": "ml-32m",
             "CFREC_TRAINER": args.trainer,
             "CFREC_SPARK_MASTER": args.master,
-            "CFREC_SPARK_DRIVER_MEMORY": args.driver_memory,
+            **({"CFREC_SPARK_DRIVER_MEMORY": args.driver_memory} if args.driver_memory else {}),
         }
         started = time.perf_counter()
         launch = subprocess.Popen(

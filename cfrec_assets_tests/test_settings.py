@@ -33,7 +33,8 @@ NOT_OURS = {"DAGSTER_HOME"}  # Dagster's own
 # Python that looks a variable up in an environment, wherever it comes from.
 LOOKUP = re.compile(r"environ\b(?:\.get\(|\[)|getenv\(")
 SETTINGS_MODULES = {REPO / "cfrec_assets" / "settings.py", REPO / "serving" / "cfrec_serving" / "settings.py"}
-OS_VARIABLES = ("XDG_CACHE_HOME", "HOME")  # the operating system's, not cfrec's: loader.default_cache_dir
+# Not cfrec's: the operating system's (loader.default_cache_dir), Java's and pyspark's (pipeline/spark/session.py).
+OS_VARIABLES = ("XDG_CACHE_HOME", "HOME", "JAVA_HOME", "PATH", "SPARK_CONNECT_MODE_ENABLED")
 
 
 def test_every_variable_the_project_reads_is_declared_once() -> None:

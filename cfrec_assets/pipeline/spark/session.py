@@ -35,7 +35,6 @@ MIN_JAVA = 17
 DEFAULT_MASTER = SPARK_MASTER.default
 DEFAULT_DRIVER_MEMORY = SPARK_DRIVER_MEMORY.default
 ENV_MASTER, ENV_REMOTE = SPARK_MASTER.name, SPARK_REMOTE.name
-CONNECT_MODE = "SPARK_CONNECT_MODE_ENABLED"
 DEFAULT_PORTS = {"sc": 15002, "spark": 7077}
 OTHER_CHOICES = (
     "or train with Surprise (svd_model config trainer: surprise, or CFREC_TRAINER=surprise), or on a Spark "
@@ -190,15 +189,15 @@ def _connect_mode() -> Iterator[None]:
     """pyspark picks Connect or classic for ``functions`` and ``ml`` by one environment variable
     (its generic builder sets it for good): set it while the Connect session is used, then put
     it back, so a later embedded session in this process works."""
-    previous = os.environ.get(CONNECT_MODE)
-    os.environ[CONNECT_MODE] = "1"
+    previous = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
     try:
         yield
     finally:
         if previous is None:
-            os.environ.pop(CONNECT_MODE, None)
+            os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
         else:
-            os.environ[CONNECT_MODE] = previous
+            os.environ["SPARK_CONNECT_MODE_ENABLED"] = previous
 
 
 def _connect_session(settings: SparkSettings) -> SparkSession:
