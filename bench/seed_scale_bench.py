@@ -3,7 +3,7 @@ and many users with one rating each; measured peak memory beside the assets' pre
 
 Usage: ``python bench/seed_scale_bench.py [--sizes 1000000,5000000,32000000] [--one-per-user 300000]
 [--factors 100,400] [--cv-up-to 5000000] [--trainers surprise,spark] [--masters local[1],local[2]]
-[--driver-memory 12g]``
+[--driver-memory 8g]``
 
 Each case generates ratings.csv/movies.csv/links.csv, in ml-32m's shape for ``--sizes`` (~160
 ratings per user, ~1 film per 370 ratings with a long tail, half stars, exactly N distinct (user,
@@ -256,7 +256,7 @@ def run_case(
     cv: bool,
     trainers: tuple[str, ...] = ("surprise",),
     masters: tuple[str, ...] = (),
-    driver_memory: str = "12g",
+    driver_memory: str | None = None,
 ) -> dict:
     """Every step of one case, each in a fresh child; estimates from ``cfrec_assets.pipeline.memory``."""
     from cfrec_assets.pipeline.memory import available_bytes, cross_validation_bytes, fit_bytes
@@ -283,7 +283,7 @@ def run_case(
                     {"step": name, "estimate_mb": estimate / 1e6, **run_child(flag, scratch, "--factors", str(f))}
                 )
         for master in masters if "spark" in trainers else []:
-            spark = ("--master", master, "--driver-memory", driver_memory)
+            spark = ("--master", master, *(("--driver-memory", driver_memory) if driver_memory else ()))
             rows.append({"step": f"svd_model, Spark ALS ({master})", **run_child("--spark-fit", scratch, *spark)})
             if cv:
                 rows.append(
@@ -317,6 +317,8 @@ def print_case(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cfrec_assets.settings import SPARK_DRIVER_MEMORY
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,5000000,32000000", help="ml-32m-shaped cases ('' for none)")
     parser.add_argument("--one-per-user", default="", help="cases of N users with one rating each, e.g. 300000")
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv-up-to", type=int, default=5_000_000)
     parser.add_argument("--trainers", default="surprise", help="surprise, spark or surprise,spark")
     parser.add_argument("--masters", default="local[1],local[2]", help="the Spark runs, one per master")
-    parser.add_argument("--driver-memory", default="12g", help="the embedded Spark JVM's heap")
+    parser.add_argument("--driver-memory", default=SPARK_DRIVER_MEMORY.default, help="the embedded Spark JVM's heap")
     parser.add_argument("--spark-fit", help=argparse.SUPPRESS)
     parser.add_argument("--spark-cv", help=argparse.SUPPRESS)
     parser.add_argument("--master", help=argparse.SUPPRESS)

@@ -7,6 +7,7 @@ iterations) to keep CI short."""
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -153,6 +154,26 @@ def test_npz_predictions_equal_spark_transform(local_spark, tmp_path: Path) -> N
         "unknown_user",
         "unknown_movie",
     }
+
+
+def test_pandas_version_warnings_stay_out_of_step_logs(local_spark) -> None:
+    frame = pd.DataFrame({"user": [1, 2], "rating": [4.0, 3.5]})
+
+    def pandas_warnings(convert) -> list[str]:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            convert()
+        return [str(w.message) for w in seen if "support pandas" in str(w.message)]
+
+    # pyspark 4.3 under pandas 3 warns on every conversion (a dozen lines in each step's log) ...
+    assert pandas_warnings(lambda: local_spark.createDataFrame(frame).toPandas())
+
+    def in_a_step() -> None:
+        with LOCAL.session() as spark:
+            spark.createDataFrame(frame).toPandas()
+
+    # ... but not while the trainer's session is open.
+    assert pandas_warnings(in_a_step) == []
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -147,6 +148,23 @@ def spark_session(settings: SparkSettings, environ: Mapping[str, str] = os.envir
     """A session where ``settings`` say. A Spark Connect or standalone session is stopped on exit
     (it holds the cluster's resources); an embedded one is kept for the next step of this process
     (starting the JVM is the slow part) and ends with the process."""
+    with _without_pandas_version_warnings(), _session(settings, environ) as session:
+        yield session
+
+
+@contextmanager
+def _without_pandas_version_warnings() -> Iterator[None]:
+    """pyspark 4.3 warns "does not yet fully support pandas >= 3.0.0" on import and on every pandas
+    conversion: a dozen identical lines in each step's log. The trainer converts numeric columns
+    only, and test_spark checks their round trip (npz = Spark's transform to 1e-5)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
+        warnings.filterwarnings("ignore", "The copy keyword is deprecated", DeprecationWarning)
+        yield
+
+
+@contextmanager
+def _session(settings: SparkSettings, environ: Mapping[str, str]) -> Iterator[SparkSession]:
     if settings.remote and settings.master != DEFAULT_MASTER:
         raise SparkUnavailableError(f"set {ENV_REMOTE} or {ENV_MASTER}, not both")
     timeout = settings.connect_timeout_seconds
