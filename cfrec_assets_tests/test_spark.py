@@ -23,6 +23,7 @@ from cfrec_assets.defs.checks import ALL_CHECKS
 from cfrec_assets.defs.io_manager import LocalIOManager
 from cfrec_assets.defs.resources import DataStore, MovieLensSource, SparkResource, build_resources
 from cfrec_assets.pipeline.spark import als
+from cfrec_assets.pipeline.spark.cleanup import releasing
 from cfrec_assets.pipeline.spark.session import SparkSettings, SparkUnavailableError, endpoint, find_java, java_major
 from cfrec_serving.artifacts import MODEL_FILE, SERVING_FILE, TRAINSET_FILE
 from cfrec_serving.loader import DeployedModel, load_deployed
@@ -96,6 +97,22 @@ def test_missing_java_is_named_with_what_to_install(tmp_path: Path) -> None:
     (old / "java").chmod(0o755)
     with pytest.raises(SparkUnavailableError, match="needs Java 17\\+ but .* is version 11"):
         find_java({"JAVA_HOME": str(old.parent)})
+
+
+def test_a_failing_release_does_not_hide_why_the_block_failed() -> None:
+    # A dead Connect server fails the hand-off ("Java heap space") and then its cleanup too
+    # ("Application error processing RPC"): the step must report the first.
+    released = []
+
+    def release() -> None:
+        released.append(True)
+        raise RuntimeError("Application error processing RPC")
+
+    with pytest.raises(MemoryError, match="Java heap space"), releasing(release):
+        raise MemoryError("Java heap space")
+    with pytest.raises(RuntimeError, match="Application error"), releasing(release):
+        pass  # a release that fails on its own is still an error
+    assert released == [True, True]
 
 
 def test_an_unknown_trainer_is_refused_naming_the_choices() -> None:

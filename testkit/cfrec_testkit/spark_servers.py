@@ -58,7 +58,7 @@ class SparkProcess:
 
 
 @contextmanager
-def _spark_process(command: list[str], folder: Path, name: str) -> Iterator[SparkProcess]:
+def _spark_process(command: list[str], folder: Path, name: str, heap: str = "512m") -> Iterator[SparkProcess]:
     folder.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -67,7 +67,7 @@ def _spark_process(command: list[str], folder: Path, name: str) -> Iterator[Spar
         "SPARK_LOG_DIR": str(folder),
         "SPARK_PID_DIR": str(folder),
         "SPARK_CONF_DIR": str(folder),  # no spark-defaults.conf from the machine
-        "SPARK_DAEMON_MEMORY": "512m",
+        "SPARK_DAEMON_MEMORY": heap,  # sbin daemons' -Xmx: --driver-memory does not reach them
         "OPENBLAS_NUM_THREADS": "1",
     }
     log = folder / f"{name}.log"
@@ -94,8 +94,6 @@ def spark_connect_server(folder: Path, memory: str = "1g", master: str = "local[
         "--wait",  # foreground: this process group is the server
         "--master",
         master,
-        "--driver-memory",
-        memory,
         *("--conf", f"spark.connect.grpc.binding.address={LOOPBACK}"),
         *("--conf", f"spark.connect.grpc.binding.port={port}"),
         *("--conf", "spark.ui.enabled=false"),
@@ -103,7 +101,7 @@ def spark_connect_server(folder: Path, memory: str = "1g", master: str = "local[
         *("--conf", f"spark.driver.bindAddress={LOOPBACK}"),
         *("--conf", "spark.sql.shuffle.partitions=2"),
     ]
-    with _spark_process(command, folder, "connect-server") as server:
+    with _spark_process(command, folder, "connect-server", heap=memory) as server:
         server.wait_until(lambda: _listening(port), "the Spark Connect server")
         yield f"sc://{LOOPBACK}:{port}"
 

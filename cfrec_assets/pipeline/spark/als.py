@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from cfrec_assets.pipeline.ranking import DEFAULT_K, RELEVANCE_THRESHOLD, ndcg_at, precision_at, ranking_metrics
+from cfrec_assets.pipeline.spark.cleanup import releasing
 from cfrec_assets.schema import RATING_SCALE
 from cfrec_serving.model_arrays import ModelArrays
 
@@ -127,11 +128,9 @@ def handed_to_spark(spark: SparkSession, frame: pd.DataFrame, staging_root: Path
         else:
             handed = spark.createDataFrame(frame)
         handed = handed.cache()
-        try:
+        with releasing(handed.unpersist):
             handed.count()  # read it now, while the staging file exists
             yield handed
-        finally:
-            handed.unpersist()
 
 
 @contextmanager
@@ -295,11 +294,9 @@ def cross_validate(
         started = time.perf_counter()
         fitted = fit(table.filter(F.col("fold") != fold).select("user", "item", "rating"), params)
         fit_seconds = time.perf_counter() - started
-        try:
+        with releasing(fitted.release):
             held_out = table.filter(F.col("fold") == fold).select("user", "item", "rating")
             predicted = score(fitted, held_out).select("user", "rating", "prediction").toPandas()
-        finally:
-            fitted.release()
         results.append(fold_metrics(predicted, k, relevance_threshold, fit_seconds))
         if on_fold is not None:
             on_fold(fold + 1, results[-1])
@@ -354,10 +351,8 @@ def fit_table(
         started = time.perf_counter()
         fitted = fit(table, params)
         fit_seconds = time.perf_counter() - started
-        try:
+        with releasing(fitted.release):
             arrays = model_arrays(fitted, indexed, titles)
-        finally:
-            fitted.release()
     return SparkFit(arrays, params, "parquet" if staging_root else "arrow", handoff_seconds, fit_seconds)
 
 

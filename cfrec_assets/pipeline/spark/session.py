@@ -22,11 +22,12 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cfrec_assets.pipeline.spark.cleanup import releasing
 from cfrec_assets.settings import SPARK_DRIVER_MEMORY, SPARK_MASTER, SPARK_REMOTE
 
 if TYPE_CHECKING:  # pyspark is the optional [spark] extra
@@ -172,10 +173,8 @@ def _session(settings: SparkSettings, environ: Mapping[str, str]) -> Iterator[Sp
         check_reachable(settings.remote, "the Spark Connect server", ENV_REMOTE, timeout)
         with _connect_mode():
             session = _connect_session(settings)
-            try:
+            with releasing(session.stop):
                 yield session
-            finally:
-                session.stop()
         return
     find_java(environ)
     if not settings.is_local:
@@ -185,10 +184,8 @@ def _session(settings: SparkSettings, environ: Mapping[str, str]) -> Iterator[Sp
         yield session
         return
     _wait_for_executors(session, settings, timeout)
-    try:
+    with releasing(session.stop):  # give the cluster its executors back
         yield session
-    finally:
-        session.stop()  # give the cluster its executors back
 
 
 def _session_class() -> type[SparkSession]:
@@ -244,7 +241,8 @@ def _connect_session(settings: SparkSettings) -> SparkSession:
         for key, value in settings.conf.items():
             session.conf.set(key, value)
     except Exception as error:
-        session.stop()
+        with suppress(Exception):
+            session.stop()
         raise SparkUnavailableError(
             f"the Spark Connect server at {shown} ({ENV_REMOTE}) accepts connections but did not answer: "
             f"{_scrub(error, settings.remote)}. Check TLS (a token=… parameter implies use_ssl) and the token; "
@@ -318,7 +316,8 @@ def _wait_for_executors(session: SparkSession, settings: SparkSettings, timeout:
     deadline = time.monotonic() + timeout
     while status.getExecutorMemoryStatus().size() <= 1:  # the driver counts as one
         if time.monotonic() > deadline:
-            session.stop()
+            with suppress(Exception):
+                session.stop()
             raise SparkUnavailableError(
                 f"the Spark master {endpoint(settings.master)} gave this application no executor within "
                 f"{timeout:.0f} s: start a worker, or free cores/memory on the workers (spark.executor.memory, "
