@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,9 +31,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # hand a nested make the outer one's jobserver and flags).
 _SCRUBBED_PREFIXES = ("CFREC_", "SUPABASE_", "DAGSTER_", "MAKE", "MFLAGS")
 _INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+RESEND_SECONDS = 10.0  # _stop: how long one SIGTERM is given before it is sent again
 # dagster maps SIGTERM to whatever SIGINT does, and a shell starts background jobs with
 # SIGINT ignored: reset both before exec'ing dagster so it shuts down on SIGTERM.
-_EXEC_WITH_DEFAULT_SIGNALS = (
+_EXEC_WITH_DEFAULT_SIGNALS = (  # used for `dg dev` and for `make dev`/`make serve`
     "import os, signal, sys; "
     "signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGTERM, signal.SIG_DFL); "
     "os.execv(sys.argv[1], sys.argv[1:])"
@@ -53,6 +55,7 @@ class DagsterDev:
     log_path: Path
     process: subprocess.Popen
     forced_kill: bool = field(default=False, init=False)
+    terms_sent: int = field(default=0, init=False)
     """Set on exit when SIGTERM was not enough and the group had to be SIGKILLed."""
     killed: list[tuple[int, str]] = field(default_factory=list, init=False)
     """The (pid, name) of the processes that were SIGKILLed."""
@@ -122,17 +125,25 @@ def _wait_for_server_info(dev: DagsterDev, timeout: float) -> dict:
 
 
 def _stop(dev: DagsterDev, timeout: float) -> None:
-    """SIGTERM the group (dagster maps it to its Ctrl-C shutdown), then SIGKILL what is left."""
+    """SIGTERM the group (dagster maps it to its Ctrl-C shutdown), then SIGKILL what is left.
+
+    A SIGTERM that lands while a just-started server is still inside a section that defers
+    interrupts can be lost (seen once on a busy CI machine: nothing in the group reacted for
+    60 s), so it is sent again every ``RESEND_SECONDS``, as an operator presses Ctrl-C again; a
+    server that ignores SIGTERM altogether is still SIGKILLed and reported."""
     pgid = dev.process.pid  # start_new_session: the leader's pid is the group id
     deadline = time.monotonic() + timeout
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        dev.process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pass
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            break
+        dev.terms_sent += 1
+        try:
+            dev.process.wait(timeout=min(RESEND_SECONDS, max(deadline - time.monotonic(), 0.1)))
+            break
+        except subprocess.TimeoutExpired:
+            continue
     # Code servers may outlive the leader by a few seconds while they wind down.
     left = _wait_until_group_empty(pgid, timeout=max(deadline - time.monotonic(), 5.0))
     if left:
@@ -219,7 +230,9 @@ def make_server(
     assignments = [f"{name}={value}" for name, value in {"VENV": str(venv), **make_variables}.items()]
 
     def command(port: int) -> list[str]:
-        return ["make", "--no-print-directory", "-o", f"{venv}/.installed", target, *assignments]
+        make = shutil.which("make") or "/usr/bin/make"
+        make_args = ["--no-print-directory", "-o", f"{venv}/.installed", target, *assignments]
+        return [sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGNALS, make, *make_args]
 
     with _serving(
         tmp_dir,
