@@ -55,7 +55,6 @@ class DagsterDev:
     log_path: Path
     process: subprocess.Popen
     forced_kill: bool = field(default=False, init=False)
-    terms_sent: int = field(default=0, init=False)
     """Set on exit when SIGTERM was not enough and the group had to be SIGKILLed."""
     killed: list[tuple[int, str]] = field(default_factory=list, init=False)
     """The (pid, name) of the processes that were SIGKILLed."""
@@ -138,12 +137,11 @@ def _stop(dev: DagsterDev, timeout: float) -> None:
             os.killpg(pgid, signal.SIGTERM)
         except ProcessLookupError:
             break
-        dev.terms_sent += 1
         try:
             dev.process.wait(timeout=min(RESEND_SECONDS, max(deadline - time.monotonic(), 0.1)))
             break
         except subprocess.TimeoutExpired:
-            continue
+            pass  # not gone yet: send it again
     # Code servers may outlive the leader by a few seconds while they wind down.
     left = _wait_until_group_empty(pgid, timeout=max(deadline - time.monotonic(), 5.0))
     if left:
